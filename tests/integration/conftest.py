@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import docker
+import pytest
+
+from tests.integration.dockertools import Docker
+from voltool import helper_image
+from voltool.endpoint import resolve
+from voltool.engine import Engine
+from voltool.report import Reporter
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="session")
+def engine_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no Docker Engine answers: {e}")
+        pytest.skip(f"no Docker Engine: {e}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def dk(engine_client: docker.DockerClient) -> Docker:
+    engine = Engine.connect(resolve(None, None), 600)
+    image = helper_image.ensure(engine, "busybox", "/bin/busybox", Reporter())
+    return Docker(engine_client, image)
+
+
+@pytest.fixture
+def volume(dk: Docker) -> Iterator[Callable[..., str]]:
+    """Make uniquely named volumes; remove them, their snapshots and their users afterwards.
+
+    Fails the test if voltool left a helper or lock container behind.
+    """
+    made: list[str] = []
+
+    def make(script: str | None = None, labels: dict[str, str] | None = None) -> str:
+        name = f"vt-{uuid.uuid4().hex[:12]}"
+        dk.client.volumes.create(name, labels=labels or {})
+        made.append(name)
+        if script:
+            dk.run({name: "/v"}, script)
+        return name
+
+    yield make
+    leftovers = [c.name for c in dk.managed_containers()]
+    for c in dk.managed_containers():
+        c.remove(force=True)
+    for name in made:
+        for c in dk.client.containers.list(all=True, filters={"volume": name}):
+            c.remove(force=True)
+        for snap in dk.snapshot_volumes(name):
+            dk.client.volumes.get(snap).remove(force=True)
+        dk.client.volumes.get(name).remove(force=True)
+    assert not leftovers, f"voltool left containers behind: {leftovers}"
+
+
+@pytest.fixture
+def container(dk: Docker) -> Iterator[Callable[..., str]]:
+    """Start long-running containers that use volumes; removed afterwards."""
+    made: list[str] = []
+
+    def start(
+        volumes: list[str], script: str = "while true; do date >> /v0/log; sleep 0.05; done"
+    ) -> str:
+        c = dk.client.containers.run(
+            dk.image,
+            ["-c", script],
+            entrypoint=["/bin/sh"],
+            volumes={v: {"bind": f"/v{i}", "mode": "rw"} for i, v in enumerate(volumes)},
+            network_mode="none",
+            detach=True,
+            name=f"vt-app-{uuid.uuid4().hex[:8]}",
+        )
+        made.append(c.id)
+        return str(c.name)
+
+    yield start
+    for cid in made:
+        with contextlib.suppress(docker.errors.NotFound):
+            dk.client.containers.get(cid).remove(force=True)

@@ -1,0 +1,197 @@
+"""Test-side engine access, independent of voltool's code: populate, list, inspect volumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+
+# One line per entry, with names and link targets hex-encoded so any byte survives.
+LIST_SCRIPT = r"""
+cd "$1" || exit 1
+find . -print0 | xargs -0 -n 64 sh -c '
+for f; do
+  n=$(printf %s "$f" | od -An -v -tx1 | tr -d " \n")
+  t=$(stat -c "%F|%a|%u|%g|%s|%Y|%i|%h" "$f")
+  l=""; h=""
+  if [ -L "$f" ]; then l=$(printf %s "$(readlink "$f")" | od -An -v -tx1 | tr -d " \n")
+  elif [ -f "$f" ]; then h=$(sha256sum < "$f" | cut -d" " -f1); fi
+  echo "$n|$t|$l|$h"
+done' sh
+"""
+
+FIDELITY_SCRIPT = r"""
+set -e
+cd /v
+mkdir -p dir/nested/deeper emptydir sticky zerodir
+: > empty
+echo small > small.txt
+head -c 6291456 /dev/urandom > big.bin
+printf s > suid; chmod 4755 suid
+printf g > sgid; chmod 2711 sgid
+chmod 1777 sticky
+printf z > zero; chmod 0 zero
+printf o > owned; chown 1000:1000 owned
+printf deep > dir/nested/deeper/file
+chown 65534:65534 dir/nested; chown 123:456 dir/nested/deeper
+ln -s small.txt rel-link; ln -s /etc/passwd abs-link
+ln -s does/not/exist dangling; ln -s ../.. dir/up-link
+ln big.bin big-hardlink; ln suid suid-hardlink; ln dir/nested/deeper/file deep-hardlink
+printf sp > "name with spaces"
+printf nl > "$(printf 'new\nline')"
+printf u > "ünïcödé-名前"
+long=$(printf 'L%.0s' $(seq 1 150)); printf long > "$long"
+p=$(printf 'p%.0s' $(seq 1 60)); q=$(printf 'q%.0s' $(seq 1 60))
+mkdir -p "$p/$q"; printf x > "$p/$q/f"
+touch -d "2001-02-03 04:05:06" small.txt big.bin owned
+touch -d "1999-12-31 23:59:59" dir/nested/deeper dir/nested emptydir
+chmod 0 zerodir
+chmod 750 /v; chown 7:8 /v
+"""
+
+_TYPES = {
+    "regular file": "file",
+    "regular empty file": "file",
+    "directory": "dir",
+    "symbolic link": "symlink",
+    "fifo": "fifo",
+}
+
+
+@dataclass(frozen=True)
+class Listed:
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: int
+    target: str | None
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    entries: dict[str, Listed]
+    links: frozenset[frozenset[str]]  # hard-link groups
+
+
+class Docker:
+    def __init__(self, client: docker.DockerClient, image: str) -> None:
+        self.client = client
+        self.image = image
+
+    def run(self, mounts: dict[str, str], script: str, *args: str, check: bool = True) -> str:
+        out = self.client.containers.run(
+            self.image,
+            ["-c", script, "sh", *args],
+            entrypoint=["/bin/sh"],
+            volumes={v: {"bind": p, "mode": "rw"} for v, p in mounts.items()},
+            network_mode="none",
+            remove=True,
+            stdout=True,
+            stderr=True,
+        )
+        return out.decode("utf-8", "surrogateescape")  # type: ignore[no-any-return]
+
+    def listing(self, volume: str, sub: str = "") -> Listing:
+        raw = self.run({volume: "/v"}, LIST_SCRIPT, f"/v/{sub}" if sub else "/v")
+        entries: dict[str, Listed] = {}
+        inodes: dict[str, set[str]] = {}
+        for line in raw.splitlines():
+            n, ftype, mode, uid, gid, size, mtime, ino, nlink, target, sha = line.split("|")
+            path = bytes.fromhex(n).decode("utf-8", "surrogateescape")
+            path = "." if path == "." else path.removeprefix("./")
+            kind = _TYPES[ftype]
+            entries[path] = Listed(
+                kind,
+                int(mode, 8),
+                int(uid),
+                int(gid),
+                int(size) if kind == "file" else 0,
+                int(mtime),
+                bytes.fromhex(target).decode("utf-8", "surrogateescape")
+                if kind == "symlink"
+                else None,
+                sha or None,
+            )
+            if kind == "file" and int(nlink) > 1:
+                inodes.setdefault(ino, set()).add(path)
+        return Listing(entries, frozenset(frozenset(g) for g in inodes.values()))
+
+    def read(self, volume: str, path: str) -> bytes:
+        return self.run({volume: "/v"}, 'cat "/v/$1"', path).encode("utf-8", "surrogateescape")
+
+    def manifest(self, snapshot_volume: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(line) for line in self.read(snapshot_volume, "manifest.jsonl").splitlines()
+        ]
+
+    def snapshot_volumes(self, source: str) -> list[str]:
+        return [
+            v.name
+            for v in self.client.volumes.list(
+                filters={"label": f"io.voltool.snapshot.source={source}"}
+            )
+        ]
+
+    def managed_containers(self) -> list[Any]:
+        return self.client.containers.list(all=True, filters={"label": "io.voltool.managed=true"})
+
+    def status(self, container: str) -> str:
+        return str(self.client.api.inspect_container(container)["State"]["Status"])
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def voltool(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 300
+) -> Result:
+    """Run the real `voltool` in a child process, as a user would."""
+    p = subprocess.run(
+        [sys.executable, "-m", "voltool", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def start_voltool(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "voltool", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def hold_env(step: str, hold_file: Path) -> dict[str, str]:
+    return {"VOLTOOL_TEST_HOLD_AT": step, "VOLTOOL_TEST_HOLD_FILE": str(hold_file)}

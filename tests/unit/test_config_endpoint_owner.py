@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from voltool import config, endpoint
+from voltool.errors import NotFound, UsageError
+from voltool.ids import check_volume_name, new_id, snapshot_volume_name
+from voltool.layout import Meta, SnapshotInfo
+from voltool.owner import Owner, current
+
+
+def test_config_precedence_and_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('helper_image = "from-file"\ntimeout = 30\nstop_timeout = 3\n')
+    monkeypatch.setenv("VOLTOOL_CONFIG", str(cfg))
+    got = config.load({"stop_timeout": 9}, {"VOLTOOL_TIMEOUT": "45"})
+    assert (got.helper_image, got.timeout, got.stop_timeout, got.busybox) == (
+        "from-file",
+        45,
+        9,
+        "/bin/busybox",
+    )
+    assert got.sources["helper_image"] == str(cfg)
+    assert got.sources["timeout"] == "VOLTOOL_TIMEOUT"
+    assert got.sources["stop_timeout"] == "command line"
+    assert got.sources["busybox"] == "default"
+
+
+@pytest.mark.parametrize("text", ["timeout = 'soon'\n", "bogus = 1\n", "not toml ==="])
+def test_bad_config_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    monkeypatch.setenv("VOLTOOL_CONFIG", str(cfg))
+    with pytest.raises(UsageError):
+        config.load({}, {})
+
+
+def _make_context(home: Path, name: str, host: str) -> None:
+    meta = home / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(
+        json.dumps(
+            {
+                "Name": name,
+                "Metadata": {},
+                "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": False}},
+            }
+        )
+    )
+
+
+def test_endpoint_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    _make_context(tmp_path, "remote", "tcp://10.9.8.7:2375")
+    _make_context(tmp_path, "other", "unix:///other.sock")
+    (tmp_path / "config.json").write_text(json.dumps({"currentContext": "remote"}))
+    assert endpoint.resolve(None, None, {}).host == "tcp://10.9.8.7:2375"
+    assert endpoint.resolve(None, None, {"DOCKER_CONTEXT": "other"}).host == "unix:///other.sock"
+    assert (
+        endpoint.resolve(None, None, {"DOCKER_HOST": "tcp://1.2.3.4:2375"}).source == "DOCKER_HOST"
+    )
+    assert (
+        endpoint.resolve(None, "other", {"DOCKER_HOST": "tcp://1.2.3.4:2375"}).host
+        == "unix:///other.sock"
+    )
+    assert endpoint.resolve("unix:///x.sock", None, {}).host == "unix:///x.sock"
+    with pytest.raises(UsageError):
+        endpoint.resolve("unix:///x", "other", {})
+    with pytest.raises((NotFound, UsageError)):
+        endpoint.resolve(None, "missing", {})
+
+
+def test_default_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert endpoint.resolve(None, None, {}).host == endpoint.DEFAULT_HOST
+
+
+def test_owner_liveness() -> None:
+    me = current()
+    assert me.is_alive()
+    assert Owner.parse(me.token()) == me
+    assert not Owner(me.host, me.boot_id, me.pid, "12345", me.uid).is_alive()  # pid reused
+    assert not Owner(me.host, "otherboot", me.pid, me.start, me.uid).is_alive()  # rebooted
+    assert Owner("elsewhere", "b", 1, "1", 0).is_alive()  # cannot tell: presumed alive
+    assert Owner.parse("garbage") is None
+    assert os.getpid() == me.pid
+
+
+def test_ids_and_names() -> None:
+    sid = new_id()
+    assert snapshot_volume_name(sid) == f"voltool-snap-{sid}"
+    with pytest.raises(ValueError):
+        snapshot_volume_name("../etc")
+    with pytest.raises(UsageError):
+        check_volume_name("bad/name")
+
+
+def test_snapshot_info_and_meta_parse_strictly() -> None:
+    info = SnapshotInfo(
+        1, "0123456789abcdef", "v", "2026-01-01T00:00:00+00:00", "manual", 3, 10, "a" * 64
+    )
+    assert SnapshotInfo.parse(info.to_json(), "0123456789abcdef") == info
+    with pytest.raises(Exception, match="does not match"):
+        SnapshotInfo.parse(info.to_json(), "fedcba9876543210")
+    bad = json.loads(info.to_json())
+    bad["format"] = 2
+    with pytest.raises(Exception, match="unknown format"):
+        SnapshotInfo.parse(json.dumps(bad).encode())
+    bad["format"], bad["id"] = 1, "../../x"
+    with pytest.raises(Exception, match="invalid snapshot id"):
+        SnapshotInfo.parse(json.dumps(bad).encode())
+    meta = Meta("nightly", "before upgrade", True)
+    assert Meta.parse(meta.to_json()) == meta
+    assert meta.etag == hashlib.sha256(meta.canonical()).hexdigest() != Meta().etag
+    with pytest.raises(Exception, match="invalid name"):
+        Meta.parse(b'{"name": "../x"}')

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.tarbuild import M, chunked, d, f, hard, make_tar, sym
+from voltool.errors import ArchiveRejected, IntegrityError
+from voltool.tarstream import END_OF_ARCHIVE, EntryType, TarEntry, TarReader, header_bytes, padding
+
+LONG = "d" * 120 + "/" + "n" * 200
+
+
+def read_all(data: bytes, chunk: int = 7) -> list[tuple[TarEntry, bytes]]:
+    reader = TarReader(chunked(data, chunk))
+    return [(e, b"".join(reader.content())) for e in reader]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_reads_what_tarfile_writes(fmt: int) -> None:
+    members = [
+        d("top"),
+        f("top/a", b"hello"),
+        sym("top/s", "/etc/passwd"),
+        hard("top/h", "top/a"),
+        f("top/empty", b""),
+    ]
+    if fmt != tarfile.USTAR_FORMAT:
+        members.append(f(LONG, b"long name"))
+        members.append(f("top/ünï", b"u"))
+    got = read_all(make_tar(members, fmt))
+    assert [(e.name, e.type) for e, _ in got] == [
+        (
+            m.name,
+            {
+                b"5": EntryType.DIR,
+                b"0": EntryType.FILE,
+                b"2": EntryType.SYMLINK,
+                b"1": EntryType.HARDLINK,
+            }[m.type],
+        )
+        for m in members
+    ]
+    assert got[1][1] == b"hello"
+    assert got[2][0].linkname == "/etc/passwd"
+    assert got[3][0].linkname == "top/a"
+
+
+def test_big_numbers_and_modes_survive() -> None:
+    data = make_tar([M("x", data=b"q", mode=0o4755, uid=70000, gid=2**21 + 5, mtime=978_307_200)])
+    ((e, content),) = read_all(data)
+    assert (e.mode, e.uid, e.gid, e.mtime, content) == (0o4755, 70000, 2**21 + 5, 978_307_200, b"q")
+
+
+@given(st.lists(st.binary(max_size=3000), min_size=1, max_size=6), st.integers(1, 1500))
+@settings(max_examples=60, deadline=None)
+def test_any_chunking_gives_the_same_contents(contents: list[bytes], chunk: int) -> None:
+    data = make_tar([f(f"f{i}", c) for i, c in enumerate(contents)])
+    assert [c for _, c in read_all(data, chunk)] == contents
+
+
+def test_unread_content_is_skipped() -> None:
+    data = make_tar([f("a", b"A" * 5000), f("b", b"B")])
+    reader = TarReader(chunked(data, 100))
+    names = []
+    for e in reader:
+        names.append(e.name)
+        if e.name == "a":
+            next(iter(reader.content()))  # read one piece only, abandon the rest
+    assert names == ["a", "b"]
+
+
+def test_truncated_inside_content() -> None:
+    data = make_tar([f("a", b"A" * 5000)])
+    with pytest.raises(IntegrityError, match="truncated"):
+        read_all(data[:2000])
+
+
+def test_stream_cut_at_an_entry_boundary_is_truncated_not_shorter() -> None:
+    data = make_tar([f("a", b"A"), f("b", b"B")])
+    cut = 512 * 2  # header and content block of "a", no end marker
+    with pytest.raises(IntegrityError, match="truncated"):
+        read_all(data[:cut])
+
+
+def test_data_after_the_end_marker_is_corrupt() -> None:
+    data = make_tar([f("a")]) + b"junk" * 10
+    with pytest.raises(IntegrityError, match="after its end"):
+        read_all(data)
+
+
+def test_bad_checksum_is_corrupt() -> None:
+    data = bytearray(make_tar([f("a")]))
+    data[0] ^= 0xFF
+    with pytest.raises(IntegrityError, match="bad header"):
+        read_all(bytes(data))
+
+
+def test_huge_pax_header_is_refused_before_it_is_buffered() -> None:
+    info = tarfile.TarInfo("x")
+    info.type = tarfile.XHDTYPE
+    info.size = 50 * 1024 * 1024
+    with pytest.raises(ArchiveRejected, match="bound"):
+        read_all(info.tobuf(tarfile.USTAR_FORMAT))
+
+
+def test_sparse_members_are_refused() -> None:
+    info = tarfile.TarInfo("x")
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}
+    with pytest.raises(ArchiveRejected, match="sparse"):
+        read_all(info.tobuf(tarfile.PAX_FORMAT) + END_OF_ARCHIVE)
+
+
+def test_pax_size_overrides_header_size() -> None:
+    info = tarfile.TarInfo("x")
+    info.size = 3
+    info.pax_headers = {"size": "5"}
+    raw = info.tobuf(tarfile.PAX_FORMAT) + b"hello" + padding(5) + END_OF_ARCHIVE
+    ((e, content),) = read_all(raw)
+    assert (e.size, content) == (5, b"hello")
+
+
+def test_link_entries_may_not_carry_content() -> None:
+    info = tarfile.TarInfo("l")
+    info.type = tarfile.SYMTYPE
+    info.linkname = "t"
+    info.pax_headers = {"size": "5"}
+    raw = info.tobuf(tarfile.PAX_FORMAT) + b"hello" + padding(5) + END_OF_ARCHIVE
+    with pytest.raises(ArchiveRejected, match="may not carry content"):
+        read_all(raw)
+
+
+def test_header_bytes_round_trip_through_tarfile() -> None:
+    e = TarEntry("data/ü/" + "x" * 150, EntryType.FILE, 0o2750, 1234, 5678, 3, 981_173_106)
+    raw = header_bytes(e) + b"abc" + padding(3) + END_OF_ARCHIVE
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        (m,) = tar.getmembers()
+    assert (m.name, m.mode, m.uid, m.gid, m.size, m.mtime) == (
+        e.name,
+        e.mode,
+        e.uid,
+        e.gid,
+        3,
+        e.mtime,
+    )
+    ((back, content),) = read_all(raw)
+    assert back == e and content == b"abc"
+
+
+def test_names_that_are_not_utf8_round_trip() -> None:
+    name = b"caf\xe9".decode("utf-8", "surrogateescape")
+    raw = header_bytes(TarEntry(name, EntryType.FILE, 0o644, 0, 0, 0, 0)) + END_OF_ARCHIVE
+    ((back, _),) = read_all(raw)
+    assert back.name == name

@@ -1,0 +1,3 @@
+from voltool.cli.app import main
+
+main()

@@ -1,0 +1,249 @@
+"""Finding snapshots, reading their metadata, resolving references, deleting them.
+
+Listing reads the snapshot volumes' labels (one engine call) and then every
+snapshot's snapshot.json and meta.json through ONE started helper that mounts
+them all read-only: listing N snapshots never starts N containers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from voltool import labels as L
+from voltool.engine import Mount, NameConflict, VolumeInfo
+from voltool.errors import (
+    AmbiguousReference,
+    Busy,
+    IntegrityError,
+    NotFound,
+    PreconditionFailed,
+    UsageError,
+    VoltoolError,
+)
+from voltool.ids import SNAPSHOT_VOLUME_PREFIX, check_volume_name, is_valid_id, new_id
+from voltool.layout import META, SNAPSHOT, Meta, SnapshotInfo
+from voltool.locks import volume_lock
+from voltool.runtime import Runtime
+
+MIN_PREFIX = 4
+_MAX_META_FILE = 1024 * 1024
+_MOUNTS_PER_READER = 256
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot as the engine's labels and its metadata files describe it."""
+
+    id: str
+    volume: str
+    source: str
+    created: dt.datetime
+    kind: str
+    owner: str = ""  # token of the process that created it (voltool.owner)
+    info: SnapshotInfo | None = None  # None: incomplete, or its snapshot.json is bad
+    meta: Meta | None = None
+    problem: str | None = None  # why info or meta could not be read
+
+    @property
+    def complete(self) -> bool:
+        return self.info is not None
+
+    @property
+    def state(self) -> str:
+        if self.info is not None:
+            return "complete" if self.problem is None else "damaged"
+        return "incomplete"
+
+    @property
+    def name(self) -> str | None:
+        return self.meta.name if self.meta else None
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.meta and self.meta.pinned)
+
+
+def from_labels(volume: str, lab: dict[str, str]) -> Snapshot | None:
+    """A Snapshot from a volume's labels, or None if they are not a valid voltool set."""
+    sid = lab.get(L.SNAPSHOT_ID, "")
+    if not is_valid_id(sid) or volume != SNAPSHOT_VOLUME_PREFIX + sid:
+        return None
+    try:
+        created = dt.datetime.fromisoformat(lab.get(L.CREATED, ""))
+    except ValueError:
+        return None
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
+    return Snapshot(
+        sid, volume, lab.get(L.SOURCE, "?"), created, lab.get(L.KIND, "?"), lab.get(L.OWNER, "")
+    )
+
+
+def find(rt: Runtime, source: str | None = None) -> list[Snapshot]:
+    """Snapshots known from labels alone (metadata not read), oldest first."""
+    filters = [f"{L.ROLE}={L.ROLE_SNAPSHOT}"]
+    if source:
+        filters.append(f"{L.SOURCE}={source}")
+    found = [from_labels(v.name, v.labels) for v in rt.engine.volumes(filters)]
+    return sorted((s for s in found if s is not None), key=lambda s: (s.created, s.id))
+
+
+def with_metadata(rt: Runtime, snapshots: list[Snapshot]) -> list[Snapshot]:
+    """The same snapshots with snapshot.json and meta.json read and validated."""
+    files: dict[str, dict[str, bytes]] = {}
+    for start in range(0, len(snapshots), _MOUNTS_PER_READER):
+        batch = snapshots[start : start + _MOUNTS_PER_READER]
+        files.update(_read_metadata_files(rt, batch))
+    return [_attach(s, files.get(s.id, {})) for s in snapshots]
+
+
+def list_snapshots(rt: Runtime, source: str | None = None) -> list[Snapshot]:
+    return with_metadata(rt, find(rt, source))
+
+
+_READER = r"""
+cd /s || exit 1
+for d in *; do
+  for f in snapshot.json meta.json; do
+    p="$d/$f"
+    if [ -f "$p" ] && [ ! -L "$p" ]; then
+      n=$(wc -c < "$p")
+      if [ "$n" -le "$1" ]; then echo "$p $n"; head -c "$n" "$p"; fi
+    fi
+  done
+done
+"""
+
+
+def _read_metadata_files(rt: Runtime, batch: list[Snapshot]) -> dict[str, dict[str, bytes]]:
+    if not batch:
+        return {}
+    mounts = [Mount(s.volume, f"/s/{s.id}", read_only=True) for s in batch]
+    result = rt.engine.run(
+        rt.image, mounts, rt.helper_labels(new_id()), _READER, [str(_MAX_META_FILE)]
+    )
+    if result.exit_code != 0:
+        raise VoltoolError(
+            f"reading snapshot metadata failed: {result.stderr.decode(errors='replace')[:200]}"
+        )
+    return _parse_framed(result.stdout)
+
+
+def _parse_framed(out: bytes) -> dict[str, dict[str, bytes]]:
+    files: dict[str, dict[str, bytes]] = {}
+    pos = 0
+    while pos < len(out):
+        eol = out.find(b"\n", pos)
+        if eol < 0:
+            break
+        path, _, size = out[pos:eol].decode(errors="replace").rpartition(" ")
+        if not size.isdigit() or "/" not in path:
+            break
+        n = int(size)
+        sid, _, fname = path.partition("/")
+        files.setdefault(sid, {})[fname] = out[eol + 1 : eol + 1 + n]
+        pos = eol + 1 + n
+    return files
+
+
+def _attach(s: Snapshot, found: dict[str, bytes]) -> Snapshot:
+    info = meta = None
+    problems = []
+    if SNAPSHOT in found:
+        try:
+            info = SnapshotInfo.parse(found[SNAPSHOT], expected_id=s.id)
+        except IntegrityError as e:
+            problems.append(str(e))
+    if META in found:
+        try:
+            meta = Meta.parse(found[META])
+        except IntegrityError as e:
+            problems.append(str(e))
+    elif info is not None:
+        problems.append(f"{META} is missing")
+    return replace(s, info=info, meta=meta, problem="; ".join(problems) or None)
+
+
+def resolve(rt: Runtime, ref: str | None = None, name: str | None = None) -> Snapshot:
+    """The one snapshot that `ref` (id, id prefix, volume name) or `name` selects, with metadata.
+
+    Raises NotFound when none matches and AmbiguousReference when several do.
+    """
+    if (ref is None) == (name is None):
+        raise UsageError("name a snapshot by id (or unique id prefix), or with --name")
+    snapshots = find(rt)
+    if ref is not None:
+        key = ref.removeprefix(SNAPSHOT_VOLUME_PREFIX).lower()
+        if not key or any(c not in "0123456789abcdef" for c in key):
+            raise UsageError(f"{ref!r} is not a snapshot id or id prefix (for a name, use --name)")
+        if len(key) < MIN_PREFIX:
+            raise UsageError(
+                f"snapshot id prefix {ref!r} is too short: give at least {MIN_PREFIX} digits"
+            )
+        matches = [s for s in snapshots if s.id.startswith(key)]
+        what = f"no snapshot with id {ref!r}"
+    else:
+        matches = [s for s in with_metadata(rt, snapshots) if s.name == name]
+        what = f"no snapshot named {name!r}"
+    if not matches:
+        raise NotFound(what)
+    if len(matches) > 1:
+        raise AmbiguousReference(
+            ref or name or "",
+            [f"{s.id[:12]} ({s.source}, {s.created:%Y-%m-%d %H:%M})" for s in matches],
+        )
+    return matches[0] if ref is None else with_metadata(rt, matches)[0]
+
+
+def resolve_all(rt: Runtime, refs: Iterable[str]) -> list[Snapshot]:
+    out: list[Snapshot] = []
+    for ref in refs:
+        s = resolve(rt, ref)
+        if s.id not in {o.id for o in out}:
+            out.append(s)
+    return out
+
+
+def delete(rt: Runtime, snapshot: Snapshot, force: bool = False, wait: float | None = None) -> None:
+    """Remove a snapshot volume under its lock; a pinned one only with `force`."""
+    op = new_id()
+    with volume_lock(rt, snapshot.volume, op, "delete", wait):
+        current = with_metadata(rt, [snapshot])[0]
+        if current.pinned and not force:
+            raise PreconditionFailed(
+                f"snapshot {snapshot.id} is pinned; unpin it or delete with --force"
+            )
+        try:
+            rt.engine.remove_volume(snapshot.volume)
+        except NameConflict:
+            raise Busy(f"snapshot {snapshot.id} is in use by a container") from None
+
+
+def read_file(rt: Runtime, volume: str, path: str, limit: int) -> Iterator[bytes]:
+    """Stream one file of a snapshot volume (`path` relative to its root), at most `limit` bytes."""
+    from voltool.tarstream import EntryType, TarReader
+
+    with rt.engine.helper(
+        rt.image, [Mount(volume, "/snap", read_only=True)], rt.helper_labels(new_id())
+    ) as cid:
+        reader = TarReader(rt.engine.get_archive(cid, f"/snap/{path}"))
+        for entry in reader:
+            if entry.type is not EntryType.FILE or entry.size > limit:
+                raise IntegrityError(
+                    f"{path} in {volume} is not a regular file of at most {limit} bytes"
+                )
+            yield from reader.content()
+
+
+def user_volume(rt: Runtime, name: str) -> VolumeInfo:
+    """The named volume, which must exist and must not be one of voltool's snapshot volumes."""
+    check_volume_name(name)
+    try:
+        info = rt.engine.volume(name)
+    except NotFound:
+        raise NotFound(f"no volume named {name!r}") from None
+    if info.labels.get(L.MANAGED) == "true" or name.startswith(SNAPSHOT_VOLUME_PREFIX):
+        raise UsageError(f"{name!r} is a voltool snapshot volume, not a volume to work on")
+    return info

@@ -1,0 +1,374 @@
+"""The `voltool` command: parse, call the library, render, and map errors to exit codes.
+
+Every command is wrapped by `_command`, the one place where voltool's errors
+become a one-line message and their exit code, and Ctrl-C becomes 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+
+from voltool import __version__, catalog, config, helper_image, recover, snapshot
+from voltool.cli import render
+from voltool.cli.render import err, out
+from voltool.cli.reporter import ConsoleReporter
+from voltool.errors import (
+    Declined,
+    ExitCode,
+    NeedsConfirmation,
+    NotFound,
+    PreconditionFailed,
+    UsageError,
+    VoltoolError,
+)
+from voltool.runtime import Runtime, connect_engine, open_runtime
+
+app = typer.Typer(
+    name="voltool",
+    help="Point-in-time snapshots of Docker named volumes, and restores that never lose data.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class Globals:
+    overrides: dict[str, Any]
+
+    def config(self) -> config.Config:
+        return config.load(self.overrides)
+
+    def runtime(self, quiet: bool = False) -> Runtime:
+        return open_runtime(self.config(), ConsoleReporter(quiet))
+
+
+def _command(fn: Callable[P, R]) -> Callable[P, R]:
+    """Map voltool's errors to their exit codes; no traceback reaches a user."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except VoltoolError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", ExitCode.INTERRUPTED)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:  # a bug: say so in one line, keep the trace for VOLTOOL_DEBUG
+            if os.environ.get("VOLTOOL_DEBUG"):
+                traceback.print_exc()
+            _fail(f"unexpected error: {type(e).__name__}: {e}", ExitCode.ERROR)
+
+    return wrapper
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"voltool: error: {' '.join(message.split())}", markup=False)
+    raise typer.Exit(int(code))
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Globals)
+    return obj
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"voltool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    ctx: typer.Context,
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        "-H",
+        help="Engine endpoint (unix://, tcp://, ssh://); overrides DOCKER_HOST.",
+    ),
+    context: str | None = typer.Option(
+        None, "--context", help="Docker context to use instead of the current one."
+    ),
+    helper_image_opt: str | None = typer.Option(
+        None, "--helper-image", help="Image for helper containers (default: busybox)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    ctx.obj = Globals({"host": host, "context": context, "helper_image": helper_image_opt})
+    if ctx.invoked_subcommand is None:
+        out.print(ctx.get_help(), markup=False)
+        raise typer.Exit(int(ExitCode.USAGE))
+
+
+def _confirm(question: str, yes: bool, refusal: str) -> None:
+    """Ask on the terminal unless `yes`; with no terminal and no `yes`, refuse."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise NeedsConfirmation(f"{refusal}: no terminal to confirm on; pass --yes")
+    if not typer.confirm(question, default=False, err=True):
+        raise Declined("declined; nothing was changed")
+
+
+# -- snapshot --------------------------------------------------------------
+
+
+@app.command("snapshot")
+@_command
+def snapshot_cmd(
+    ctx: typer.Context,
+    volumes: list[str] = typer.Argument(
+        None, help="Volumes to snapshot, at one point in time.", show_default=False
+    ),
+    name: str | None = typer.Option(
+        None, "--name", help="Name for the snapshot (unique per volume)."
+    ),
+    note: str | None = typer.Option(None, "--note", help="Free-text note kept with the snapshot."),
+    stop: bool = typer.Option(
+        False,
+        "--stop",
+        help="Stop and restart the containers using the volumes (application-consistent).",
+    ),
+    no_quiesce: bool = typer.Option(False, "--no-quiesce", help="Leave running containers alone."),
+    project: str | None = typer.Option(
+        None, "--project", help="Every volume of this Compose project."
+    ),
+    wait: float | None = typer.Option(
+        None, "--wait", help="Seconds to wait for a busy volume's lock."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the new snapshots as JSON."),
+) -> None:
+    """Take a snapshot of each VOLUME (containers using them are paused meanwhile)."""
+    if stop and no_quiesce:
+        raise UsageError("--stop and --no-quiesce exclude each other")
+    rt = _globals(ctx).runtime(quiet=as_json)
+    names = list(volumes or [])
+    if project:
+        found = [v.name for v in rt.engine.volumes([f"com.docker.compose.project={project}"])]
+        if not found:
+            raise NotFound(f"no volumes of Compose project {project!r}")
+        names += found
+    mode = "stop" if stop else "none" if no_quiesce else "pause"
+    made = snapshot.take(rt, snapshot.SnapshotRequest(tuple(names), name, note, mode, wait=wait))
+    if as_json:
+        render.print_json([render.snapshot_record(s) for s in made])
+        return
+    for s in made:
+        size = render.human_bytes(s.info.bytes if s.info else None)
+        entries = s.info.entries if s.info else 0
+        out.print(f"snapshot {s.id} of {s.source}: {entries} entries, {size}", markup=False)
+
+
+# -- list, inspect, delete -------------------------------------------------
+
+
+@app.command("list")
+@_command
+def list_cmd(
+    ctx: typer.Context,
+    volume: str | None = typer.Argument(None, help="Only snapshots of this volume."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List snapshots, oldest first."""
+    rt = _globals(ctx).runtime(quiet=as_json)
+    snaps = catalog.list_snapshots(rt, volume)
+    if as_json:
+        render.print_json([render.snapshot_record(s) for s in snaps])
+    elif not snaps:
+        err.print("voltool: no snapshots" + (f" of {volume!r}" if volume else ""), markup=False)
+    else:
+        out.print(render.snapshot_table(snaps))
+
+
+@app.command("inspect")
+@_command
+def inspect_cmd(
+    ctx: typer.Context,
+    ref: str | None = typer.Argument(
+        None, metavar="SNAPSHOT", help="Snapshot id or unique id prefix."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Select the snapshot by name instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show everything about one snapshot: labels, snapshot.json, meta.json and its ETag."""
+    rt = _globals(ctx).runtime(quiet=as_json)
+    s = catalog.resolve(rt, ref, name)
+    record = render.snapshot_record(s)
+    record["labels"] = rt.engine.volume(s.volume).labels
+    if as_json:
+        render.print_json(record)
+        return
+    for key in (
+        "id",
+        "volume",
+        "source",
+        "created",
+        "kind",
+        "state",
+        "entries",
+        "bytes",
+        "tree_digest",
+        "quiesce",
+        "name",
+        "note",
+        "pinned",
+        "etag",
+        "problem",
+    ):
+        value = record[key]
+        if value is not None and value != "":
+            out.print(f"{key + ':':<13} {value}", markup=False)
+    out.print("labels:", markup=False)
+    for k, v in sorted(record["labels"].items()):
+        out.print(f"  {k}={v}", markup=False)
+
+
+@app.command("delete")
+@_command
+def delete_cmd(
+    ctx: typer.Context,
+    refs: list[str] = typer.Argument(
+        ..., metavar="SNAPSHOT...", help="Snapshot ids or unique id prefixes."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    force: bool = typer.Option(False, "--force", help="Delete pinned snapshots too."),
+    wait: float | None = typer.Option(
+        None, "--wait", help="Seconds to wait for a busy snapshot's lock."
+    ),
+) -> None:
+    """Delete snapshots (asks first; pinned ones need --force)."""
+    rt = _globals(ctx).runtime()
+    snaps = catalog.resolve_all(rt, refs)
+    pinned = [s.id for s in snaps if s.pinned]
+    if pinned and not force:
+        raise PreconditionFailed(f"snapshot {pinned[0]} is pinned; unpin it or pass --force")
+    for s in snaps:
+        err.print(
+            f"  {s.id}  {s.source}  {s.created:%Y-%m-%d %H:%M:%S}  {s.name or ''}", markup=False
+        )
+    _confirm(f"Delete {len(snaps)} snapshot(s)?", yes, "refusing to delete")
+    for s in snaps:
+        catalog.delete(rt, s, force=force, wait=wait)
+        out.print(f"deleted {s.id}", markup=False)
+
+
+# -- doctor, helper, recover -----------------------------------------------
+
+
+@app.command("doctor")
+@_command
+def doctor_cmd(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check the engine, the helper image, the state directory, and look for leftovers."""
+    from voltool.doctor import run_checks
+
+    checks = run_checks(_globals(ctx).config())
+    if as_json:
+        render.print_json([c.__dict__ for c in checks])
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+        for c in checks:
+            line = f"{marks[c.status]}  {c.name}: {c.detail}"
+            out.print(
+                line + (f"  -> run: {c.fix}" if c.fix and c.status != "ok" else ""), markup=False
+            )
+    if any(c.status == "fail" for c in checks):
+        engine_down = checks[0].name == "engine" and checks[0].status == "fail"
+        raise typer.Exit(int(ExitCode.ENGINE if engine_down else ExitCode.ERROR))
+
+
+@app.command("helper")
+@_command
+def helper_cmd(
+    ctx: typer.Context,
+    build: bool = typer.Option(
+        False, "--build", help="Build the helper image from a static busybox now."
+    ),
+    busybox: str | None = typer.Option(
+        None, "--busybox", help="Path of the static busybox binary."
+    ),
+) -> None:
+    """Show the helper image in use, or build it offline with --build."""
+    g = _globals(ctx)
+    if busybox:
+        g.overrides["busybox"] = busybox
+    cfg = g.config()
+    engine = connect_engine(cfg)
+    if build:
+        tag = helper_image.build(engine, cfg.busybox)
+        out.print(f"built {tag} from {cfg.busybox}", markup=False)
+        return
+    found = helper_image.status(engine, cfg.helper_image, cfg.busybox)
+    out.print(f"helper image: {found.how}", markup=False)
+
+
+@app.command("recover")
+@_command
+def recover_cmd(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what would be done; change nothing."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the actions as JSON."),
+) -> None:
+    """Finish or roll back interrupted operations, and remove what dead processes left."""
+    rt = _globals(ctx).runtime(quiet=as_json)
+    actions = recover.recover(rt, dry_run=dry_run)
+    if as_json:
+        render.print_json({"dry_run": dry_run, "actions": actions})
+        return
+    if not actions:
+        out.print("nothing to recover", markup=False)
+    for a in actions:
+        out.print(("would " if dry_run else "") + a, markup=False)
+
+
+# -- entry point -----------------------------------------------------------
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI with `argv`; returns the exit code (for tests and `main`)."""
+    try:
+        rv = app(args=argv, prog_name="voltool", standalone_mode=False)
+    except typer.Abort:
+        err.print("voltool: error: interrupted", markup=False)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as e:
+        # Typer's parser errors (its vendored click's UsageError and kin) are not
+        # public types; they are known by their shape: format_message() and exit_code.
+        if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+            raise
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        err.print(f"voltool: error: {' '.join(e.format_message().split())}{hint}", markup=False)
+        return int(getattr(e, "exit_code"))  # noqa: B009 (a duck-typed attribute)
+    return rv if isinstance(rv, int) else 0
+
+
+def main() -> NoReturn:
+    signal.signal(signal.SIGTERM, _sigterm)
+    sys.exit(run())

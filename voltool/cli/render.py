@@ -1,0 +1,87 @@
+"""Turning library values into tables, JSON and words. No engine access here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from voltool.catalog import Snapshot
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+if not out.is_terminal:
+    out.width = 250  # piped output: one line per row, never wrapped at 80 columns
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def age(when: dt.datetime, now: dt.datetime | None = None) -> str:
+    seconds = int(((now or dt.datetime.now(dt.UTC)) - when).total_seconds())
+    if seconds < 0:
+        return "in the future"
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= span:
+            return f"{seconds // span}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def snapshot_record(s: Snapshot) -> dict[str, Any]:
+    """The JSON form of a snapshot, shared by snapshot, list and inspect."""
+    info, meta = s.info, s.meta
+    return {
+        "id": s.id,
+        "volume": s.volume,
+        "source": s.source,
+        "created": s.created.isoformat(),
+        "kind": s.kind,
+        "state": s.state,
+        "entries": info.entries if info else None,
+        "bytes": info.bytes if info else None,
+        "tree_digest": info.tree_digest if info else None,
+        "quiesce": info.quiesce if info else None,
+        "name": meta.name if meta else None,
+        "note": meta.note if meta else None,
+        "pinned": s.pinned,
+        "etag": meta.etag if meta else None,
+        "problem": s.problem,
+    }
+
+
+def snapshot_table(snapshots: list[Snapshot]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("ID", "VOLUME", "CREATED", "SIZE", "ENTRIES", "KIND", "NAME", "PINNED", "STATE"):
+        table.add_column(
+            col, justify="right" if col in ("SIZE", "ENTRIES") else "left", no_wrap=True
+        )
+    for s in snapshots:
+        local = s.created.astimezone()
+        table.add_row(
+            s.id[:12],
+            s.source,
+            f"{local:%Y-%m-%d %H:%M:%S} ({age(s.created)})",
+            human_bytes(s.info.bytes if s.info else None),
+            str(s.info.entries) if s.info else "-",
+            s.kind,
+            s.name or "",
+            "yes" if s.pinned else "",
+            s.state,
+        )
+    return table

@@ -1,0 +1,128 @@
+"""Effective configuration: command line, VOLTOOL_* variables, the TOML file, defaults.
+
+Every value remembers where it came from, so `voltool config show` can say so.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from voltool.errors import UsageError
+
+DEFAULT_HELPER_IMAGE = "busybox"
+DEFAULT_BUSYBOX = "/bin/busybox"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    kind: type
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", None, str, "engine endpoint, like DOCKER_HOST (unix://, tcp://, ssh://)"),
+    Setting("context", None, str, "Docker context to use instead of the current one"),
+    Setting("helper_image", DEFAULT_HELPER_IMAGE, str, "image of the helper containers"),
+    Setting("busybox", DEFAULT_BUSYBOX, str, "static busybox binary to build the helper from"),
+    Setting("timeout", 600, int, "seconds to wait on one engine request"),
+    Setting("stop_timeout", 10, int, "seconds a container gets to stop before it is killed"),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    values: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+    file: Path | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def host(self) -> str | None:
+        return self.values["host"]  # type: ignore[no-any-return]
+
+    @property
+    def context(self) -> str | None:
+        return self.values["context"]  # type: ignore[no-any-return]
+
+    @property
+    def helper_image(self) -> str:
+        return str(self.values["helper_image"])
+
+    @property
+    def busybox(self) -> str:
+        return str(self.values["busybox"])
+
+    @property
+    def timeout(self) -> int:
+        return int(self.values["timeout"])
+
+    @property
+    def stop_timeout(self) -> int:
+        return int(self.values["stop_timeout"])
+
+
+def config_file_path() -> Path:
+    explicit = os.environ.get("VOLTOOL_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return Path(platformdirs.user_config_dir("voltool")) / "config.toml"
+
+
+def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Resolve every setting; raises UsageError for a malformed file or value."""
+    env = os.environ if environ is None else environ
+    path = config_file_path()
+    from_file = _read_file(path)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for s in SETTINGS:
+        cli_value = (overrides or {}).get(s.name)
+        env_name = "VOLTOOL_" + s.name.upper()
+        if cli_value is not None:
+            values[s.name], sources[s.name] = cli_value, "command line"
+        elif env.get(env_name):
+            values[s.name], sources[s.name] = _coerce(s, env[env_name], env_name), env_name
+        elif s.name in from_file:
+            values[s.name], sources[s.name] = _coerce(s, from_file[s.name], str(path)), str(path)
+        else:
+            values[s.name], sources[s.name] = s.default, "default"
+    return Config(values, sources, path if path.exists() else None)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(f"cannot read configuration file {path}: {e}") from None
+    unknown = sorted(k for k in data if k not in _BY_NAME and not isinstance(data[k], dict))
+    if unknown:
+        raise UsageError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+    return data
+
+
+def _coerce(s: Setting, raw: Any, where: str) -> Any:
+    if s.kind is int:
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise UsageError(f"{s.name} from {where} must be a whole number, not {raw!r}") from None
+        if value <= 0:
+            raise UsageError(f"{s.name} from {where} must be positive, not {value}")
+        return value
+    if not isinstance(raw, str) or not raw:
+        raise UsageError(f"{s.name} from {where} must be a non-empty string")
+    return raw

@@ -1,0 +1,357 @@
+"""The one seam between voltool and the Docker Engine.
+
+Everything that talks to the engine goes through `Engine`; it returns plain
+values and raises only voltool's own errors, so no other module imports
+`docker.errors`. Helpers are short-lived containers: created with voltool's
+labels and no network, removed in a `finally` whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from voltool import labels as L
+from voltool.endpoint import Endpoint
+from voltool.errors import EngineError, EngineUnreachable, NotFound, VoltoolError
+
+# dockerd sends 32 KiB frames; reading 64 KiB at a time was fastest (DESIGN.md).
+ARCHIVE_CHUNK = 64 * 1024
+
+
+class NameConflict(EngineError):
+    """A container or volume with that name exists already (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    driver: str
+    labels: dict[str, str]
+    created: str
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    status: str  # created | running | paused | restarting | exited | dead
+    labels: dict[str, str]
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+@dataclass(frozen=True)
+class Mount:
+    volume: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Turn docker-py and requests errors raised inside into voltool errors."""
+    try:
+        yield
+    except VoltoolError:
+        raise
+    except docker.errors.NotFound as e:
+        raise NotFound(f"{what}: {_explain(e)}") from None
+    except docker.errors.APIError as e:
+        if e.status_code == 409:
+            raise NameConflict(f"{what}: {_explain(e)}") from None
+        raise EngineError(f"{what}: {_explain(e)}") from None
+    except (requests.exceptions.ConnectionError, ConnectionError) as e:
+        raise EngineUnreachable(f"{what}: lost the Docker Engine ({_first_line(e)})") from None
+    except requests.exceptions.Timeout:
+        raise EngineUnreachable(f"{what}: the Docker Engine did not answer in time") from None
+    except docker.errors.DockerException as e:
+        raise EngineError(f"{what}: {_first_line(e)}") from None
+
+
+def _why_unreachable(e: BaseException) -> str:
+    text = str(e)
+    for marker, words in (
+        ("FileNotFoundError", "no such socket"),
+        ("PermissionError", "permission denied"),
+        ("Connection refused", "connection refused"),
+        ("timed out", "timed out"),
+        ("Name or service not known", "unknown host"),
+    ):
+        if marker in text:
+            return words
+    return _first_line(e)
+
+
+def _explain(e: docker.errors.APIError) -> str:
+    return _first_line(e.explanation or e)
+
+
+def _first_line(e: object) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class Engine:
+    """A connection to one Docker Engine."""
+
+    def __init__(self, client: docker.DockerClient, endpoint: Endpoint) -> None:
+        self._client = client
+        self._api = client.api
+        self.endpoint = endpoint
+
+    @classmethod
+    def connect(cls, endpoint: Endpoint, timeout: int) -> Engine:
+        """Connect and ping; raises EngineUnreachable if the engine does not answer."""
+        try:
+            client = docker.DockerClient(
+                base_url=endpoint.host,
+                tls=endpoint.tls or False,
+                timeout=timeout,
+                use_ssh_client=endpoint.host.startswith("ssh://"),
+            )
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as e:
+            raise EngineUnreachable(
+                f"cannot reach the Docker Engine at {endpoint.host} ({endpoint.source}): "
+                f"{_why_unreachable(e)}"
+            ) from None
+        return cls(client, endpoint)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def version(self) -> dict[str, Any]:
+        with translated("engine version"):
+            return dict(self._api.version())
+
+    # -- volumes -------------------------------------------------------------
+
+    def volume(self, name: str) -> VolumeInfo:
+        """The named volume; raises NotFound if there is none."""
+        with translated(f"volume {name!r}"):
+            return _volume_info(self._api.inspect_volume(name))
+
+    def volumes(self, label_filters: list[str] | None = None) -> list[VolumeInfo]:
+        filters: dict[str, Any] = {"label": label_filters} if label_filters else {}
+        with translated("list volumes"):
+            answer = self._api.volumes(filters=filters or None)
+        return [_volume_info(v) for v in (answer.get("Volumes") or [])]
+
+    def create_volume(self, name: str, volume_labels: dict[str, str]) -> VolumeInfo:
+        with translated(f"create volume {name!r}"):
+            return _volume_info(self._api.create_volume(name=name, labels=volume_labels))
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; a volume that is already gone is not an error."""
+        with contextlib.suppress(NotFound), translated(f"remove volume {name!r}"):
+            self._api.remove_volume(name, force=True)
+
+    # -- containers ----------------------------------------------------------
+
+    def containers_using(self, volume: str) -> list[ContainerInfo]:
+        """Containers (any state) that mount `volume`, voltool's own excluded."""
+        with translated(f"containers using {volume!r}"):
+            found = self._api.containers(all=True, filters={"volume": volume})
+        infos = [_container_info(c) for c in found]
+        return [c for c in infos if c.labels.get(L.MANAGED) != "true"]
+
+    def managed_containers(self, role: str | None = None) -> list[ContainerInfo]:
+        label = [f"{L.MANAGED}=true"] + ([f"{L.ROLE}={role}"] if role else [])
+        with translated("list voltool containers"):
+            found = self._api.containers(all=True, filters={"label": label})
+        return [_container_info(c) for c in found]
+
+    def container(self, ref: str) -> ContainerInfo:
+        with translated(f"container {ref!r}"):
+            data = self._api.inspect_container(ref)
+        return ContainerInfo(
+            id=data["Id"],
+            name=data["Name"].lstrip("/"),
+            status=data["State"]["Status"],
+            labels=data["Config"].get("Labels") or {},
+        )
+
+    def pause(self, cid: str) -> None:
+        with translated(f"pause container {cid[:12]}"):
+            self._api.pause(cid)
+
+    def unpause(self, cid: str) -> None:
+        with translated(f"unpause container {cid[:12]}"):
+            self._api.unpause(cid)
+
+    def stop(self, cid: str, timeout: int) -> None:
+        with translated(f"stop container {cid[:12]}"):
+            self._api.stop(cid, timeout=timeout)
+
+    def start(self, cid: str) -> None:
+        with translated(f"start container {cid[:12]}"):
+            self._api.start(cid)
+
+    def remove_container(self, cid: str) -> None:
+        """Force-remove a container; one that is already gone is not an error."""
+        with contextlib.suppress(NotFound), translated(f"remove container {cid[:12]}"):
+            self._api.remove_container(cid, force=True, v=False)
+
+    def create_container(
+        self,
+        image: str,
+        mounts: Iterable[Mount],
+        container_labels: dict[str, str],
+        command: list[str] | None = None,
+        name: str | None = None,
+    ) -> str:
+        """Create (never start) a container with no network; returns its id."""
+        binds = {
+            m.volume: {"bind": m.path, "mode": ("ro" if m.read_only else "rw") + ",nocopy"}
+            for m in mounts
+        }
+        host_config = self._api.create_host_config(
+            binds=binds,
+            network_mode="none",
+            security_opt=["no-new-privileges"],
+        )
+        with translated(f"create helper container from {image!r}"):
+            answer = self._api.create_container(
+                image,
+                command=command or ["-c", "exit 0"],
+                entrypoint=["/bin/sh"],
+                labels=container_labels,
+                host_config=host_config,
+                network_disabled=True,
+                name=name,
+            )
+        return str(answer["Id"])
+
+    @contextlib.contextmanager
+    def helper(
+        self, image: str, mounts: Iterable[Mount], helper_labels: dict[str, str]
+    ) -> Iterator[str]:
+        """A created, never started helper for archive transfers; removed on every exit."""
+        cid = self.create_container(image, mounts, helper_labels)
+        try:
+            yield cid
+        finally:
+            _cleanup(lambda: self.remove_container(cid))
+
+    def run(
+        self,
+        image: str,
+        mounts: Iterable[Mount],
+        helper_labels: dict[str, str],
+        script: str,
+        args: Iterable[str] = (),
+    ) -> RunResult:
+        """Run `sh -c script args...` in a started helper, wait for it, and remove it."""
+        cid = self.create_container(image, mounts, helper_labels, ["-c", script, "sh", *args])
+        try:
+            with translated("run helper"):
+                self._api.start(cid)
+                status = self._api.wait(cid)
+                out = self._api.logs(cid, stdout=True, stderr=False)
+                err = self._api.logs(cid, stdout=False, stderr=True)
+            return RunResult(int(status.get("StatusCode", 1)), out, err)
+        finally:
+            _cleanup(lambda: self.remove_container(cid))
+
+    # -- archives ------------------------------------------------------------
+
+    def get_archive(self, cid: str, path: str) -> Iterator[bytes]:
+        """Stream the tar of `path` inside container `cid`, in chunks of up to 64 KiB."""
+        with translated(f"read archive of {path}"):
+            stream, _stat = self._api.get_archive(cid, path, chunk_size=ARCHIVE_CHUNK)
+        return _translated_stream(stream, f"read archive of {path}")
+
+    def put_archive(self, cid: str, path: str, chunks: Iterable[bytes]) -> None:
+        """Extract a tar stream at `path` inside container `cid`; streams with chunked encoding."""
+        with translated(f"write archive to {path}"):
+            ok = self._api.put_archive(cid, path, chunks)
+        if not ok:
+            raise EngineError(f"write archive to {path}: the engine refused the archive")
+
+    # -- images --------------------------------------------------------------
+
+    def image_exists(self, ref: str) -> bool:
+        try:
+            with translated(f"image {ref!r}"):
+                self._api.inspect_image(ref)
+        except NotFound:
+            return False
+        return True
+
+    def image_id(self, ref: str) -> str:
+        with translated(f"image {ref!r}"):
+            return str(self._api.inspect_image(ref)["Id"])
+
+    def pull(self, ref: str, on_status: Callable[[str], None]) -> None:
+        repo, _, tag = ref.partition(":") if "@" not in ref else (ref, "", "")
+        with translated(f"pull {ref!r}"):
+            for event in self._api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+                if "error" in event:
+                    raise EngineError(f"pull {ref!r}: {event['error']}")
+                on_status(str(event.get("status", "")))
+
+    def import_image(self, tar_bytes: bytes, repository: str, tag: str, changes: list[str]) -> str:
+        with translated(f"import image {repository}:{tag}"):
+            self._api.import_image_from_data(
+                tar_bytes, repository=repository, tag=tag, changes=changes
+            )
+        return self.image_id(f"{repository}:{tag}")
+
+
+def _translated_stream(stream: Iterable[bytes], what: str) -> Iterator[bytes]:
+    with translated(what):
+        yield from stream
+
+
+def _cleanup(action: Callable[[], None]) -> None:
+    """Run a clean-up step even if Ctrl-C arrives during it, then pass the Ctrl-C on.
+
+    The step's own errors are not fatal: what it could not remove is reported
+    by `voltool doctor` and removed by `voltool recover`.
+    """
+    interrupted = False
+    for _ in range(3):
+        try:
+            action()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+        except VoltoolError:
+            break
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _volume_info(v: dict[str, Any]) -> VolumeInfo:
+    return VolumeInfo(
+        name=v["Name"],
+        driver=v.get("Driver", ""),
+        labels=v.get("Labels") or {},
+        created=v.get("CreatedAt", ""),
+    )
+
+
+def _container_info(c: dict[str, Any]) -> ContainerInfo:
+    names = c.get("Names") or [""]
+    return ContainerInfo(
+        id=c["Id"],
+        name=names[0].lstrip("/"),
+        status=c.get("State", ""),
+        labels=c.get("Labels") or {},
+    )

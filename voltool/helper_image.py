@@ -1,0 +1,117 @@
+"""The helper image: a small image with a POSIX shell, pulled or built offline.
+
+For the default image ("busybox"): use a local busybox image if there is one,
+else the image voltool built earlier from this host's static busybox, else
+pull busybox, else build it from the static busybox binary with an import.
+An image named explicitly must exist or be pullable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+from dataclasses import dataclass
+
+from voltool.config import DEFAULT_HELPER_IMAGE
+from voltool.engine import Engine
+from voltool.errors import NotFound, VoltoolError
+from voltool.report import Reporter
+
+BUILT_REPOSITORY = "voltool/helper"
+
+
+@dataclass(frozen=True)
+class ImageStatus:
+    image: str | None  # the image that would be used, when one is there already
+    how: str  # words: how it was found or would be had
+
+
+def built_tag(busybox: str) -> str:
+    """The tag of the image built from `busybox`: it names the binary's hash."""
+    try:
+        with open(busybox, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    except OSError as e:
+        raise NotFound(
+            f"cannot read the static busybox {busybox!r} ({e.strerror}); install Debian's "
+            "busybox-static or set VOLTOOL_BUSYBOX"
+        ) from None
+    return f"{BUILT_REPOSITORY}:busybox-{digest}"
+
+
+def status(engine: Engine, configured: str, busybox: str) -> ImageStatus:
+    """Which image would be used, without pulling or building anything."""
+    if engine.image_exists(configured):
+        return ImageStatus(configured, f"{configured} (present)")
+    if configured != DEFAULT_HELPER_IMAGE:
+        return ImageStatus(None, f"{configured} is missing; it would be pulled")
+    try:
+        tag = built_tag(busybox)
+    except NotFound:
+        return ImageStatus(None, f"busybox is missing and {busybox} is not readable: would pull")
+    if engine.image_exists(tag):
+        return ImageStatus(tag, f"{tag} (built from {busybox})")
+    return ImageStatus(None, f"busybox is missing; would pull it, else build from {busybox}")
+
+
+def ensure(engine: Engine, configured: str, busybox: str, reporter: Reporter) -> str:
+    """Return a helper image present in the engine, pulling or building it if need be."""
+    found = status(engine, configured, busybox)
+    if found.image:
+        return found.image
+    reporter.note(f"pulling helper image {configured} (once)")
+    try:
+        engine.pull(configured, lambda s: None)
+        return configured
+    except VoltoolError as e:
+        if configured != DEFAULT_HELPER_IMAGE:
+            raise NotFound(
+                f"helper image {configured!r} is missing and cannot be pulled: {e}"
+            ) from None
+    reporter.note(f"no registry reachable: building the helper image from {busybox}")
+    return build(engine, busybox)
+
+
+def build(engine: Engine, busybox: str) -> str:
+    """Build the helper image from a static busybox binary with an import; returns its tag."""
+    tag = built_tag(busybox)
+    try:
+        applets = (
+            subprocess.run([busybox, "--list"], capture_output=True, check=True, timeout=30)
+            .stdout.decode()
+            .split()
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        raise NotFound(f"{busybox} is not a runnable busybox: {e}") from None
+    with open(busybox, "rb") as f:
+        binary = f.read()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "tmp"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(binary), 0o755
+        tar.addfile(info, io.BytesIO(binary))
+        for name in applets:
+            if name == "busybox" or "/" in name:
+                continue
+            link = tarfile.TarInfo(f"bin/{name}")
+            link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
+            tar.addfile(link)
+    repo, _, version = tag.partition(":")
+    engine.import_image(
+        buf.getvalue(),
+        repo,
+        version,
+        ["ENV PATH=/bin", "LABEL io.voltool.managed=true io.voltool.role=image"],
+    )
+    return tag
+
+
+def default_busybox_present(busybox: str) -> bool:
+    return os.access(busybox, os.X_OK)

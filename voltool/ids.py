@@ -1,0 +1,55 @@
+"""Ids voltool generates, and the names derived from them.
+
+Snapshot and operation ids are 16 lowercase hex digits. Any id read back from
+the engine or from a file is checked against `ID_PATTERN` before it is used in
+a volume or container name, so a tampered label can never name something else.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from voltool.errors import UsageError
+
+ID_LENGTH = 16
+ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+SHORT_ID_LENGTH = 8
+
+SNAPSHOT_VOLUME_PREFIX = "voltool-snap-"
+LOCK_CONTAINER_PREFIX = "voltool-lock-"
+
+# Docker's own rule for volume names (daemon/names.go: RestrictedNamePattern).
+VOLUME_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+def new_id() -> str:
+    """Return a fresh random id that matches `ID_PATTERN`."""
+    return secrets.token_hex(ID_LENGTH // 2)
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(ID_PATTERN.match(value))
+
+
+def snapshot_volume_name(snapshot_id: str) -> str:
+    """The snapshot volume's name; refuses anything that is not a valid id."""
+    if not is_valid_id(snapshot_id):
+        raise ValueError(f"not a snapshot id: {snapshot_id!r}")
+    return SNAPSHOT_VOLUME_PREFIX + snapshot_id
+
+
+def is_snapshot_volume_name(name: str) -> bool:
+    return name.startswith(SNAPSHOT_VOLUME_PREFIX)
+
+
+def check_volume_name(name: str) -> str:
+    """Return `name` if Docker could accept it as a volume name, else raise UsageError."""
+    if not VOLUME_NAME_PATTERN.match(name) or len(name) > 255:
+        raise UsageError(f"invalid volume name {name!r}")
+    return name
+
+
+def lock_container_name(volume: str) -> str:
+    """The name of the container that serves as `volume`'s lock."""
+    return LOCK_CONTAINER_PREFIX + check_volume_name(volume)

@@ -1,0 +1,130 @@
+"""Format 1 of a snapshot volume, and its two metadata documents.
+
+    data/            the volume's tree, exactly as it was
+    manifest.jsonl   one canonical line per entry (voltool.manifest)
+    meta.json        user-editable: name, note, pinned; its ETag is the SHA-256
+                     of its canonical JSON
+    snapshot.json    written LAST: the commit marker
+
+Everything read back from a snapshot volume is data to validate: `SnapshotInfo`
+and `Meta` parse strictly and raise IntegrityError on anything unexpected.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from voltool.errors import IntegrityError
+from voltool.ids import is_valid_id
+
+FORMAT = 1
+DATA_DIR = "data"
+MANIFEST = "manifest.jsonl"
+META = "meta.json"
+SNAPSHOT = "snapshot.json"
+
+KINDS = ("manual", "pre-restore", "import")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_NOTE = 4096
+MAX_NAME = 128
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """snapshot.json: what the snapshot is, written once it is complete."""
+
+    format: int
+    id: str
+    source: str
+    created: str  # ISO 8601, UTC
+    kind: str
+    entries: int
+    bytes: int
+    tree_digest: str
+    quiesce: str = "none"
+    voltool: str = ""
+
+    def to_json(self) -> builtins.bytes:
+        return (json.dumps(asdict(self), sort_keys=True, indent=2) + "\n").encode()
+
+    @classmethod
+    def parse(cls, raw: builtins.bytes, expected_id: str | None = None) -> SnapshotInfo:
+        data = _load_object(raw, SNAPSHOT)
+        if data.get("format") != FORMAT:
+            raise IntegrityError(f"{SNAPSHOT}: unknown format {data.get('format')!r}")
+        known = set(cls.__dataclass_fields__)
+        try:
+            info = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError:
+            raise IntegrityError(f"{SNAPSHOT}: fields are missing") from None
+        if not isinstance(info.id, str) or not is_valid_id(info.id):
+            raise IntegrityError(f"{SNAPSHOT}: invalid snapshot id {info.id!r}")
+        if expected_id is not None and info.id != expected_id:
+            raise IntegrityError(f"{SNAPSHOT}: id {info.id} does not match its volume")
+        for name in ("entries", "bytes"):
+            value = getattr(info, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise IntegrityError(f"{SNAPSHOT}: {name} is not a count")
+        if not isinstance(info.tree_digest, str) or not _HEX64.match(info.tree_digest):
+            raise IntegrityError(f"{SNAPSHOT}: tree_digest is not a SHA-256")
+        if (
+            info.kind not in KINDS
+            or not isinstance(info.source, str)
+            or not isinstance(info.created, str)
+        ):
+            raise IntegrityError(f"{SNAPSHOT}: kind, source or created is malformed")
+        return info
+
+
+@dataclass(frozen=True)
+class Meta:
+    """meta.json: what a user may change about a snapshot."""
+
+    name: str | None = None
+    note: str | None = None
+    pinned: bool = False
+
+    def canonical(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def etag(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    def to_json(self) -> builtins.bytes:
+        return (json.dumps(asdict(self), sort_keys=True, indent=2) + "\n").encode()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Meta:
+        data = _load_object(raw, META)
+        if set(data) - {"name", "note", "pinned"}:
+            raise IntegrityError(f"{META}: unknown fields")
+        meta = cls(data.get("name"), data.get("note"), data.get("pinned", False))
+        meta.check()
+        return meta
+
+    def check(self) -> None:
+        if self.name is not None and (
+            not isinstance(self.name, str) or not NAME_PATTERN.match(self.name)
+        ):
+            raise IntegrityError(f"{META}: invalid name {self.name!r}")
+        if self.note is not None and (not isinstance(self.note, str) or len(self.note) > MAX_NOTE):
+            raise IntegrityError(f"{META}: note is not text of at most {MAX_NOTE} characters")
+        if not isinstance(self.pinned, bool):
+            raise IntegrityError(f"{META}: pinned is not true or false")
+
+
+def _load_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise IntegrityError(f"{what} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise IntegrityError(f"{what} is not a JSON object")
+    return data

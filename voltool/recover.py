@@ -1,0 +1,140 @@
+"""Finishing or undoing interrupted operations, and clearing what dead processes left.
+
+`recover` is safe to run at any time and any number of times: it acts only on
+operations whose process is provably gone, and on helpers, locks and
+incomplete snapshot volumes whose creator is provably gone. Each operation
+is handled under its volumes' locks, which it may take over from the dead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from voltool import catalog, quiesce
+from voltool import labels as L
+from voltool.catalog import Snapshot
+from voltool.engine import ContainerInfo
+from voltool.ids import is_valid_id, snapshot_volume_name
+from voltool.journal import Operation
+from voltool.locks import Holder, lock_holders, volume_lock
+from voltool.owner import Owner
+from voltool.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    interrupted: list[Operation]
+    helpers: list[ContainerInfo]  # helpers whose creator is gone
+    locks: list[Holder]  # locks whose holder is gone
+    incomplete: list[Snapshot]  # snapshot volumes without snapshot.json whose creator is gone
+
+    @property
+    def empty(self) -> bool:
+        return not (self.interrupted or self.helpers or self.locks or self.incomplete)
+
+
+def _gone(token: str) -> bool:
+    owner = Owner.parse(token)
+    return owner is None or not owner.is_alive()
+
+
+def find_leftovers(rt: Runtime) -> Leftovers:
+    helpers = [
+        c for c in rt.engine.managed_containers(L.ROLE_HELPER) if _gone(c.labels.get(L.OWNER, ""))
+    ]
+    stale = [h for h in lock_holders(rt) if h.owner is None or not h.owner.is_alive()]
+    candidates = [s for s in catalog.find(rt) if _gone(s.owner)]
+    incomplete = [s for s in catalog.with_metadata(rt, candidates) if not s.complete]
+    return Leftovers(rt.journal.interrupted(), helpers, stale, incomplete)
+
+
+def recover(rt: Runtime, dry_run: bool = False) -> list[str]:
+    """Finish or roll back every interrupted operation, then clear leftovers.
+
+    Returns what was done, or with `dry_run` what would be done.
+    """
+    done: list[str] = []
+
+    def act(what: str, fn: Callable[[], object]) -> None:
+        if not dry_run:
+            fn()
+        done.append(what)
+
+    for op in rt.journal.interrupted():
+        handler = _HANDLERS.get(op.kind)
+        if handler is None:
+            rt.reporter.warn(f"operation {op.id} of unknown kind {op.kind!r} left as it is")
+            continue
+        with contextlib.ExitStack() as locks:
+            if not dry_run:
+                for v in sorted(op.volumes):
+                    locks.enter_context(
+                        volume_lock(rt, v, op.id, "recover", wait=30, recovering=True)
+                    )
+            handler(rt, op, act)
+            act(
+                f"mark operation {op.id} recovered",
+                partial(rt.journal.append, op.id, "recovered"),
+            )
+
+    left = find_leftovers(rt)
+    for c in left.helpers:
+        act(f"remove orphaned helper {c.short_id}", partial(rt.engine.remove_container, c.id))
+    for h in left.locks:
+        act(
+            f"release stale lock on {h.volume!r} ({h.describe()})",
+            partial(rt.engine.remove_container, h.container_id),
+        )
+    for s in left.incomplete:
+        act(
+            f"remove incomplete snapshot {s.id} of {s.source!r}",
+            partial(rt.engine.remove_volume, s.volume),
+        )
+    return done
+
+
+Act = Callable[[str, Callable[[], object]], None]
+
+
+def _recover_snapshot(rt: Runtime, op: Operation, act: Act) -> None:
+    """A snapshot never changes its source: resume what it quiesced, drop what it did not commit."""
+    if op.reached("quiesce") and not op.reached("resumed"):
+        targets = [quiesce.Quiesced.from_record(r) for r in op.data.get("containers", [])]
+        for q in targets:
+            verb = "unpause" if q.action == "pause" else "start"
+            act(f"{verb} container {q.name} ({op.kind} {op.id})", partial(_resume_one, rt, q))
+    _remove_helpers_of(rt, op, act)
+    ids = [
+        i
+        for i in dict(op.data.get("snapshots", {})).values()
+        if isinstance(i, str) and is_valid_id(i)
+    ]
+    known = {s.id: s for s in catalog.find(rt) if s.id in ids}
+    for s in catalog.with_metadata(rt, list(known.values())):
+        if not s.complete:
+            act(
+                f"remove incomplete snapshot {s.id} of {s.source!r}",
+                partial(rt.engine.remove_volume, snapshot_volume_name(s.id)),
+            )
+
+
+def _resume_one(rt: Runtime, q: quiesce.Quiesced) -> None:
+    for failure in quiesce.resume(rt.engine, [q]):
+        rt.reporter.warn(f"could not resume {failure}")
+
+
+def _remove_helpers_of(rt: Runtime, op: Operation, act: Act) -> None:
+    for c in rt.engine.managed_containers(L.ROLE_HELPER):
+        if c.labels.get(L.OP) == op.id:
+            act(
+                f"remove helper {c.short_id} of {op.id}",
+                partial(rt.engine.remove_container, c.id),
+            )
+
+
+_HANDLERS: dict[str, Callable[[Runtime, Operation, Act], None]] = {
+    "snapshot": _recover_snapshot,
+}

@@ -1,0 +1,241 @@
+"""Taking snapshots: a volume's tar streamed from the engine into a new snapshot volume.
+
+Order, for one or several volumes (one point in time for the group):
+1. check every volume, and that no interrupted operation is pending on one;
+2. journal "begin"; take every volume's lock (in name order);
+3. journal the containers to quiesce, then pause or stop them all at once;
+4. stream each volume into its snapshot volume's data/, computing the manifest;
+5. resume the containers, journal "resumed";
+6. write manifest.jsonl and meta.json, then snapshot.json last (the commit marker);
+7. journal "done".
+On any failure or Ctrl-C the containers are resumed, the snapshot volumes not
+yet committed are removed, and the journal says "failed". If the process dies
+instead, the journal lets `voltool recover` do the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from voltool import __version__, catalog, quiesce
+from voltool import labels as L
+from voltool.catalog import Snapshot
+from voltool.engine import Mount
+from voltool.errors import EngineError, IntegrityError, NotFound, PendingOperation, UsageError
+from voltool.ids import new_id, snapshot_volume_name
+from voltool.layout import DATA_DIR, FORMAT, MANIFEST, META, SNAPSHOT, Meta, SnapshotInfo
+from voltool.locks import volume_lock
+from voltool.manifest import Manifest
+from voltool.runtime import Runtime
+from voltool.tarstream import END_OF_ARCHIVE, EntryType, TarEntry, header_bytes, padding
+from voltool.transfer import Transfer
+from voltool.validate import EntryValidator, Limits
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    volumes: tuple[str, ...]
+    name: str | None = None
+    note: str | None = None
+    quiesce: str = "pause"
+    kind: str = "manual"
+    wait: float | None = None
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A snapshot volume whose data is in, not yet committed."""
+
+    id: str
+    volume: str
+    source: str
+    created: dt.datetime
+    manifest: Manifest
+
+
+def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
+    """Snapshot every volume of the request at one point in time; returns the new snapshots."""
+    volumes = sorted(dict.fromkeys(req.volumes))
+    if not volumes:
+        raise UsageError("name at least one volume")
+    for v in volumes:
+        catalog.user_volume(rt, v)
+        pending = rt.journal.pending_on(v)
+        if pending:
+            raise PendingOperation(
+                f"volume {v!r} has an interrupted {pending.kind} operation {pending.id}; "
+                "run `voltool recover`"
+            )
+    meta = Meta(req.name, req.note, False)
+    meta.check()
+    if req.name:
+        _check_name_free(rt, volumes, req.name)
+
+    op = new_id()
+    ids = {v: new_id() for v in volumes}
+    rt.journal.append(
+        op, "begin", kind="snapshot", volumes=volumes, snapshots=ids, quiesce=req.quiesce
+    )
+    staged: list[Staged] = []
+    committed: list[str] = []
+    try:
+        with contextlib.ExitStack() as locks:
+            for v in volumes:
+                locks.enter_context(volume_lock(rt, v, op, "snapshot", req.wait))
+            targets = quiesce.plan(quiesce.running_users(rt.engine, volumes), req.quiesce)
+            rt.journal.append(op, "quiesce", containers=[q.as_record() for q in targets])
+            for q in targets:
+                rt.reporter.note(f"{'pausing' if q.action == 'pause' else 'stopping'} {q.name}")
+            quiesce.apply(rt.engine, targets, rt.config.stop_timeout)
+            try:
+                for v in volumes:
+                    staged.append(
+                        stream_volume(
+                            rt,
+                            op,
+                            ids[v],
+                            v,
+                            Mount(v, "/data", read_only=True),
+                            "/data",
+                            "data",
+                            req.kind,
+                        )
+                    )
+            finally:
+                failures = quiesce.resume(rt.engine, targets)
+                for f in failures:
+                    rt.reporter.warn(f"could not resume {f}")
+                if not failures:
+                    rt.journal.append(op, "resumed")
+            for s in staged:
+                commit(rt, op, s, req.kind, req.quiesce, meta)
+                committed.append(s.id)
+    except BaseException as e:
+        for v in volumes:
+            if ids[v] not in committed:
+                rt.engine.remove_volume(snapshot_volume_name(ids[v]))
+        rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
+        raise
+    rt.journal.append(op, "done")
+    return catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id in committed])
+
+
+def _check_name_free(rt: Runtime, volumes: list[str], name: str) -> None:
+    for v in volumes:
+        for s in catalog.list_snapshots(rt, v):
+            if s.name == name:
+                raise UsageError(f"volume {v!r} already has a snapshot named {name!r} ({s.id})")
+
+
+def stream_volume(
+    rt: Runtime, op: str, sid: str, source: str, mount: Mount, path: str, top: str, kind: str
+) -> Staged:
+    """Create snapshot volume `sid` and stream the tree at `path` (top dir `top`) into its data/."""
+    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    volume = snapshot_volume_name(sid)
+    rt.engine.create_volume(
+        volume,
+        {
+            **L.managed(L.ROLE_SNAPSHOT, op, rt.owner.token()),
+            L.FORMAT: str(FORMAT),
+            L.SNAPSHOT_ID: sid,
+            L.SOURCE: source,
+            L.CREATED: created.isoformat(),
+            L.KIND: kind,
+        },
+    )
+    rt.journal.append(op, "stream", snapshot=sid, volume=source)
+    labels = rt.helper_labels(op)
+    with (
+        rt.engine.helper(rt.image, [mount], labels) as src,
+        rt.engine.helper(rt.image, [Mount(volume, "/snap")], labels) as dst,
+    ):
+        # The live tree is the user's own data: device nodes and FIFOs are kept.
+        transfer = Transfer(
+            rt.engine.get_archive(src, path),
+            EntryValidator(top, Limits(allow_special=True)),
+            DATA_DIR,
+            on_bytes=rt.reporter.advance,
+        )
+        rt.reporter.begin(source, None)
+        try:
+            rt.engine.put_archive(dst, "/snap", transfer)
+        finally:
+            rt.reporter.end()
+    return Staged(sid, volume, source, created, transfer.manifest)
+
+
+def commit(
+    rt: Runtime, op: str, s: Staged, kind: str, quiesce_mode: str, meta: Meta
+) -> SnapshotInfo:
+    """Write manifest.jsonl and meta.json, fix what the engine lost, then snapshot.json last."""
+    info = SnapshotInfo(
+        format=FORMAT,
+        id=s.id,
+        source=s.source,
+        created=s.created.isoformat(),
+        kind=kind,
+        entries=len(s.manifest),
+        bytes=s.manifest.content_bytes(),
+        tree_digest=s.manifest.digest(),
+        quiesce=quiesce_mode,
+        voltool=__version__,
+    )
+    # If the snapshot volume was removed meanwhile, mounting it made the engine
+    # create an empty, unlabelled one of that name: never commit into that.
+    try:
+        found = rt.engine.volume(s.volume).labels.get(L.SNAPSHOT_ID)
+    except NotFound:
+        found = None
+    if found != s.id:
+        raise IntegrityError(
+            f"snapshot volume {s.volume} was removed or replaced during the snapshot"
+        )
+    mount = Mount(s.volume, "/snap")
+    labels = rt.helper_labels(op)
+    with rt.engine.helper(rt.image, [mount], labels) as cid:
+        rt.engine.put_archive(
+            cid,
+            "/snap",
+            small_tar([(MANIFEST, list(s.manifest.lines())), (META, [meta.to_json()])]),
+        )
+    fix_modes(rt, op, mount, f"/snap/{DATA_DIR}", s.manifest)
+    with rt.engine.helper(rt.image, [mount], labels) as cid:
+        rt.engine.put_archive(cid, "/snap", small_tar([(SNAPSHOT, [info.to_json()])]))
+    return info
+
+
+def small_tar(files: Iterable[tuple[str, list[bytes]]]) -> Iterator[bytes]:
+    """A tar of regular files (mode 0644, root) whose contents are given as lists of chunks."""
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    for name, chunks in files:
+        size = sum(len(c) for c in chunks)
+        yield header_bytes(TarEntry(name, EntryType.FILE, 0o644, 0, 0, size, now))
+        yield from chunks
+        yield padding(size)
+    yield END_OF_ARCHIVE
+
+
+_CHMOD = 'while [ "$#" -gt 1 ]; do chmod "$1" "$2" || exit 1; shift 2; done'
+
+
+def fix_modes(rt: Runtime, op: str, mount: Mount, base: str, manifest: Manifest) -> None:
+    """Re-apply setuid/setgid bits the engine drops on hard-linked files.
+
+    dockerd chowns each hard link after the chmod of its first name, and the
+    kernel clears those bits on chown. Rare, so it costs a helper only when needed.
+    """
+    todo = [e for e in manifest if e.link is not None and e.mode & 0o6000]
+    if not todo:
+        return
+    args: list[str] = []
+    for e in todo:
+        args += [format(e.mode, "o"), f"{base}/{e.path}"]
+    result = rt.engine.run(rt.image, [mount], rt.helper_labels(op), _CHMOD, args)
+    if result.exit_code != 0:
+        raise EngineError(
+            f"could not restore modes: {result.stderr.decode(errors='replace')[:200]}"
+        )

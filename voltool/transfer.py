@@ -1,0 +1,165 @@
+"""Move a tree from one tar stream to another: check, hash, rename, re-emit.
+
+`Transfer` reads a source stream (an engine archive or a file), passes each
+entry through an `EntryValidator`, computes its manifest entry and content
+hash on the fly, optionally checks it against an expected manifest, and
+yields an output tar in which every header is voltool's own canonical PAX
+header, renamed from the source's top directory to the destination's.
+Content flows through in the chunks it arrived in: memory stays bounded
+whatever the size of the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from voltool.errors import IntegrityError
+from voltool.manifest import Manifest, ManifestBuilder, ManifestEntry
+from voltool.tarstream import END_OF_ARCHIVE, EntryType, TarEntry, TarReader, header_bytes, padding
+from voltool.validate import EntryValidator
+
+_FLUSH = 64 * 1024  # coalesce small headers into chunks of about this size
+
+_MANIFEST_TYPE = {
+    EntryType.FILE: "file",
+    EntryType.DIR: "dir",
+    EntryType.SYMLINK: "symlink",
+    EntryType.CHAR: "char",
+    EntryType.BLOCK: "block",
+    EntryType.FIFO: "fifo",
+}
+
+
+@dataclass(frozen=True)
+class RootOverride:
+    """Header values for the destination's top directory (a private staging directory)."""
+
+    mode: int
+    uid: int = 0
+    gid: int = 0
+
+
+class Transfer:
+    """An iterable of output tar chunks; `manifest` is available once it is exhausted."""
+
+    def __init__(
+        self,
+        source: Iterable[bytes],
+        validator: EntryValidator,
+        dest_top: str,
+        *,
+        expect: Manifest | None = None,
+        root_override: RootOverride | None = None,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self._reader = TarReader(source)
+        self._validator = validator
+        self._dest_top = dest_top
+        self._expect = expect
+        self._root_override = root_override
+        self._on_bytes = on_bytes or (lambda n: None)
+        self._builder = ManifestBuilder()
+        self._manifest: Manifest | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            raise RuntimeError("the transfer has not finished")
+        return self._manifest
+
+    def _dest(self, rel: str) -> str:
+        return self._dest_top if rel == "." else f"{self._dest_top}/{rel}"
+
+    def __iter__(self) -> Iterator[bytes]:
+        out: list[bytes] = []
+        size = 0
+        for entry in self._reader:
+            rel = self._validator.check(entry)
+            if entry.type is EntryType.HARDLINK:
+                target = self._validator.link_target(entry)
+                self._builder.add_hardlink(rel, target, entry.mtime)
+                header = entry.renamed(self._dest(rel), self._dest(target))
+                self._check_expected(rel, entry)
+                out.append(header_bytes(header))
+                size += len(out[-1])
+                continue
+            header = entry.renamed(self._dest(rel))
+            if rel == "." and self._root_override is not None:
+                o = self._root_override
+                header = TarEntry(header.name, EntryType.DIR, o.mode, o.uid, o.gid, 0, entry.mtime)
+            out.append(header_bytes(header))
+            size += len(out[-1])
+            digest = None
+            if entry.type is EntryType.FILE:
+                h = hashlib.sha256()
+                for piece in self._reader.content():
+                    h.update(piece)
+                    if size + len(piece) > _FLUSH:
+                        if out:
+                            yield b"".join(out)
+                            out, size = [], 0
+                        yield piece
+                    else:
+                        out.append(piece)
+                        size += len(piece)
+                    self._on_bytes(len(piece))
+                out.append(padding(entry.size))
+                size += len(out[-1])
+                digest = h.hexdigest()
+            self._builder.add(_manifest_entry(rel, entry, digest))
+            self._check_expected(rel, entry)
+            if size >= _FLUSH:
+                yield b"".join(out)
+                out, size = [], 0
+        self._manifest = self._builder.build()
+        if self._expect is not None:
+            _check_complete(self._manifest, self._expect)
+        out.append(END_OF_ARCHIVE)
+        yield b"".join(out)
+
+    def _check_expected(self, rel: str, entry: TarEntry) -> None:
+        """Compare one arrived entry with the manifest's claim, before the next is read."""
+        if self._expect is None:
+            return
+        want = self._expect.get(rel)
+        got = self._builder.get(rel)
+        if want is None or got is None:
+            raise IntegrityError(f"snapshot data has {rel!r}, which its manifest does not list")
+        if entry.type is EntryType.HARDLINK and want.link is None:
+            raise IntegrityError(f"{rel!r} arrived as a hard link; the manifest lists a lone file")
+        for field in ("type", "mode", "uid", "gid", "size", "mtime", "sha256", "target", "dev"):
+            if getattr(got, field) != getattr(want, field):
+                what = "content" if field == "sha256" else field
+                raise IntegrityError(f"{rel!r} does not match its manifest ({what} differs)")
+
+
+def _manifest_entry(rel: str, entry: TarEntry, digest: str | None) -> ManifestEntry:
+    special = entry.type in (EntryType.CHAR, EntryType.BLOCK)
+    return ManifestEntry(
+        path=rel,
+        type=_MANIFEST_TYPE[entry.type],
+        mode=entry.mode,
+        uid=entry.uid,
+        gid=entry.gid,
+        size=entry.size if entry.type is EntryType.FILE else 0,
+        mtime=entry.mtime,
+        sha256=digest,
+        target=entry.linkname if entry.type is EntryType.SYMLINK else None,
+        dev=f"{entry.devmajor},{entry.devminor}" if special else None,
+    )
+
+
+def _check_complete(got: Manifest, want: Manifest) -> None:
+    missing = [e.path for e in want if e.path not in got]
+    if missing:
+        raise IntegrityError(
+            f"snapshot data lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} "
+            f"its manifest lists, first {missing[0]!r}"
+        )
+    for e in want:
+        if got.get(e.path) != e:
+            raise IntegrityError(
+                f"{e.path!r} does not match its manifest (hard-link group differs)"
+            )

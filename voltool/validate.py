@@ -1,0 +1,146 @@
+"""The rules every tar entry must pass before voltool forwards it to the engine.
+
+Guarantee: a stream accepted entry by entry by one `EntryValidator`, extracted
+under a directory D, writes only inside D. For that it holds, for each entry:
+- its name is relative and normalised: no leading "/", no ".." or "." part
+  (a leading "./" aside), no empty part, no NUL, within length bounds;
+- it lies under the expected top directory, when one is expected;
+- no ancestor of it is a symlink or any other non-directory seen earlier;
+- it does not repeat an earlier path (a directory may repeat as a directory);
+- a hard link names an earlier regular file of the same stream;
+- its type is allowed (devices and FIFOs only when asked for);
+- the running entry count and byte total stay under the caps, checked from
+  the header, before any content is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voltool.errors import ArchiveRejected
+from voltool.tarstream import EntryType, TarEntry
+
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+
+DEFAULT_MAX_ENTRIES = 10_000_000
+DEFAULT_MAX_BYTES = 1 << 40  # 1 TiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_entries: int = DEFAULT_MAX_ENTRIES
+    max_bytes: int = DEFAULT_MAX_BYTES
+    allow_special: bool = False
+
+
+_SPECIAL = (EntryType.CHAR, EntryType.BLOCK, EntryType.FIFO)
+
+
+class EntryValidator:
+    """Checks a stream's entries in order; keeps what it needs of the ones before.
+
+    `top` is the directory whose contents are the tree ("data" for a stream of
+    `/data`), or None when the stream's own root is the tree ("./x" or "x").
+    """
+
+    def __init__(self, top: str | None, limits: Limits = Limits()) -> None:
+        self._top = top
+        self._limits = limits
+        self._types: dict[str, EntryType] = {}  # every path seen, hard links as FILE
+        self._implied: set[str] = set()  # directories implied by deeper entries
+        self.entries = 0
+        self.bytes = 0
+
+    def check(self, entry: TarEntry) -> str:
+        """Return the entry's path relative to the tree ("." for its root), or raise."""
+        rel = self.relative(entry.name, entry.name)
+        name = entry.name
+        self.entries += 1
+        if self.entries > self._limits.max_entries:
+            raise ArchiveRejected(name, f"more than {self._limits.max_entries} entries")
+        if entry.type is EntryType.FILE:
+            self.bytes += entry.size
+            if self.bytes > self._limits.max_bytes:
+                raise ArchiveRejected(name, f"more than {self._limits.max_bytes} bytes of content")
+        if entry.type in _SPECIAL and not self._limits.allow_special:
+            raise ArchiveRejected(name, f"{entry.type.value} entries are not allowed")
+        if entry.type is EntryType.SYMLINK:
+            _check_link_text(name, entry.linkname)
+        if rel == ".":
+            if entry.type is not EntryType.DIR:
+                raise ArchiveRejected(name, "the root of the tree must be a directory")
+        else:
+            self._check_ancestors(name, rel)
+        seen = self._types.get(rel)
+        if seen is not None and not (seen is EntryType.DIR and entry.type is EntryType.DIR):
+            raise ArchiveRejected(name, f"duplicate entry (first seen as a {seen.value})")
+        if rel in self._implied and entry.type is not EntryType.DIR:
+            raise ArchiveRejected(name, "a non-directory replaces a directory of earlier entries")
+        if entry.type is EntryType.HARDLINK:
+            target = self.relative(entry.linkname, name)
+            if self._types.get(target) is not EntryType.FILE or target == rel:
+                raise ArchiveRejected(name, f"hard link to {entry.linkname!r}, not an earlier file")
+            self._types[rel] = EntryType.FILE
+        else:
+            self._types[rel] = entry.type
+        return rel
+
+    def link_target(self, entry: TarEntry) -> str:
+        """A checked hard link's target, relative to the tree."""
+        return self.relative(entry.linkname, entry.name)
+
+    def relative(self, raw: str, entry: str) -> str:
+        """`raw` (a member name or hard-link target) relative to the tree, or raise."""
+        if not raw:
+            # A member named "/" arrives as "" once its trailing slash is stripped.
+            raise ArchiveRejected(entry, "empty name")
+        if "\0" in raw:
+            raise ArchiveRejected(entry, "NUL byte in a name")
+        if raw.startswith("/"):
+            raise ArchiveRejected(entry, "absolute path")
+        if len(raw.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+            raise ArchiveRejected(entry, f"name longer than {MAX_PATH_BYTES} bytes")
+        parts = raw.split("/")
+        while len(parts) > 1 and parts[0] == ".":
+            parts.pop(0)
+        if len(parts) > 1 and parts[-1] == "":
+            parts.pop()
+        if parts == ["."]:
+            parts = []
+        for part in parts:
+            if part == "..":
+                raise ArchiveRejected(entry, "'..' in a name")
+            if part in ("", "."):
+                raise ArchiveRejected(entry, "name is not normalised")
+            if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise ArchiveRejected(entry, f"a name part is longer than {MAX_NAME_BYTES} bytes")
+        if self._top is not None:
+            if not parts or parts[0] != self._top:
+                raise ArchiveRejected(entry, f"entry outside the archive's {self._top}/ directory")
+            parts = parts[1:]
+        return "/".join(parts) if parts else "."
+
+    def _check_ancestors(self, name: str, rel: str) -> None:
+        parent = rel.rpartition("/")[0]
+        while parent:
+            seen = self._types.get(parent)
+            if seen is EntryType.DIR:
+                return  # its own ancestors were checked when it arrived
+            if seen is EntryType.SYMLINK:
+                raise ArchiveRejected(name, f"written through the symlink {parent!r}")
+            if seen is not None:
+                raise ArchiveRejected(name, f"parent {parent!r} is not a directory")
+            if parent in self._implied:
+                return
+            self._implied.add(parent)
+            parent = parent.rpartition("/")[0]
+
+
+def _check_link_text(name: str, target: str) -> None:
+    if not target:
+        raise ArchiveRejected(name, "symlink with an empty target")
+    if "\0" in target:
+        raise ArchiveRejected(name, "NUL byte in a symlink target")
+    if len(target.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise ArchiveRejected(name, f"symlink target longer than {MAX_PATH_BYTES} bytes")
