@@ -7,6 +7,7 @@ them all read-only: listing N snapshots never starts N containers.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -225,10 +226,13 @@ def read_file(rt: Runtime, volume: str, path: str, limit: int) -> Iterator[bytes
     """Stream one file of a snapshot volume (`path` relative to its root), at most `limit` bytes."""
     from voltool.tarstream import EntryType, TarReader
 
-    with rt.engine.helper(
-        rt.image, [Mount(volume, "/snap", read_only=True)], rt.helper_labels(new_id())
-    ) as cid:
-        reader = TarReader(rt.engine.get_archive(cid, f"/snap/{path}"))
+    with (
+        rt.engine.helper(
+            rt.image, [Mount(volume, "/snap", read_only=True)], rt.helper_labels(new_id())
+        ) as cid,
+        contextlib.closing(rt.engine.get_archive(cid, f"/snap/{path}")) as stream,
+    ):
+        reader = TarReader(stream)
         for entry in reader:
             if entry.type is not EntryType.FILE or entry.size > limit:
                 raise IntegrityError(

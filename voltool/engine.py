@@ -9,7 +9,7 @@ labels and no network, removed in a `finally` whatever happens.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +177,20 @@ class Engine:
             found = self._api.containers(all=True, filters={"label": label})
         return [_container_info(c) for c in found]
 
+    def remove_helpers_of(self, op: str) -> list[str]:
+        """Remove every helper of operation `op`, also ones whose creation was cut short.
+
+        Returns the failures, one line each; removing is best effort.
+        """
+        failures: list[str] = []
+        for c in self.managed_containers(L.ROLE_HELPER):
+            if c.labels.get(L.OP) == op:
+                try:
+                    self.remove_container(c.id)
+                except VoltoolError as e:
+                    failures.append(f"helper {c.short_id}: {e}")
+        return failures
+
     def container(self, ref: str) -> ContainerInfo:
         with translated(f"container {ref!r}"):
             data = self._api.inspect_container(ref)
@@ -271,11 +285,32 @@ class Engine:
 
     # -- archives ------------------------------------------------------------
 
-    def get_archive(self, cid: str, path: str) -> Iterator[bytes]:
-        """Stream the tar of `path` inside container `cid`, in chunks of up to 64 KiB."""
-        with translated(f"read archive of {path}"):
-            stream, _stat = self._api.get_archive(cid, path, chunk_size=ARCHIVE_CHUNK)
-        return _translated_stream(stream, f"read archive of {path}")
+    def get_archive(self, cid: str, path: str) -> Generator[bytes, None, None]:
+        """Stream the tar of `path` inside container `cid`, in chunks of up to 64 KiB.
+
+        Close the generator (or exhaust it) before removing the container:
+        closing it closes the HTTP response. docker-py's own get_archive leaves
+        the response open when its generator is abandoned, and dockerd then
+        holds the container until the response is read, so removing that
+        container would wait forever.
+        """
+        what = f"read archive of {path}"
+        url = f"{self._api.base_url}/v{self._api.api_version}/containers/{cid}/archive"
+        with translated(what):
+            response = self._api.get(
+                url, params={"path": path}, stream=True, headers={"Accept-Encoding": "identity"}
+            )
+        try:
+            if response.status_code == 404:
+                raise NotFound(f"{what}: no such container or path")
+            if response.status_code != 200:
+                raise EngineError(
+                    f"{what}: the engine answered {response.status_code}: {response.text[:200]}"
+                )
+            with translated(what):
+                yield from response.iter_content(ARCHIVE_CHUNK)
+        finally:
+            response.close()
 
     def put_archive(self, cid: str, path: str, chunks: Iterable[bytes]) -> None:
         """Extract a tar stream at `path` inside container `cid`; streams with chunked encoding."""
@@ -312,11 +347,6 @@ class Engine:
                 tar_bytes, repository=repository, tag=tag, changes=changes
             )
         return self.image_id(f"{repository}:{tag}")
-
-
-def _translated_stream(stream: Iterable[bytes], what: str) -> Iterator[bytes]:
-    with translated(what):
-        yield from stream
 
 
 def _cleanup(action: Callable[[], None]) -> None:

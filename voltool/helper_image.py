@@ -108,7 +108,9 @@ def build(engine: Engine, busybox: str) -> str:
         buf.getvalue(),
         repo,
         version,
-        ["ENV PATH=/bin", "LABEL io.voltool.managed=true io.voltool.role=image"],
+        # Not io.voltool.managed: containers inherit image labels, and that one marks
+        # voltool's own helpers and locks.
+        ["ENV PATH=/bin", "LABEL io.voltool.image=helper"],
     )
     return tag
 

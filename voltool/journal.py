@@ -128,15 +128,19 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
+_held: list[str] = []
+
+
 def _test_hold(step: str) -> None:
     """Crash tests: wait right after a step is journaled, so a test can look, or SIGKILL us there.
 
     With VOLTOOL_TEST_HOLD_AT=<step> and VOLTOOL_TEST_HOLD_FILE=<path>, the
-    process writes its pid to the file and waits until the file is removed.
-    Never set in normal use.
+    process writes its pid to the file and waits until the file is removed,
+    the first time it reaches that step. Never set in normal use.
     """
-    if os.environ.get("VOLTOOL_TEST_HOLD_AT") != step:
+    if os.environ.get("VOLTOOL_TEST_HOLD_AT") != step or _held:
         return
+    _held.append(step)
     hold = Path(os.environ.get("VOLTOOL_TEST_HOLD_FILE", ""))
     if not hold.name:
         return

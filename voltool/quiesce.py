@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from voltool.engine import ContainerInfo, Engine
-from voltool.errors import UsageError, VoltoolError
+from voltool.errors import NotFound, UsageError, VoltoolError
 
 MODES = ("pause", "stop", "none")
 
@@ -52,18 +52,15 @@ def plan(containers: Iterable[ContainerInfo], mode: str) -> list[Quiesced]:
 
 
 def apply(engine: Engine, targets: list[Quiesced], stop_timeout: int) -> None:
-    """Pause or stop every target; if one fails, resume those done and raise."""
-    done: list[Quiesced] = []
-    try:
-        for q in targets:
-            if q.action == "pause":
-                engine.pause(q.id)
-            else:
-                engine.stop(q.id, stop_timeout)
-            done.append(q)
-    except BaseException:
-        resume(engine, done)
-        raise
+    """Pause or stop every target, in order; raises at the first that fails.
+
+    The caller resumes all targets in every outcome (`resume` skips those not reached).
+    """
+    for q in targets:
+        if q.action == "pause":
+            engine.pause(q.id)
+        else:
+            engine.stop(q.id, stop_timeout)
 
 
 def resume(engine: Engine, targets: Iterable[Quiesced]) -> list[str]:
@@ -76,7 +73,10 @@ def resume(engine: Engine, targets: Iterable[Quiesced]) -> list[str]:
     failures: list[str] = []
     for q in targets:
         try:
-            status = engine.container(q.id).status
+            try:
+                status = engine.container(q.id).status
+            except NotFound:
+                continue  # removed since: nothing to resume
             if q.action == "pause" and status == "paused":
                 engine.unpause(q.id)
             elif q.action == "stop" and status in ("exited", "created"):

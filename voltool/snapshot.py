@@ -24,7 +24,14 @@ from voltool import __version__, catalog, quiesce
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import Mount
-from voltool.errors import EngineError, IntegrityError, NotFound, PendingOperation, UsageError
+from voltool.errors import (
+    EngineError,
+    IntegrityError,
+    NotFound,
+    PendingOperation,
+    UsageError,
+    VoltoolError,
+)
 from voltool.ids import new_id, snapshot_volume_name
 from voltool.layout import DATA_DIR, FORMAT, MANIFEST, META, SNAPSHOT, Meta, SnapshotInfo
 from voltool.locks import volume_lock
@@ -81,46 +88,63 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
     )
     staged: list[Staged] = []
     committed: list[str] = []
-    try:
-        with contextlib.ExitStack() as locks:
-            for v in volumes:
-                locks.enter_context(volume_lock(rt, v, op, "snapshot", req.wait))
+    with contextlib.ExitStack() as locks:
+        for v in volumes:
+            locks.enter_context(volume_lock(rt, v, op, "snapshot", req.wait))
+        resumed = False
+        try:
             targets = quiesce.plan(quiesce.running_users(rt.engine, volumes), req.quiesce)
             rt.journal.append(op, "quiesce", containers=[q.as_record() for q in targets])
-            for q in targets:
-                rt.reporter.note(f"{'pausing' if q.action == 'pause' else 'stopping'} {q.name}")
-            quiesce.apply(rt.engine, targets, rt.config.stop_timeout)
             try:
+                for q in targets:
+                    rt.reporter.note(f"{'pausing' if q.action == 'pause' else 'stopping'} {q.name}")
+                quiesce.apply(rt.engine, targets, rt.config.stop_timeout)
                 for v in volumes:
+                    mount = Mount(v, "/data", read_only=True)
                     staged.append(
-                        stream_volume(
-                            rt,
-                            op,
-                            ids[v],
-                            v,
-                            Mount(v, "/data", read_only=True),
-                            "/data",
-                            "data",
-                            req.kind,
-                        )
+                        stream_volume(rt, op, ids[v], v, mount, "/data", "data", req.kind)
                     )
             finally:
+                # Every target, whether or not apply reached it: resume() skips
+                # containers that are not in the state we would have put them in.
                 failures = quiesce.resume(rt.engine, targets)
                 for f in failures:
                     rt.reporter.warn(f"could not resume {f}")
-                if not failures:
+                resumed = not failures
+                if resumed:
                     rt.journal.append(op, "resumed")
             for s in staged:
                 commit(rt, op, s, req.kind, req.quiesce, meta)
                 committed.append(s.id)
-    except BaseException as e:
-        for v in volumes:
-            if ids[v] not in committed:
-                rt.engine.remove_volume(snapshot_volume_name(ids[v]))
-        rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
-        raise
+        except BaseException as e:
+            # Still under the locks. If anything stays (a container not resumed,
+            # a helper not removed), the op stays pending for `voltool recover`.
+            left = [ids[v] for v in volumes if ids[v] not in committed]
+            if _abandon(rt, op, left) and resumed:
+                rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
+            raise
     rt.journal.append(op, "done")
     return catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id in committed])
+
+
+def _abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
+    """Best effort after a failure: remove the op's helpers and uncommitted snapshot volumes.
+
+    Never raises (the original error is what the user must see). Returns False
+    if something stays, so that the operation stays pending for `voltool recover`.
+    """
+    try:
+        failures = rt.engine.remove_helpers_of(op)
+        for sid in sids:
+            try:
+                rt.engine.remove_volume(snapshot_volume_name(sid))
+            except VoltoolError as e:
+                failures.append(str(e))
+    except VoltoolError as e:
+        failures = [str(e)]
+    for f in failures:
+        rt.reporter.warn(f"could not clean up ({f}); `voltool recover` will")
+    return not failures
 
 
 def _check_name_free(rt: Runtime, volumes: list[str], name: str) -> None:
@@ -152,10 +176,12 @@ def stream_volume(
     with (
         rt.engine.helper(rt.image, [mount], labels) as src,
         rt.engine.helper(rt.image, [Mount(volume, "/snap")], labels) as dst,
+        # Closed before the helpers are removed (see Engine.get_archive).
+        contextlib.closing(rt.engine.get_archive(src, path)) as stream,
     ):
         # The live tree is the user's own data: device nodes and FIFOs are kept.
         transfer = Transfer(
-            rt.engine.get_archive(src, path),
+            stream,
             EntryValidator(top, Limits(allow_special=True)),
             DATA_DIR,
             on_bytes=rt.reporter.advance,

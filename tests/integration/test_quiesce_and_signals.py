@@ -1,0 +1,178 @@
+"""Quiesced containers are resumed in every outcome; after a crash, by recover."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.dockertools import Docker, hold_env, start_voltool, voltool, wait_for
+
+pytestmark = pytest.mark.engine
+
+BIG = "head -c 1073741824 /dev/zero > /v/big && echo small > /v/small"
+
+
+def hold(step: str, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    f = tmp_path / f"hold-{step}"
+    return hold_env(step, f), f
+
+
+def test_running_container_is_paused_during_the_stream_and_running_after(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume("echo x > /v/x")
+    app = container([vol])
+    env, f = hold("stream", tmp_path)
+    proc = start_voltool("snapshot", vol, env=env)
+    wait_for(f.exists, what="the hold point")
+    assert dk.status(app) == "paused"
+    f.unlink()
+    assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+    assert dk.status(app) == "running"
+    before = dk.read(vol, "log").count(b"\n")
+    wait_for(lambda: dk.read(vol, "log").count(b"\n") > before + 3, what="the app to write again")
+
+
+def test_stop_mode_stops_and_restarts(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume("echo x > /v/x")
+    app = container([vol])
+    env, f = hold("stream", tmp_path)
+    proc = start_voltool("snapshot", "--stop", vol, env=env)
+    wait_for(f.exists, what="the hold point")
+    assert dk.status(app) == "exited"
+    f.unlink()
+    assert proc.wait(60) == 0
+    assert dk.status(app) == "running"
+
+
+def test_no_quiesce_leaves_containers_alone(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume("echo x > /v/x")
+    app = container([vol])
+    env, f = hold("stream", tmp_path)
+    proc = start_voltool("snapshot", "--no-quiesce", vol, env=env)
+    wait_for(f.exists, what="the hold point")
+    assert dk.status(app) == "running"
+    f.unlink()
+    assert proc.wait(60) == 0
+
+
+def test_one_pause_for_a_group_of_volumes(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    a, b = volume("echo a > /v/a"), volume("echo b > /v/b")
+    app_a, app_b, app_ab = container([a]), container([b]), container([a, b])
+    env, f = hold("stream", tmp_path)
+    proc = start_voltool("snapshot", a, b, env=env)
+    wait_for(f.exists, what="the hold point")
+    assert [dk.status(c) for c in (app_a, app_b, app_ab)] == ["paused"] * 3
+    f.unlink()
+    assert proc.wait(60) == 0
+    assert [dk.status(c) for c in (app_a, app_b, app_ab)] == ["running"] * 3
+
+
+def test_failure_mid_operation_resumes_and_leaves_nothing(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume("echo x > /v/x")
+    app = container([vol])
+    env, f = hold("stream", tmp_path)
+    proc = start_voltool("snapshot", vol, env=env)
+    wait_for(f.exists, what="the hold point")
+    (snap,) = dk.snapshot_volumes(vol)
+    dk.client.volumes.get(snap).remove()  # the snapshot volume, removed under it
+    f.unlink()
+    code = proc.wait(60)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 6, err
+    assert "removed or replaced during the snapshot" in err and "Traceback" not in err
+    assert dk.status(app) == "running"
+    assert dk.snapshot_volumes(vol) == []
+    assert dk.client.volumes.list(filters={"name": snap}) == []
+    assert dk.managed_containers() == []
+
+
+def _streaming(dk: Docker, vol: str) -> bool:
+    """True once a helper is reading `vol` (the stream is under way)."""
+    return any(
+        m.get("Name") == vol
+        for c in dk.managed_containers()
+        for m in dk.client.api.inspect_container(c.id)["Mounts"]
+    )
+
+
+def test_sigint_mid_stream_cleans_up_everything(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str]
+) -> None:
+    vol = volume(BIG)
+    app = container([vol])
+    proc = start_voltool("snapshot", vol)
+    wait_for(lambda: _streaming(dk, vol), what="the stream to start")
+    wait_for(lambda: dk.status(app) == "paused", what="the pause")
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(60)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert dk.status(app) == "running"
+    assert dk.snapshot_volumes(vol) == []
+    assert dk.managed_containers() == []
+
+
+def test_sigterm_is_handled_like_ctrl_c(dk: Docker, volume: Callable[..., str]) -> None:
+    vol = volume(BIG)
+    proc = start_voltool("snapshot", vol)
+    wait_for(lambda: _streaming(dk, vol), what="the stream to start")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130
+    assert dk.snapshot_volumes(vol) == [] and dk.managed_containers() == []
+
+
+def test_sigkill_mid_stream_leaves_what_doctor_reports_and_recover_clears(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str]
+) -> None:
+    vol = volume(BIG)
+    app = container([vol])
+    proc = start_voltool("snapshot", vol)
+    wait_for(lambda: _streaming(dk, vol), what="the stream to start")
+    proc.kill()
+    proc.wait(30)
+    assert dk.status(app) == "paused"  # nobody resumed it: that is recover's job
+
+    doctor = voltool("doctor", "--json")
+    assert doctor.code == 0, doctor.err
+    found = [
+        c["detail"]
+        for c in json.loads(doctor.out)
+        if c["name"] == "leftovers" and c["status"] == "warn"
+    ]
+    kinds = " | ".join(found)
+    assert "interrupted snapshot" in kinds and "orphaned helper" in kinds
+    assert "stale lock" in kinds and "incomplete snapshot" in kinds
+    assert all(
+        c["fix"] == "voltool recover" for c in json.loads(doctor.out) if c["status"] == "warn"
+    )
+
+    refused = voltool("snapshot", vol)
+    assert refused.code == 9 and "voltool recover" in refused.err
+
+    dry = voltool("recover", "--dry-run")
+    assert dry.code == 0 and "would unpause container" in dry.out
+    assert dk.status(app) == "paused" and dk.snapshot_volumes(vol) != []
+
+    rec = voltool("recover")
+    assert rec.code == 0, rec.err
+    assert dk.status(app) == "running"
+    assert dk.snapshot_volumes(vol) == []
+    assert dk.managed_containers() == []
+    again = voltool("recover")
+    assert (again.code, again.out.strip()) == (0, "nothing to recover")
+    ok = voltool("snapshot", vol)
+    assert ok.code == 0, ok.err
