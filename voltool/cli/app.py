@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -118,12 +118,17 @@ def _main(
         raise typer.Exit(int(ExitCode.USAGE))
 
 
-def _confirm(question: str, yes: bool, refusal: str) -> None:
-    """Ask on the terminal unless `yes`; with no terminal and no `yes`, refuse."""
+def _confirm(question: str, yes: bool, refusal: str, details: Sequence[str] = ()) -> None:
+    """Ask on the terminal unless `yes`; with no terminal and no `yes`, refuse.
+
+    `details` (what the question is about) is shown only when there is a prompt.
+    """
     if yes:
         return
     if not sys.stdin.isatty():
         raise NeedsConfirmation(f"{refusal}: no terminal to confirm on; pass --yes")
+    for line in details:
+        err.print(line, markup=False)
     if not typer.confirm(question, default=False, err=True):
         raise Declined("declined; nothing was changed")
 
@@ -260,11 +265,10 @@ def delete_cmd(
     pinned = [s.id for s in snaps if s.pinned]
     if pinned and not force:
         raise PreconditionFailed(f"snapshot {pinned[0]} is pinned; unpin it or pass --force")
-    for s in snaps:
-        err.print(
-            f"  {s.id}  {s.source}  {s.created:%Y-%m-%d %H:%M:%S}  {s.name or ''}", markup=False
-        )
-    _confirm(f"Delete {len(snaps)} snapshot(s)?", yes, "refusing to delete")
+    details = [
+        f"  {s.id}  {s.source}  {s.created:%Y-%m-%d %H:%M:%S}  {s.name or ''}" for s in snaps
+    ]
+    _confirm(f"Delete {len(snaps)} snapshot(s)?", yes, "refusing to delete", details)
     for s in snaps:
         catalog.delete(rt, s, force=force, wait=wait)
         out.print(f"deleted {s.id}", markup=False)

@@ -1,0 +1,188 @@
+"""The commands as a user meets them: exact exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.dockertools import Docker, Result, voltool
+
+pytestmark = pytest.mark.engine
+
+
+def one_line_error(r: Result, code: int, text: str) -> None:
+    assert r.code == code, (r.code, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("voltool: error: "), r.err
+    assert text in lines[0], r.err
+    assert "Traceback" not in r.err + r.out
+
+
+def make_snapshot(vol: str, *extra: str) -> dict[str, object]:
+    r = voltool("snapshot", "--json", vol, *extra)
+    assert r.code == 0, r.err
+    return json.loads(r.out)[0]  # type: ignore[no-any-return]
+
+
+def test_unknown_volume(volume: Callable[..., str]) -> None:
+    one_line_error(
+        voltool("snapshot", "vt-does-not-exist"), 3, "no volume named 'vt-does-not-exist'"
+    )
+
+
+def test_invalid_volume_name() -> None:
+    one_line_error(voltool("snapshot", "../etc"), 2, "invalid volume name")
+
+
+def test_a_snapshot_volume_is_not_a_source(volume: Callable[..., str]) -> None:
+    rec = make_snapshot(volume("echo a > /v/a"))
+    one_line_error(voltool("snapshot", str(rec["volume"])), 2, "is a voltool snapshot volume")
+
+
+def test_unreachable_engine() -> None:
+    r = voltool("list", env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    one_line_error(r, 8, "cannot reach the Docker Engine at unix:///nonexistent.sock")
+
+
+def test_option_errors_are_usage_errors() -> None:
+    one_line_error(voltool("list", "--bogus"), 2, "No such option: --bogus")
+    one_line_error(voltool("snapshot", "--stop", "--no-quiesce", "x"), 2, "exclude each other")
+
+
+def test_ambiguous_and_unknown_references(dk: Docker, volume: Callable[..., str]) -> None:
+    src = volume()
+    for sid in ("abcd000000000001", "abcd000000000002"):  # two ids with a common prefix
+        dk.client.volumes.create(
+            f"voltool-snap-{sid}",
+            labels={
+                "io.voltool.managed": "true",
+                "io.voltool.role": "snapshot",
+                "io.voltool.snapshot.id": sid,
+                "io.voltool.snapshot.source": src,
+                "io.voltool.snapshot.created": "2026-01-01T00:00:00+00:00",
+                "io.voltool.snapshot.kind": "manual",
+            },
+        )
+    r = voltool("inspect", "abcd")
+    one_line_error(r, 2, "'abcd' is ambiguous")
+    assert "abcd00000000" in r.err and r.err.count("abcd00000000") == 2
+    one_line_error(voltool("inspect", "ffff0000"), 3, "no snapshot with id 'ffff0000'")
+    one_line_error(voltool("inspect", "ab"), 2, "too short")
+    one_line_error(voltool("inspect", "nightly"), 2, "not a snapshot id")
+    one_line_error(voltool("inspect", "--name", "nope"), 3, "no snapshot named 'nope'")
+    listed = json.loads(voltool("list", "--json", src).out)
+    assert {s["state"] for s in listed} == {"incomplete"}
+
+
+def test_list_and_inspect(dk: Docker, volume: Callable[..., str]) -> None:
+    a, b = volume("echo a > /v/a"), volume("echo bb > /v/b")
+    first = make_snapshot(a, "--name", "first", "--note", "a note")
+    time.sleep(1.1)
+    second = make_snapshot(a)
+    other = make_snapshot(b)
+    everything = json.loads(voltool("list", "--json").out)
+    ids = [s["id"] for s in everything]
+    assert {first["id"], second["id"], other["id"]} <= set(ids)
+    assert ids.index(first["id"]) < ids.index(second["id"])  # oldest first
+    only_a = json.loads(voltool("list", "--json", a).out)
+    assert [s["id"] for s in only_a] == [first["id"], second["id"]]
+    assert only_a[0]["name"] == "first" and only_a[0]["entries"] == 2 and only_a[0]["bytes"] == 2
+    table = voltool("list", a)
+    assert table.code == 0
+    assert str(first["id"])[:12] in table.out and "first" in table.out and "complete" in table.out
+
+    by_prefix = json.loads(voltool("inspect", "--json", str(first["id"])[:6]).out)
+    by_name = json.loads(voltool("inspect", "--json", "--name", "first").out)
+    assert by_prefix == by_name
+    assert by_prefix["note"] == "a note" and len(by_prefix["etag"]) == 64
+    assert by_prefix["labels"]["io.voltool.snapshot.source"] == a
+    assert by_prefix["tree_digest"] == first["tree_digest"]
+    text = voltool("inspect", str(first["id"]))
+    assert f"tree_digest:  {first['tree_digest']}" in text.out
+
+
+def test_listing_many_snapshots_starts_one_container(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    vol = volume("echo a > /v/a")
+    for _ in range(4):
+        make_snapshot(vol)
+    start_ns = time.time_ns()
+    assert voltool("list", vol).code == 0
+    events = dk.client.events(
+        since=int(start_ns // 1e9),
+        until=int(time.time()) + 1,
+        filters={"type": "container", "event": "create"},
+        decode=True,
+    )
+    assert len([e for e in events if e["timeNano"] >= start_ns]) == 1
+
+
+def test_delete(dk: Docker, volume: Callable[..., str]) -> None:
+    vol = volume("echo a > /v/a")
+    keep, gone = make_snapshot(vol), make_snapshot(vol)
+    one_line_error(voltool("delete", str(gone["id"])), 11, "no terminal to confirm on; pass --yes")
+    assert len(dk.snapshot_volumes(vol)) == 2
+    r = voltool("delete", "--yes", str(gone["id"]))
+    assert r.code == 0 and f"deleted {gone['id']}" in r.out
+    assert dk.snapshot_volumes(vol) == [keep["volume"]]
+    # A pinned snapshot (meta.json edited in place) needs --force.
+    dk.run(
+        {str(keep["volume"]): "/s"},
+        'printf \'{"name": null, "note": null, "pinned": true}\' > /s/meta.json',
+    )
+    one_line_error(voltool("delete", "--yes", str(keep["id"])), 5, "is pinned")
+    assert voltool("delete", "--yes", "--force", str(keep["id"])).code == 0
+    assert dk.snapshot_volumes(vol) == []
+
+
+def test_delete_waits_for_or_refuses_a_busy_snapshot(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    vol = volume("echo a > /v/a")
+    snap = make_snapshot(vol)
+    name = f"voltool-lock-{snap['volume']}"
+    holder = dk.client.containers.create(
+        dk.image,
+        ["true"],
+        labels={
+            "io.voltool.managed": "true",
+            "io.voltool.role": "lock",
+            "io.voltool.op": "0000000000000000",
+            "io.voltool.lock.kind": "restore",
+            "io.voltool.lock.volume": str(snap["volume"]),
+            "io.voltool.owner": "another-host/b/1/1/0",
+        },
+        name=name,
+    )
+    try:
+        r = voltool("delete", "--yes", str(snap["id"]))
+        one_line_error(
+            r, 4, "is busy: restore operation 0000000000000000 by pid 1 (uid 0) on another-host"
+        )
+    finally:
+        holder.remove(force=True)
+    assert voltool("delete", "--yes", str(snap["id"])).code == 0
+
+
+def test_doctor_reports_engine_image_and_state() -> None:
+    r = voltool("doctor", "--json")
+    assert r.code == 0, r.err
+    checks = {c["name"]: c for c in json.loads(r.out)}
+    assert checks["engine"]["status"] == "ok" and "Docker Engine" in checks["engine"]["detail"]
+    assert checks["endpoint"]["status"] == "ok"
+    assert checks["helper image"]["status"] == "ok"
+    assert checks["state directory"]["status"] == "ok"
+    down = voltool("doctor", env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert down.code == 8 and "FAIL  engine" in down.out
+
+
+def test_version_and_help() -> None:
+    from voltool import __version__
+
+    assert voltool("--version").out.strip() == f"voltool {__version__}"
+    bare = voltool()
+    assert bare.code == 2 and "snapshot" in bare.out
