@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voltool.errors import VoltoolError
+from voltool.errors import PendingOperation, VoltoolError
 from voltool.owner import Owner, current
 
 TERMINAL = frozenset({"done", "failed", "recovered"})
@@ -115,6 +115,15 @@ class Journal:
     def interrupted(self) -> list[Operation]:
         """Operations that will never finish by themselves: `voltool recover` must."""
         return [op for op in self.operations().values() if op.interrupted]
+
+    def refuse_pending(self, volume: str) -> None:
+        """Raise PendingOperation if an interrupted operation on `volume` awaits recover."""
+        op = self.pending_on(volume)
+        if op:
+            raise PendingOperation(
+                f"volume {volume!r} has an interrupted {op.kind} operation {op.id}; "
+                "run `voltool recover`"
+            )
 
     def pending_on(self, volume: str) -> Operation | None:
         """An interrupted operation on `volume`, if there is one."""

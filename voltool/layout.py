@@ -29,6 +29,20 @@ META = "meta.json"
 SNAPSHOT = "snapshot.json"
 
 KINDS = ("manual", "pre-restore", "import")
+
+# A restore's working entries at the top of the target volume, named after its
+# operation id: staged data, the old data, and the swap's phase marker.
+STAGE_PREFIX = ".voltool-stage-"
+OLD_PREFIX = ".voltool-old-"
+SWAP_MARK_PREFIX = ".voltool-swap-"
+_PRIVATE = re.compile(r"^\.voltool-(stage|old|swap)-[0-9a-f]{16}(/|$)")
+
+
+def is_private(rel: str) -> bool:
+    """True for a restore's working entries (and what lies below them)."""
+    return bool(_PRIVATE.match(rel))
+
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MAX_NOTE = 4096
 MAX_NAME = 128

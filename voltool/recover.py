@@ -17,9 +17,11 @@ from voltool import catalog, quiesce
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
+from voltool.errors import NotFound
 from voltool.ids import is_valid_id, snapshot_volume_name
 from voltool.journal import Operation
 from voltool.locks import Holder, lock_holders, volume_lock
+from voltool.manifest import ManifestEntry
 from voltool.owner import Owner
 from voltool.runtime import Runtime
 
@@ -135,6 +137,89 @@ def _remove_helpers_of(rt: Runtime, op: Operation, act: Act) -> None:
             )
 
 
+def _recover_restore(rt: Runtime, op: Operation, act: Act) -> None:
+    """Before "swap": roll back. From "swap" on: roll forward. Each step done is journaled."""
+    from voltool import restore
+
+    d = op.data
+    target = str(d.get("target", ""))
+    names = restore.Names.for_op(op.id)  # derived from the id, not read back from the journal
+    stopped = [quiesce.Quiesced.from_record(r) for r in d.get("containers", [])]
+    _remove_helpers_of(rt, op, act)  # also stops a swap helper that is still running
+    try:
+        rt.engine.volume(target)
+    except NotFound:
+        return  # nothing of it is left to finish or undo
+    old_mtime = d.get("old_mtime")
+    old_mtime = old_mtime if isinstance(old_mtime, int) else None
+    if not op.reached("swap"):
+        act(
+            f"remove the staging directory of restore {op.id} from {target!r}",
+            partial(restore.drop_stage, rt, op.id, target, names, old_mtime),
+        )
+        for q in stopped:
+            act(f"start container {q.name} (restore {op.id})", partial(_resume_one, rt, q))
+        return
+    root = d["root"]
+    if not op.reached("swapped"):
+        act(
+            f"finish the swap of restore {op.id} in {target!r}",
+            _recorded(
+                rt,
+                op,
+                "swapped",
+                partial(restore.swap, rt, op.id, target, names, _root_entry(root), old_mtime),
+            ),
+        )
+    if not op.reached("started"):
+        for q in stopped:
+            act(f"start container {q.name} (restore {op.id})", partial(_resume_one, rt, q))
+    safety = d.get("safety")
+    if isinstance(safety, str) and is_valid_id(safety) and not op.reached("saved"):
+        existing = catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id == safety])
+        if not (existing and existing[0].complete):
+            if existing:
+                act(
+                    f"remove the partial pre-restore snapshot {safety}",
+                    partial(rt.engine.remove_volume, snapshot_volume_name(safety)),
+                )
+            act(
+                f"keep the old data of {target!r} as pre-restore snapshot {safety}",
+                _recorded(
+                    rt,
+                    op,
+                    "saved",
+                    partial(
+                        restore.save_old, rt, op.id, target, names, safety, str(d.get("snapshot"))
+                    ),
+                ),
+            )
+    act(
+        f"remove the old data of restore {op.id} from {target!r}",
+        partial(restore.cleanup, rt, op.id, target, names, int(root["mtime"])),
+    )
+
+
+def _root_entry(root: dict[str, int]) -> ManifestEntry:
+    """The snapshot's root entry, as the restore journaled it."""
+    return ManifestEntry(
+        ".", "dir", int(root["mode"]), int(root["uid"]), int(root["gid"]), 0, int(root["mtime"])
+    )
+
+
+def _recorded(
+    rt: Runtime, op: Operation, step: str, fn: Callable[[], object]
+) -> Callable[[], None]:
+    """`fn`, then journal `step` for `op`: a recover cut short resumes after what it did."""
+
+    def run() -> None:
+        fn()
+        rt.journal.append(op.id, step)
+
+    return run
+
+
 _HANDLERS: dict[str, Callable[[Runtime, Operation, Act], None]] = {
     "snapshot": _recover_snapshot,
+    "restore": _recover_restore,
 }

@@ -28,7 +28,6 @@ from voltool.errors import (
     EngineError,
     IntegrityError,
     NotFound,
-    PendingOperation,
     UsageError,
     VoltoolError,
 )
@@ -70,12 +69,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
         raise UsageError("name at least one volume")
     for v in volumes:
         catalog.user_volume(rt, v)
-        pending = rt.journal.pending_on(v)
-        if pending:
-            raise PendingOperation(
-                f"volume {v!r} has an interrupted {pending.kind} operation {pending.id}; "
-                "run `voltool recover`"
-            )
+        rt.journal.refuse_pending(v)
     meta = Meta(req.name, req.note, False)
     meta.check()
     if req.name:
@@ -83,14 +77,16 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
 
     op = new_id()
     ids = {v: new_id() for v in volumes}
-    rt.journal.append(
-        op, "begin", kind="snapshot", volumes=volumes, snapshots=ids, quiesce=req.quiesce
-    )
     staged: list[Staged] = []
     committed: list[str] = []
     with contextlib.ExitStack() as locks:
+        # Locks first: a lock that cannot be had changes nothing, so it needs no
+        # journal record (and must not leave a "begin" that looks interrupted).
         for v in volumes:
             locks.enter_context(volume_lock(rt, v, op, "snapshot", req.wait))
+        rt.journal.append(
+            op, "begin", kind="snapshot", volumes=volumes, snapshots=ids, quiesce=req.quiesce
+        )
         resumed = False
         try:
             targets = quiesce.plan(quiesce.running_users(rt.engine, volumes), req.quiesce)
@@ -123,7 +119,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
             if _abandon(rt, op, left) and resumed:
                 rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
             raise
-    rt.journal.append(op, "done")
+        rt.journal.append(op, "done")
     return catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id in committed])
 
 

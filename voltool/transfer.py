@@ -53,6 +53,7 @@ class Transfer:
         expect: Manifest | None = None,
         root_override: RootOverride | None = None,
         on_bytes: Callable[[int], None] | None = None,
+        skip: Callable[[str], bool] | None = None,
     ) -> None:
         self._reader = TarReader(source)
         self._validator = validator
@@ -60,6 +61,7 @@ class Transfer:
         self._expect = expect
         self._root_override = root_override
         self._on_bytes = on_bytes or (lambda n: None)
+        self._skip = skip or (lambda rel: False)
         self._builder = ManifestBuilder()
         self._manifest: Manifest | None = None
 
@@ -77,8 +79,12 @@ class Transfer:
         size = 0
         for entry in self._reader:
             rel = self._validator.check(entry)
+            if rel != "." and self._skip(rel):
+                continue  # neither forwarded nor recorded; its content is skipped unread
             if entry.type is EntryType.HARDLINK:
                 target = self._validator.link_target(entry)
+                if self._builder.get(target) is None:
+                    raise IntegrityError(f"{rel!r} is a hard link to a skipped entry")
                 self._builder.add_hardlink(rel, target, entry.mtime)
                 header = entry.renamed(self._dest(rel), self._dest(target))
                 self._check_expected(rel, entry)
@@ -129,7 +135,7 @@ class Transfer:
             raise IntegrityError(f"snapshot data has {rel!r}, which its manifest does not list")
         if entry.type is EntryType.HARDLINK and want.link is None:
             raise IntegrityError(f"{rel!r} arrived as a hard link; the manifest lists a lone file")
-        for field in ("type", "mode", "uid", "gid", "size", "mtime", "sha256", "target", "dev"):
+        for field in ("type", "size", "sha256", "target", "dev", "mode", "uid", "gid", "mtime"):
             if getattr(got, field) != getattr(want, field):
                 what = "content" if field == "sha256" else field
                 raise IntegrityError(f"{rel!r} does not match its manifest ({what} differs)")

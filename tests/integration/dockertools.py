@@ -195,3 +195,31 @@ def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> An
 
 def hold_env(step: str, hold_file: Path) -> dict[str, str]:
     return {"VOLTOOL_TEST_HOLD_AT": step, "VOLTOOL_TEST_HOLD_FILE": str(hold_file)}
+
+
+# A smaller tree for the many restore tests: every kind of entry, a few bytes each.
+SMALL_TREE = r"""
+set -e
+cd /v
+mkdir -p dir/sub keep
+echo one > a.txt; echo two > dir/b.txt; echo three > dir/sub/c.txt
+ln -s a.txt link; ln dir/b.txt hard; printf s > suid; chmod 4755 suid; ln suid suid-link
+printf q > "with space"; chown 33:33 dir/sub; chmod 1777 keep
+touch -d "2001-02-03 04:05:06" a.txt dir/sub
+chmod 750 /v; chown 7:8 /v
+"""
+
+# Edits of every kind: change, add, delete, dir -> file, file -> symlink, root mode and owner.
+CHANGES = r"""
+set -e
+cd /v
+echo edited > a.txt
+echo added > added.txt
+rm dir/b.txt
+rm -rf dir/sub; printf file > dir/sub
+rm "with space"; ln -s a.txt "with space"
+chmod 755 /v; chown 0:0 /v
+"""
+
+# An application that uses the volume, stops at once on SIGTERM and writes nothing.
+IDLE_APP = "trap 'exit 0' TERM; while :; do sleep 0.1; done"

@@ -24,6 +24,7 @@ from voltool.cli.reporter import ConsoleReporter
 from voltool.errors import (
     Declined,
     ExitCode,
+    IntegrityError,
     NeedsConfirmation,
     NotFound,
     PreconditionFailed,
@@ -272,6 +273,156 @@ def delete_cmd(
     for s in snaps:
         catalog.delete(rt, s, force=force, wait=wait)
         out.print(f"deleted {s.id}", markup=False)
+
+
+# -- restore, digest, diff -------------------------------------------------
+
+
+@app.command("restore")
+@_command
+def restore_cmd(
+    ctx: typer.Context,
+    ref: str | None = typer.Argument(
+        None, metavar="SNAPSHOT", help="Snapshot id or unique id prefix."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Select the snapshot by name instead."),
+    to: str | None = typer.Option(
+        None, "--to", help="Restore into this volume (default: the snapshot's source)."
+    ),
+    create: bool = typer.Option(
+        False, "--create", help="With --to: create the volume if it does not exist."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Show the plan and the changes; change nothing."
+    ),
+    if_match: str | None = typer.Option(
+        None,
+        "--if-match",
+        metavar="DIGEST",
+        help="Restore only if the target's tree digest is DIGEST (see `voltool digest`).",
+    ),
+    offline: bool = typer.Option(
+        False,
+        "--offline",
+        help="Keep the containers stopped for the whole restore, not just the swap.",
+    ),
+    no_safety: bool = typer.Option(
+        False, "--no-safety-snapshot", help="Do not keep the old data as a pre-restore snapshot."
+    ),
+    allow_special: bool = typer.Option(
+        False, "--allow-special", help="Accept device nodes and FIFOs from the snapshot."
+    ),
+    wait: float | None = typer.Option(
+        None, "--wait", help="Seconds to wait for a busy volume's lock."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan or the result as JSON."),
+) -> None:
+    """Restore a snapshot into its volume (or --to another), keeping the old data as a snapshot."""
+    from voltool import restore
+
+    if create and not to:
+        raise UsageError("--create goes with --to")
+    if not (yes or dry_run or sys.stdin.isatty()):
+        raise NeedsConfirmation("refusing to restore: no terminal to confirm on; pass --yes")
+    rt = _globals(ctx).runtime(quiet=as_json)
+    snap = catalog.resolve(rt, ref, name)
+    opts = restore.RestoreOptions(
+        target=to,
+        create=create,
+        if_match=if_match,
+        offline=offline,
+        safety_snapshot=not no_safety,
+        allow_special=allow_special,
+        wait=wait,
+        summary=dry_run or not yes,
+    )
+    plan = restore.plan(rt, snap, opts)
+    if dry_run:
+        if as_json:
+            render.print_json(render.restore_plan_record(plan))
+        else:
+            render.print_restore_plan(plan)
+        return
+    if not yes:
+        render.print_restore_plan(plan, stream=err)
+        answer = typer.prompt(
+            f"Type the volume name ({plan.target}) to restore into it",
+            err=True,
+            default="",
+            show_default=False,
+        )
+        if answer.strip() != plan.target:
+            raise Declined("declined; nothing was changed")
+    result = restore.execute(rt, plan, opts)
+    if as_json:
+        render.print_json(render.restore_result_record(result))
+        return
+    out.print(f"restored snapshot {result.snapshot} into {result.target}", markup=False)
+    if result.restarted:
+        out.print(
+            f"restarted {', '.join(result.restarted)} (down {result.downtime:.1f} s)", markup=False
+        )
+    if result.safety_snapshot:
+        sid = result.safety_snapshot
+        out.print(f"the old data is pre-restore snapshot {sid}", markup=False)
+        out.print(f"to undo: voltool restore {sid} --to {result.target}", markup=False)
+
+
+@app.command("digest")
+@_command
+def digest_cmd(
+    ctx: typer.Context,
+    volume: str = typer.Argument(..., help="The volume to read."),
+) -> None:
+    """Print a volume's live tree digest, computed as a snapshot's is (for restore --if-match)."""
+    from voltool import live
+
+    rt = _globals(ctx).runtime(quiet=True)
+    catalog.user_volume(rt, volume)
+    rt.journal.refuse_pending(volume)
+    out.print(live.manifest_of(rt, volume).digest(), markup=False)
+
+
+@app.command("diff")
+@_command
+def diff_cmd(
+    ctx: typer.Context,
+    ref: str | None = typer.Argument(
+        None, metavar="SNAPSHOT", help="Snapshot id or unique id prefix."
+    ),
+    volume: str | None = typer.Argument(
+        None, help="Volume to compare with (default: the snapshot's source)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Select the snapshot by name instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show what changed in a volume since a snapshot: entries added, changed and removed."""
+    from voltool import live, restore
+    from voltool.manifest import diff
+
+    rt = _globals(ctx).runtime(quiet=True)
+    snap = catalog.resolve(rt, ref, name)
+    if snap.info is None:
+        raise IntegrityError(f"snapshot {snap.id} is {snap.state}: it has no manifest to compare")
+    target = volume or snap.info.source
+    catalog.user_volume(rt, target)
+    rt.journal.refuse_pending(target)
+    changes = diff(restore.read_manifest(rt, snap, snap.info), live.manifest_of(rt, target))
+    if as_json:
+        render.print_json(
+            {"snapshot": snap.id, "volume": target, "changes": [c.__dict__ for c in changes]}
+        )
+        return
+    marks = {"added": "+", "removed": "-", "changed": "~"}
+    for c in changes:
+        extra = f"  ({', '.join(c.what)})" if c.what else ""
+        out.print(f"{marks[c.kind]} {c.path}{extra}", markup=False)
+    counts = {k: sum(1 for c in changes if c.kind == k) for k in ("added", "changed", "removed")}
+    err.print(
+        f"voltool: {target} since {snap.id}: " + ", ".join(f"{n} {k}" for k, n in counts.items()),
+        markup=False,
+    )
 
 
 # -- doctor, helper, recover -----------------------------------------------

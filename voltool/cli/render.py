@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voltool.catalog import Snapshot
+from voltool.restore import RestorePlan, RestoreResult
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -85,3 +86,63 @@ def snapshot_table(snapshots: list[Snapshot]) -> Table:
             s.state,
         )
     return table
+
+
+def restore_plan_record(plan: RestorePlan) -> dict[str, Any]:
+    return {
+        "snapshot": plan.snapshot.id,
+        "source": plan.info.source,
+        "target": plan.target,
+        "create": plan.create,
+        "containers": [c.name for c in plan.containers],
+        "changes": plan.counts(),
+        "entries": plan.info.entries,
+        "bytes": plan.info.bytes,
+        "needed_bytes": plan.needed,
+        "available_bytes": plan.available,
+    }
+
+
+def print_restore_plan(plan: RestorePlan, stream: Console = out) -> None:
+    """The plan in words: what is restored where, who stops, and what changes."""
+    s = plan.snapshot
+    stream.print(
+        f"restore snapshot {s.id} of {plan.info.source} "
+        f"({s.created.astimezone():%Y-%m-%d %H:%M:%S}, "
+        f"{plan.info.entries} entries, {human_bytes(plan.info.bytes)})",
+        markup=False,
+    )
+    stream.print(
+        f"  into volume:  {plan.target}" + ("  (to be created)" if plan.create else ""),
+        markup=False,
+    )
+    names = ", ".join(c.name for c in plan.containers) or "none"
+    stream.print(f"  containers stopped for the swap and started again: {names}", markup=False)
+    counts = plan.counts()
+    if counts is not None:
+        stream.print(
+            "  changes: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()),
+            markup=False,
+        )
+        assert plan.changes is not None
+        marks = {"added": "+", "removed": "-", "changed": "~"}
+        for c in plan.changes[:20]:
+            stream.print(f"    {marks[c.kind]} {c.path}", markup=False)
+        if len(plan.changes) > 20:
+            stream.print(
+                f"    ... and {len(plan.changes) - 20} more (voltool diff {s.id[:12]})",
+                markup=False,
+            )
+    free = human_bytes(plan.available) if plan.available is not None else "unknown"
+    stream.print(f"  space: {human_bytes(plan.needed)} needed, {free} free", markup=False)
+
+
+def restore_result_record(result: RestoreResult) -> dict[str, Any]:
+    return {
+        "op": result.op,
+        "snapshot": result.snapshot,
+        "target": result.target,
+        "pre_restore_snapshot": result.safety_snapshot,
+        "restarted": list(result.restarted),
+        "downtime_seconds": round(result.downtime, 3),
+    }

@@ -1,0 +1,330 @@
+"""Restore against the real engine: exact, all-or-nothing, guarded, and undoable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.dockertools import (
+    CHANGES,
+    FIDELITY_SCRIPT,
+    IDLE_APP,
+    SMALL_TREE,
+    Docker,
+    Result,
+    hold_env,
+    start_voltool,
+    voltool,
+    wait_for,
+)
+
+pytestmark = pytest.mark.engine
+
+
+# Edit, add, delete, a directory into a file, a file into a symlink, the root's mode and owner.
+FIDELITY_CHANGES = r"""
+set -e
+cd /v
+echo edited > small.txt
+echo added > added.txt
+rm big.bin
+rm -rf dir/nested/deeper; printf file > dir/nested/deeper
+rm owned; ln -s small.txt owned
+chmod 755 /v; chown 0:0 /v
+"""
+
+
+def snap(vol: str) -> dict[str, object]:
+    r = voltool("snapshot", "--json", vol)
+    assert r.code == 0, r.err
+    return json.loads(r.out)[0]  # type: ignore[no-any-return]
+
+
+def restore(*args: str, env: dict[str, str] | None = None) -> Result:
+    return voltool("restore", *args, env=env)
+
+
+def no_private_entries(dk: Docker, vol: str) -> bool:
+    return not any(p.startswith(".voltool-") for p in dk.listing(vol).entries)
+
+
+def test_round_trip_restores_the_exact_tree_and_keeps_the_old_one(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    vol = volume(FIDELITY_SCRIPT)
+    original = dk.listing(vol)
+    s = snap(vol)
+    dk.run({vol: "/v"}, FIDELITY_CHANGES)
+    changed = dk.listing(vol)
+    assert changed.entries != original.entries
+
+    r = restore("--yes", "--json", str(s["id"]))
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    after = dk.listing(vol)
+    assert after.entries == original.entries  # root mode, owner and mtime included
+    assert after.links == original.links
+    assert voltool("digest", vol).out.strip() == s["tree_digest"]
+
+    # The old data was kept as a pre-restore snapshot: restoring it undoes the restore.
+    pre = json.loads(voltool("inspect", "--json", result["pre_restore_snapshot"]).out)
+    assert pre["kind"] == "pre-restore" and pre["source"] == vol and pre["state"] == "complete"
+    assert dk.listing(pre["volume"], "data").entries.keys() == changed.entries.keys()
+    undo = restore("--yes", result["pre_restore_snapshot"])
+    assert undo.code == 0, undo.err
+    assert dk.listing(vol).entries == changed.entries
+    assert dk.managed_containers() == []
+
+
+def test_restore_into_another_and_a_new_volume(dk: Docker, volume: Callable[..., str]) -> None:
+    src = volume(SMALL_TREE)
+    s = snap(src)
+    other = volume("echo unrelated > /v/x")
+    assert restore("--yes", str(s["id"]), "--to", other).code == 0
+    assert dk.listing(other).entries == dk.listing(src).entries
+    fresh = f"{src}-new"
+    missing = restore("--yes", str(s["id"]), "--to", fresh)
+    assert missing.code == 3 and "--create" in missing.err
+    try:
+        r = restore("--yes", str(s["id"]), "--to", fresh, "--create")
+        assert r.code == 0, r.err
+        assert dk.listing(fresh).entries == dk.listing(src).entries
+    finally:
+        dk.client.volumes.get(fresh).remove(force=True)
+    assert restore("--yes", str(s["id"]), "--create").code == 2
+
+
+def test_never_into_a_snapshot_volume(volume: Callable[..., str]) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    r = restore("--yes", str(s["id"]), "--to", str(s["volume"]))
+    assert r.code == 2 and "snapshot volume" in r.err
+
+
+def test_corrupt_snapshot_fails_in_staging_and_leaves_the_target(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    dk.run({vol: "/v"}, CHANGES)
+    before = dk.listing(vol)
+    dk.run(
+        {str(s["volume"]): "/s"}, "printf X | dd of=/s/data/dir/sub/c.txt bs=1 seek=1 conv=notrunc"
+    )
+    r = restore("--yes", str(s["id"]))
+    assert r.code == 6, r.err
+    assert "'dir/sub/c.txt' does not match its manifest (content differs)" in r.err
+    assert dk.listing(vol).entries == before.entries
+    assert dk.managed_containers() == []
+    again = restore("--yes", str(s["id"]))  # nothing pending: a clean failure
+    assert again.code == 6
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        # An absolute symlink, and manifest entries that would be written through it.
+        (
+            'ln -s / /s/data/evil && printf \'{"gid":0,"mode":420,"mtime":0,"path":"evil/x",'
+            '"sha256":"%s","size":0,"type":"file","uid":0}\\n{"gid":0,"mode":511,"mtime":0,'
+            '"path":"evil","size":0,"target":"/","type":"symlink","uid":0}\\n\' '
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 >> /s/manifest.jsonl",
+            "manifest",
+        ),
+        # A file in data/ hard-linked to one outside it.
+        ("ln /s/snapshot.json /s/data/sneaky", "manifest"),
+        # A FIFO where the manifest has none.
+        ("mkfifo /s/data/pipe", "manifest"),
+    ],
+)
+def test_tampered_snapshots_are_refused(
+    dk: Docker, volume: Callable[..., str], tamper: str, message: str
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    dk.run({vol: "/v"}, CHANGES)
+    before = dk.listing(vol)
+    dk.run({str(s["volume"]): "/s"}, tamper)
+    r = restore("--yes", "--allow-special", str(s["id"]))
+    assert r.code == 6, r.err
+    assert message in r.err and "Traceback" not in r.err
+    assert dk.listing(vol).entries == before.entries
+    assert dk.managed_containers() == []
+
+
+def test_if_match(dk: Docker, volume: Callable[..., str], container: Callable[..., str]) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    dk.run({vol: "/v"}, CHANGES)
+    app = container([vol], IDLE_APP)
+    current = voltool("digest", vol).out.strip()
+    stale = str(s["tree_digest"])
+    before = dk.listing(vol)
+    r = restore("--yes", "--if-match", stale, str(s["id"]))
+    assert r.code == 5 and f"its digest is {current}" in r.err
+    assert dk.listing(vol).entries == before.entries
+    assert dk.status(app) == "running"
+    ok = restore("--yes", "--if-match", current, str(s["id"]))
+    assert ok.code == 0, ok.err
+    assert voltool("digest", vol).out.strip() == s["tree_digest"]
+    assert dk.status(app) == "running"
+
+
+def test_containers_keep_running_while_staging(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    app = container([vol], IDLE_APP)
+    hold = tmp_path / "hold"
+    proc = start_voltool("restore", "--yes", "--json", str(s["id"]), env=hold_env("staged", hold))
+    wait_for(hold.exists, what="staging to finish")
+    assert dk.status(app) == "running"  # staging happened with the app up
+    hold.unlink()
+    assert proc.wait(120) == 0
+    result = json.loads(proc.stdout.read() if proc.stdout else "{}")
+    assert result["restarted"] == [app]
+    state = dk.client.api.inspect_container(app)["State"]
+    assert state["Status"] == "running" and state["StartedAt"] > state["FinishedAt"]
+    assert 0 <= result["downtime_seconds"] < 60
+
+
+def test_offline_keeps_containers_stopped_during_staging(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    app = container([vol], IDLE_APP)
+    hold = tmp_path / "hold"
+    proc = start_voltool("restore", "--yes", "--offline", str(s["id"]), env=hold_env("stage", hold))
+    wait_for(hold.exists, what="the stage step")
+    assert dk.status(app) == "exited"
+    hold.unlink()
+    assert proc.wait(120) == 0
+    assert dk.status(app) == "running"
+
+
+def test_two_restores_at_once_one_is_busy(
+    dk: Docker, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    hold = tmp_path / "hold"
+    first = start_voltool("restore", "--yes", str(s["id"]), env=hold_env("stage", hold))
+    wait_for(hold.exists, what="the first restore to hold its lock")
+    second = restore("--yes", str(s["id"]))
+    assert second.code == 4, second.err
+    assert "is busy: restore operation" in second.err and f"pid {first.pid}" in second.err
+    during = voltool("snapshot", vol)
+    assert during.code == 4
+    waiting = start_voltool("snapshot", "--wait", "120", "--json", vol)
+    hold.unlink()
+    assert first.wait(120) == 0
+    assert waiting.wait(120) == 0
+    assert no_private_entries(dk, vol)
+
+
+def test_not_enough_space_is_refused_in_preflight(dk: Docker, volume: Callable[..., str]) -> None:
+    vol = volume("head -c 20971520 /dev/urandom > /v/big")
+    s = snap(vol)
+    small = f"{vol}-small"
+    dk.client.volumes.create(
+        small, driver="local", driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=8m"}
+    )
+    # A tmpfs volume lives only while mounted: a container keeps it mounted meanwhile.
+    keeper = dk.client.containers.run(
+        dk.image,
+        ["-c", IDLE_APP],
+        entrypoint=["/bin/sh"],
+        volumes={small: {"bind": "/v0"}},
+        detach=True,
+    )
+    try:
+        dk.run({small: "/v"}, "echo precious > /v/keep")
+        before = dk.listing(small)
+        r = restore("--yes", str(s["id"]), "--to", small)
+        assert r.code == 7, r.err
+        assert "not enough space" in r.err
+        assert dk.listing(small).entries == before.entries
+        assert dk.status(keeper.id) == "running"
+    finally:
+        keeper.remove(force=True)
+        dk.client.volumes.get(small).remove(force=True)
+
+
+def _with_tty(args: list[str], answer: str) -> tuple[int, str]:
+    master, slave = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voltool", *args],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(slave)
+    os.write(master, (answer + "\n").encode())
+    out, err = proc.communicate(timeout=120)
+    os.close(master)
+    return proc.returncode, out + err
+
+
+def test_confirmation(dk: Docker, volume: Callable[..., str]) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    dk.run({vol: "/v"}, CHANGES)
+    before = dk.listing(vol)
+    code, text = _with_tty(["restore", str(s["id"])], "not-the-name")
+    assert code == 10, text
+    assert f"into volume:  {vol}" in text and "changes: 2 added, 5 changed, 1 removed" in text
+    assert dk.listing(vol).entries == before.entries
+    no_tty = restore(str(s["id"]))
+    assert no_tty.code == 11 and "pass --yes" in no_tty.err
+    code, text = _with_tty(["restore", str(s["id"])], vol)
+    assert code == 0, text
+    assert voltool("digest", vol).out.strip() == s["tree_digest"]
+
+
+def test_dry_run_changes_nothing(dk: Docker, volume: Callable[..., str]) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    dk.run({vol: "/v"}, CHANGES)
+    before = dk.listing(vol)
+    r = restore("--dry-run", "--json", str(s["id"]))
+    assert r.code == 0, r.err
+    plan = json.loads(r.out)
+    assert plan["target"] == vol and plan["changes"] == {"added": 2, "changed": 5, "removed": 1}
+    assert dk.listing(vol).entries == before.entries
+    assert len(dk.snapshot_volumes(vol)) == 1
+
+
+def test_digest_and_diff(dk: Docker, volume: Callable[..., str]) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    assert voltool("digest", vol).out.strip() == s["tree_digest"]
+    dk.run({vol: "/v"}, CHANGES)
+    d = voltool("diff", "--json", str(s["id"]))
+    assert d.code == 0, d.err
+    got = {(c["path"], c["kind"]) for c in json.loads(d.out)["changes"]}
+    assert got == {
+        (".", "changed"),
+        ("a.txt", "changed"),
+        ("added.txt", "added"),
+        ("dir/b.txt", "removed"),
+        ("dir/sub", "changed"),
+        ("dir/sub/c.txt", "removed"),
+        ("hard", "changed"),  # its hard-link partner dir/b.txt is gone
+        ("with space", "changed"),
+    }
+    text = voltool("diff", str(s["id"]))
+    assert (
+        "+ added.txt" in text.out
+        and "- dir/b.txt" in text.out
+        and "~ a.txt  (size, sha256)" in text.out
+    )
+    assert voltool("digest", "vt-nope").code == 3

@@ -1,0 +1,491 @@
+"""Restoring a snapshot into a volume, so that an interruption at any instant loses nothing.
+
+Invariants:
+- Nothing outside the target volume is written, and nothing of the user's in it
+  changes before the swap: the snapshot is staged into a hidden directory of
+  the target (`.voltool-stage-<op>`, mode 0700), every entry checked by the
+  validator and against the manifest. A corrupt or hostile snapshot fails there.
+- Each step is journaled before it starts. Before "swap", an interrupted
+  restore rolls back (drop the staging directory, restart the containers);
+  from "swap" on it rolls forward (finish the swap, restart, keep the old data).
+- The swap is a script of renames inside one filesystem, idempotent: cut off
+  anywhere, running it again finishes it. Its first phase moves the user's
+  top-level entries into `.voltool-old-<op>`, then creates the marker
+  `.voltool-swap-<op>`; its second moves the staged entries into place. The
+  marker tells a rerun which phase it is in.
+- The old data is kept as a `pre-restore` snapshot before it is removed, so a
+  restore can be undone by another restore.
+- Downtime (containers stopped) covers the swap only, which costs renames,
+  not copies: it does not grow with the volume's size. `--offline` stops them
+  from before staging to the end, for applications that must never see the
+  hidden directories.
+
+Steps, in journal order: begin, [create], [stop if offline], stage, staged,
+[stop], [check], swap, swapped, start, started, [save, saved], cleanup, done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+
+from voltool import catalog, live, quiesce
+from voltool.catalog import Snapshot
+from voltool.engine import ContainerInfo, Mount
+from voltool.errors import (
+    EngineError,
+    IntegrityError,
+    NoSpace,
+    NotFound,
+    PreconditionFailed,
+    UsageError,
+    VoltoolError,
+)
+from voltool.ids import check_volume_name, new_id
+from voltool.layout import (
+    DATA_DIR,
+    MANIFEST,
+    OLD_PREFIX,
+    STAGE_PREFIX,
+    SWAP_MARK_PREFIX,
+    Meta,
+    SnapshotInfo,
+)
+from voltool.locks import volume_lock
+from voltool.manifest import Change, Manifest, ManifestEntry, diff
+from voltool.runtime import Runtime
+from voltool.snapshot import commit, fix_modes, stream_volume
+from voltool.transfer import RootOverride, Transfer
+from voltool.validate import EntryValidator, Limits
+
+# Slack on top of the content bytes: blocks rounded up, directories, inodes.
+_PER_ENTRY_SLACK = 4096
+_FIXED_SLACK = 16 * 1024 * 1024
+_MAX_MANIFEST = 1 << 30
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    target: str | None = None  # default: the snapshot's source volume
+    create: bool = False  # create the target if it does not exist
+    if_match: str | None = None  # restore only if the target's digest is this
+    offline: bool = False  # keep the containers stopped from before staging
+    safety_snapshot: bool = True  # keep the old data as a pre-restore snapshot
+    allow_special: bool = False  # accept device nodes and FIFOs from the snapshot
+    wait: float | None = None  # seconds to wait for busy locks
+    summary: bool = True  # compute the change summary (reads the whole target)
+
+
+@dataclass(frozen=True)
+class Names:
+    """A restore's working entries at the top of the target volume."""
+
+    stage: str
+    old: str
+    mark: str
+
+    @classmethod
+    def for_op(cls, op: str) -> Names:
+        return cls(STAGE_PREFIX + op, OLD_PREFIX + op, SWAP_MARK_PREFIX + op)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """What a restore will do, found without changing anything."""
+
+    snapshot: Snapshot
+    info: SnapshotInfo
+    manifest: Manifest
+    target: str
+    create: bool  # the target does not exist yet and will be created
+    containers: tuple[ContainerInfo, ...]  # running containers to stop and start
+    changes: tuple[Change, ...] | None  # None when not computed
+    needed: int  # bytes the target's filesystem must have free
+    available: int | None
+    target_mtime: int | None  # the target root's mtime before anything was staged
+
+    def counts(self) -> dict[str, int] | None:
+        if self.changes is None:
+            return None
+        out = {"added": 0, "changed": 0, "removed": 0}
+        for c in self.changes:
+            out[c.kind] += 1
+        return out
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    op: str
+    target: str
+    snapshot: str
+    safety_snapshot: str | None  # id of the pre-restore snapshot, if kept
+    restarted: tuple[str, ...]  # names of the containers stopped and started again
+    downtime: float  # seconds from the first stop to the last start
+
+
+# -- plan ------------------------------------------------------------------
+
+
+def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
+    """Pre-flight, all or nothing: every check a restore needs, with nothing changed."""
+    info = snapshot.info
+    if info is None or snapshot.problem:
+        why = snapshot.problem or "it has no snapshot.json"
+        raise IntegrityError(f"snapshot {snapshot.id} cannot be restored: {why}")
+    if snapshot.kind == "import" and not opts.target:
+        raise UsageError(
+            f"snapshot {snapshot.id} was imported: name the volume to restore into with --to"
+        )
+    target = check_volume_name(opts.target or info.source)
+    create = False
+    try:
+        catalog.user_volume(rt, target)
+    except NotFound:
+        if not opts.create:
+            raise NotFound(f"no volume named {target!r} (--create makes it)") from None
+        create = True
+    rt.journal.refuse_pending(target)
+    manifest = read_manifest(rt, snapshot, info)
+    containers: tuple[ContainerInfo, ...] = ()
+    changes = None
+    if not create:
+        containers = tuple(quiesce.running_users(rt.engine, [target]))
+        if opts.summary:
+            changes = tuple(diff(live.manifest_of(rt, target), manifest))
+    available, used, target_mtime = _space(rt, snapshot.volume if create else target)
+    needed = info.bytes + info.entries * _PER_ENTRY_SLACK + _FIXED_SLACK
+    if opts.safety_snapshot:
+        needed += used  # the old data is copied into the pre-restore snapshot
+    if available is not None and available < needed:
+        raise NoSpace(
+            f"not enough space to restore into {target!r}: {available // 2**20} MiB free, "
+            f"{needed // 2**20} MiB needed (a staged copy"
+            + (" and the pre-restore snapshot)" if opts.safety_snapshot else ")")
+        )
+    return RestorePlan(
+        snapshot,
+        info,
+        manifest,
+        target,
+        create,
+        containers,
+        changes,
+        needed,
+        available,
+        None if create else target_mtime,
+    )
+
+
+def read_manifest(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo) -> Manifest:
+    """The snapshot's manifest, checked line by line and against snapshot.json."""
+    raw = b"".join(catalog.read_file(rt, snapshot.volume, MANIFEST, _MAX_MANIFEST))
+    manifest = Manifest.parse(raw.splitlines())
+    if len(manifest) != info.entries or manifest.digest() != info.tree_digest:
+        raise IntegrityError(
+            f"snapshot {snapshot.id}: manifest does not match snapshot.json (entries or digest)"
+        )
+    if manifest.root is None:
+        raise IntegrityError(f"snapshot {snapshot.id}: manifest has no root entry")
+    _check_tree(manifest)
+    return manifest
+
+
+def _check_tree(manifest: Manifest) -> None:
+    """Every entry's parent is a directory of the manifest: none lies below a symlink."""
+    for e in manifest:
+        if e.path == ".":
+            continue
+        parent = e.path.rpartition("/")[0] or "."
+        p = manifest.get(parent)
+        if p is None or p.type != "dir":
+            raise IntegrityError(f"manifest entry {e.path!r}: its parent is not a directory")
+
+
+_SPACE = "df -Pk /v | tail -n 1; du -sk /v | cut -f1; stat -c %Y /v"
+
+
+def _space(rt: Runtime, volume: str) -> tuple[int | None, int, int | None]:
+    """Free bytes on `volume`'s filesystem, the bytes it uses, and its root's mtime."""
+    result = rt.engine.run(
+        rt.image, [Mount(volume, "/v", read_only=True)], rt.helper_labels(new_id()), _SPACE
+    )
+    lines = result.stdout.decode(errors="replace").split("\n")
+    try:
+        available = int(lines[0].split()[3]) * 1024
+        used = int(lines[1]) * 1024
+        mtime = int(lines[2])
+    except (IndexError, ValueError):
+        return None, 0, None
+    return available, used, mtime
+
+
+# -- execute ---------------------------------------------------------------
+
+
+def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
+    """Carry out a plan: lock, journal, stage, stop, swap, start, keep the old data."""
+    op = new_id()
+    names = Names.for_op(op)
+    safety = new_id() if opts.safety_snapshot else None
+    root = p.manifest.root
+    assert root is not None
+    stopped: list[quiesce.Quiesced] = []
+    times: dict[str, float] = {}
+    with contextlib.ExitStack() as locks:
+        # Locks first: one that cannot be had changes nothing and needs no record.
+        for v in sorted({p.target, p.snapshot.volume}):
+            locks.enter_context(volume_lock(rt, v, op, "restore", opts.wait))
+        rt.journal.refuse_pending(p.target)  # the plan was made before the locks
+        rt.journal.append(
+            op,
+            "begin",
+            kind="restore",
+            volumes=[p.target],
+            target=p.target,
+            snapshot=p.snapshot.id,
+            snapshot_volume=p.snapshot.volume,
+            names={"stage": names.stage, "old": names.old, "mark": names.mark},
+            root={"mode": root.mode, "uid": root.uid, "gid": root.gid, "mtime": root.mtime},
+            old_mtime=p.target_mtime,
+            offline=opts.offline,
+            safety=safety,
+            create=p.create,
+        )
+        try:
+            if p.create:
+                rt.journal.append(op, "create")
+                rt.engine.create_volume(p.target, {})
+            if opts.offline:
+                stopped = _stop(rt, op, p.target, times)
+            rt.journal.append(op, "stage")
+            stage(rt, op, p, names, opts.allow_special)
+            rt.journal.append(op, "staged")
+            if not opts.offline:
+                stopped = _stop(rt, op, p.target, times)
+            if opts.if_match:
+                rt.journal.append(op, "check")
+                current = live.manifest_of(rt, p.target, op).digest()
+                if current != opts.if_match.lower():
+                    raise PreconditionFailed(
+                        f"volume {p.target!r} changed: its digest is {current}, "
+                        f"not {opts.if_match}; nothing was restored"
+                    )
+        except BaseException as e:
+            _roll_back(rt, op, p.target, names, p.target_mtime, stopped, e)
+            raise
+        try:
+            rt.journal.append(op, "swap")
+            swap(rt, op, p.target, names, root, p.target_mtime)
+            rt.journal.append(op, "swapped")
+            rt.journal.append(op, "start")
+            _start(rt, stopped, times)
+            rt.journal.append(op, "started")
+            if safety:
+                rt.journal.append(op, "save", safety=safety)
+                save_old(rt, op, p.target, names, safety, p.snapshot.id)
+                rt.journal.append(op, "saved")
+            rt.journal.append(op, "cleanup")
+            cleanup(rt, op, p.target, names, root.mtime)
+        except BaseException:
+            # Past the swap there is no going back, only forward: containers
+            # come back now if they can, and recover finishes the rest.
+            with contextlib.suppress(VoltoolError):
+                _start(rt, stopped, times)
+            rt.reporter.warn(
+                "the restore was cut short after its swap began; "
+                "run `voltool recover` to finish it (nothing is lost)"
+            )
+            raise
+        rt.journal.append(op, "done")
+    downtime = times.get("started", 0.0) - times.get("stopped", 0.0)
+    return RestoreResult(
+        op, p.target, p.snapshot.id, safety, tuple(q.name for q in stopped), max(downtime, 0.0)
+    )
+
+
+def _stop(rt: Runtime, op: str, target: str, times: dict[str, float]) -> list[quiesce.Quiesced]:
+    targets = quiesce.plan(quiesce.running_users(rt.engine, [target]), "stop")
+    rt.journal.append(op, "stop", containers=[q.as_record() for q in targets])
+    for q in targets:
+        rt.reporter.note(f"stopping {q.name}")
+    times["stopped"] = _now()
+    quiesce.apply(rt.engine, targets, rt.config.stop_timeout)
+    return targets
+
+
+def _start(rt: Runtime, stopped: list[quiesce.Quiesced], times: dict[str, float]) -> None:
+    failures = quiesce.resume(rt.engine, stopped)
+    times["started"] = _now()
+    for f in failures:
+        rt.reporter.warn(f"could not start {f}")
+
+
+def _now() -> float:
+    return dt.datetime.now(dt.UTC).timestamp()
+
+
+def _roll_back(
+    rt: Runtime,
+    op: str,
+    target: str,
+    names: Names,
+    root_mtime: int | None,
+    stopped: list[quiesce.Quiesced],
+    error: BaseException,
+) -> None:
+    """Before the swap: drop the staging directory and restart; the target is as it was.
+
+    Best effort, never raising: if something stays, the op stays pending for recover.
+    """
+    failures = rt.engine.remove_helpers_of(op)
+    try:
+        drop_stage(rt, op, target, names, root_mtime)
+    except VoltoolError as e:
+        failures.append(str(e))
+    failures += quiesce.resume(rt.engine, stopped)
+    for f in failures:
+        rt.reporter.warn(f"could not roll back fully ({f}); `voltool recover` will")
+    if not failures:
+        rt.journal.append(op, "failed", error=str(error) or type(error).__name__)
+
+
+# -- the steps, each usable by recover -------------------------------------
+
+
+def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: bool) -> None:
+    """Stream the snapshot's data into the target's staging directory, checking every entry."""
+    limits = Limits(max_entries=p.info.entries, max_bytes=p.info.bytes, allow_special=allow_special)
+    labels = rt.helper_labels(op)
+    target = Mount(p.target, "/v")
+    snap = Mount(p.snapshot.volume, "/snap", read_only=True)
+    with (
+        rt.engine.helper(rt.image, [snap], labels) as src,
+        rt.engine.helper(rt.image, [target], labels) as dst,
+        contextlib.closing(rt.engine.get_archive(src, f"/snap/{DATA_DIR}")) as stream,
+    ):
+        transfer = Transfer(
+            stream,
+            EntryValidator(DATA_DIR, limits),
+            names.stage,
+            expect=p.manifest,
+            root_override=RootOverride(0o700),
+            on_bytes=rt.reporter.advance,
+        )
+        rt.reporter.begin(f"staging {p.target}", p.info.bytes)
+        try:
+            rt.engine.put_archive(dst, "/v", transfer)
+        finally:
+            rt.reporter.end()
+    fix_modes(rt, op, target, f"/v/{names.stage}", p.manifest)
+
+
+# Staging created and removed an entry at the top: put the root's mtime back too.
+_DROP = 'cd /v && rm -rf -- "$1" && if [ -n "$2" ]; then touch -d "@$2" /v; fi'
+
+
+def drop_stage(rt: Runtime, op: str, target: str, names: Names, root_mtime: int | None) -> None:
+    """Remove the staging directory: the target is then as it was before the restore."""
+    args = [names.stage, "" if root_mtime is None else str(root_mtime)]
+    _run(rt, op, target, _DROP, args, "remove the staging directory")
+
+
+# Idempotent: run it again after a cut at any point and it finishes the swap.
+# $1 stage, $2 old, $3 marker, $4 root mode (octal), $5 root uid:gid, $6 root mtime,
+# $7 the old root's mtime (empty if unknown), for the old directory.
+_SWAP = r"""
+set -e
+cd /v
+S="$1"; O="$2"; M="$3"
+if [ ! -e "$M" ]; then
+  # Phase 1: the user's top-level entries into the old directory.
+  if [ ! -d "$O" ]; then
+    mkdir "$O.new" 2>/dev/null || true
+    chown "$(stat -c %u:%g /v)" "$O.new"
+    chmod "$(stat -c %a /v)" "$O.new"
+    mv -T "$O.new" "$O"
+  fi
+  for e in * .[!.]* ..?*; do
+    { [ -e "$e" ] || [ -L "$e" ]; } || continue
+    case "$e" in "$S"|"$O"|"$M"|"$O.new") continue;; esac
+    mv -T -- "$e" "$O/$e"
+  done
+  if [ -n "$7" ]; then touch -d "@$7" "$O"; fi
+  sync
+  : > "$M"
+  sync
+fi
+# Phase 2: the staged entries into place.
+if [ -d "$S" ]; then
+  for e in "$S"/* "$S"/.[!.]* "$S"/..?*; do
+    { [ -e "$e" ] || [ -L "$e" ]; } || continue
+    n=${e#"$S"/}
+    if [ -e "$n" ] || [ -L "$n" ]; then
+      # Written by someone else since phase 1: kept with the old data, never lost.
+      mkdir -p "$O/.voltool-late"
+      mv -T -- "$n" "$O/.voltool-late/$n"
+    fi
+    mv -T -- "$e" "$n"
+  done
+  rmdir "$S"
+fi
+chown "$5" /v
+chmod "$4" /v
+touch -d "@$6" /v
+sync
+"""
+
+
+def swap(
+    rt: Runtime, op: str, target: str, names: Names, root: ManifestEntry, old_mtime: int | None
+) -> None:
+    """Put the staged tree in place of the current one; safe to run again after any cut.
+
+    `root` is the snapshot's root entry (the volume root gets its mode, owner
+    and mtime); `old_mtime` is stamped on the old directory, so the pre-restore
+    snapshot's root is the old root.
+    """
+    args = [
+        names.stage,
+        names.old,
+        names.mark,
+        format(root.mode, "o"),
+        f"{root.uid}:{root.gid}",
+        str(root.mtime),
+        "" if old_mtime is None else str(old_mtime),
+    ]
+    _run(rt, op, target, _SWAP, args, "swap")
+
+
+def save_old(rt: Runtime, op: str, target: str, names: Names, sid: str, restored: str) -> None:
+    """Keep the old data as a pre-restore snapshot with id `sid`."""
+    staged = stream_volume(
+        rt,
+        op,
+        sid,
+        target,
+        Mount(target, "/v", read_only=True),
+        f"/v/{names.old}",
+        names.old,
+        "pre-restore",
+    )
+    meta = Meta(None, f"the data of {target} before snapshot {restored} was restored", False)
+    commit(rt, op, staged, "pre-restore", "stop", meta)
+
+
+# Removing entries changes the root's mtime: set it again, last.
+_CLEANUP = 'cd /v && rm -rf -- "$1" && rm -f -- "$2" && touch -d "@$3" /v'
+
+
+def cleanup(rt: Runtime, op: str, target: str, names: Names, root_mtime: int) -> None:
+    args = [names.old, names.mark, str(root_mtime)]
+    _run(rt, op, target, _CLEANUP, args, "remove the old data")
+
+
+def _run(rt: Runtime, op: str, target: str, script: str, args: list[str], what: str) -> None:
+    result = rt.engine.run(rt.image, [Mount(target, "/v")], rt.helper_labels(op), script, args)
+    if result.exit_code != 0:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()
+        raise EngineError(
+            f"{what} in {target!r} failed: {detail[-1] if detail else result.exit_code}"
+        )
