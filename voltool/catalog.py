@@ -17,6 +17,7 @@ from voltool.engine import Mount, NameConflict, VolumeInfo
 from voltool.errors import (
     AmbiguousReference,
     Busy,
+    EngineError,
     IntegrityError,
     NotFound,
     PreconditionFailed,
@@ -43,6 +44,7 @@ class Snapshot:
     created: dt.datetime
     kind: str
     owner: str = ""  # token of the process that created it (voltool.owner)
+    committed: bool = False  # snapshot.json is there (whether or not it reads well)
     info: SnapshotInfo | None = None  # None: incomplete, or its snapshot.json is bad
     meta: Meta | None = None
     problem: str | None = None  # why info or meta could not be read
@@ -53,9 +55,10 @@ class Snapshot:
 
     @property
     def state(self) -> str:
-        if self.info is not None:
-            return "complete" if self.problem is None else "damaged"
-        return "incomplete"
+        """complete; damaged (committed, but its metadata does not read well); incomplete."""
+        if self.info is not None and self.problem is None:
+            return "complete"
+        return "damaged" if self.committed else "incomplete"
 
     @property
     def name(self) -> str | None:
@@ -93,7 +96,7 @@ def find(rt: Runtime, source: str | None = None) -> list[Snapshot]:
 
 def with_metadata(rt: Runtime, snapshots: list[Snapshot]) -> list[Snapshot]:
     """The same snapshots with snapshot.json and meta.json read and validated."""
-    files: dict[str, dict[str, bytes]] = {}
+    files: dict[str, dict[str, bytes | None]] = {}
     for start in range(0, len(snapshots), _MOUNTS_PER_READER):
         batch = snapshots[start : start + _MOUNTS_PER_READER]
         files.update(_read_metadata_files(rt, batch))
@@ -104,21 +107,28 @@ def list_snapshots(rt: Runtime, source: str | None = None) -> list[Snapshot]:
     return with_metadata(rt, find(rt, source))
 
 
+# One line per file that exists: "<id>/<name> <content in hex>", or "<id>/<name> !"
+# when it is not a regular file within the size bound; "END" last, so that
+# output cut short is never taken for files that are absent.
 _READER = r"""
 cd /s || exit 1
 for d in *; do
   for f in snapshot.json meta.json; do
     p="$d/$f"
-    if [ -f "$p" ] && [ ! -L "$p" ]; then
-      n=$(wc -c < "$p")
-      if [ "$n" -le "$1" ]; then echo "$p $n"; head -c "$n" "$p"; fi
+    if [ -e "$p" ] || [ -L "$p" ]; then
+      if [ -f "$p" ] && [ ! -L "$p" ] && [ "$(wc -c < "$p")" -le "$1" ]; then
+        printf '%s ' "$p"; head -c "$1" "$p" | od -An -v -tx1 | tr -d ' \n'; echo
+      else
+        echo "$p !"
+      fi
     fi
   done
 done
+echo END
 """
 
 
-def _read_metadata_files(rt: Runtime, batch: list[Snapshot]) -> dict[str, dict[str, bytes]]:
+def _read_metadata_files(rt: Runtime, batch: list[Snapshot]) -> dict[str, dict[str, bytes | None]]:
     if not batch:
         return {}
     mounts = [Mount(s.volume, f"/s/{s.id}", read_only=True) for s in batch]
@@ -132,39 +142,51 @@ def _read_metadata_files(rt: Runtime, batch: list[Snapshot]) -> dict[str, dict[s
     return _parse_framed(result.stdout)
 
 
-def _parse_framed(out: bytes) -> dict[str, dict[str, bytes]]:
-    files: dict[str, dict[str, bytes]] = {}
-    pos = 0
-    while pos < len(out):
-        eol = out.find(b"\n", pos)
-        if eol < 0:
-            break
-        path, _, size = out[pos:eol].decode(errors="replace").rpartition(" ")
-        if not size.isdigit() or "/" not in path:
-            break
-        n = int(size)
+def _parse_framed(out: bytes) -> dict[str, dict[str, bytes | None]]:
+    """The reader's lines, by snapshot id and file name (None: there, but unreadable)."""
+    lines = out.decode("ascii", "replace").splitlines()
+    if not lines or lines[-1] != "END":
+        raise EngineError("reading snapshot metadata was cut short")
+    files: dict[str, dict[str, bytes | None]] = {}
+    for line in lines[:-1]:
+        path, _, value = line.partition(" ")
         sid, _, fname = path.partition("/")
-        files.setdefault(sid, {})[fname] = out[eol + 1 : eol + 1 + n]
-        pos = eol + 1 + n
+        try:
+            content = None if value == "!" else bytes.fromhex(value)
+        except ValueError:
+            raise EngineError("reading snapshot metadata gave malformed output") from None
+        files.setdefault(sid, {})[fname] = content
     return files
 
 
-def _attach(s: Snapshot, found: dict[str, bytes]) -> Snapshot:
+def _attach(s: Snapshot, found: dict[str, bytes | None]) -> Snapshot:
     info = meta = None
     problems = []
+    raw = found.get(SNAPSHOT)
     if SNAPSHOT in found:
         try:
-            info = SnapshotInfo.parse(found[SNAPSHOT], expected_id=s.id)
+            if raw is None:
+                raise IntegrityError(f"{SNAPSHOT} is not a regular file of at most 1 MiB")
+            info = SnapshotInfo.parse(raw, expected_id=s.id)
+            if info.source != s.source:
+                raise IntegrityError(
+                    f"{SNAPSHOT} names source {info.source!r}, its volume's label {s.source!r}"
+                )
         except IntegrityError as e:
             problems.append(str(e))
+    raw_meta = found.get(META)
     if META in found:
         try:
-            meta = Meta.parse(found[META])
+            if raw_meta is None:
+                raise IntegrityError(f"{META} is not a regular file of at most 1 MiB")
+            meta = Meta.parse(raw_meta)
         except IntegrityError as e:
             problems.append(str(e))
     elif info is not None:
         problems.append(f"{META} is missing")
-    return replace(s, info=info, meta=meta, problem="; ".join(problems) or None)
+    return replace(
+        s, committed=SNAPSHOT in found, info=info, meta=meta, problem="; ".join(problems) or None
+    )
 
 
 def resolve(rt: Runtime, ref: str | None = None, name: str | None = None) -> Snapshot:

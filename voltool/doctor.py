@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from voltool import helper_image
+from voltool import catalog, helper_image
 from voltool.config import Config
 from voltool.endpoint import resolve
 from voltool.engine import Engine
@@ -90,6 +90,16 @@ def run_checks(config: Config) -> list[Check]:
             + [f"stale lock on {h.volume!r} ({h.describe()})" for h in left.locks]
             + [f"incomplete snapshot {s.id} of {s.source!r}" for s in left.incomplete]
         )
+        for s in catalog.list_snapshots(rt):
+            if s.state == "damaged":
+                checks.append(
+                    Check(
+                        "snapshots",
+                        "warn",
+                        f"snapshot {s.id} of {s.source!r} is damaged: {s.problem}",
+                        f"voltool inspect {s.id}, then voltool delete {s.id} if it is not needed",
+                    )
+                )
         if items:
             for item in items:
                 checks.append(Check("leftovers", "warn", item, "voltool recover"))

@@ -9,6 +9,7 @@ labels and no network, removed in a `finally` whatever happens.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -218,9 +219,24 @@ class Engine:
             self._api.start(cid)
 
     def remove_container(self, cid: str) -> None:
-        """Force-remove a container; one that is already gone is not an error."""
-        with contextlib.suppress(NotFound), translated(f"remove container {cid[:12]}"):
-            self._api.remove_container(cid, force=True, v=False)
+        """Force-remove a container; one that is gone, or going, is not an error."""
+        try:
+            with contextlib.suppress(NotFound), translated(f"remove container {cid[:12]}"):
+                self._api.remove_container(cid, force=True, v=False)
+        except NameConflict as e:
+            if "already in progress" not in str(e):
+                raise
+            self._wait_gone(cid)  # another client is removing it: wait for that
+
+    def _wait_gone(self, cid: str, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                self.container(cid)
+            except NotFound:
+                return
+            time.sleep(0.1)
+        raise EngineError(f"container {cid[:12]} is still there after {seconds:.0f} s")
 
     def create_container(
         self,

@@ -35,12 +35,19 @@ KINDS = ("manual", "pre-restore", "import")
 STAGE_PREFIX = ".voltool-stage-"
 OLD_PREFIX = ".voltool-old-"
 SWAP_MARK_PREFIX = ".voltool-swap-"
-_PRIVATE = re.compile(r"^\.voltool-(stage|old|swap)-[0-9a-f]{16}(/|$)")
 
 
-def is_private(rel: str) -> bool:
-    """True for a restore's working entries (and what lies below them)."""
-    return bool(_PRIVATE.match(rel))
+@dataclass(frozen=True)
+class Names:
+    """A restore's working entries at the top of the target volume."""
+
+    stage: str
+    old: str
+    mark: str
+
+    @classmethod
+    def for_op(cls, op: str) -> Names:
+        return cls(STAGE_PREFIX + op, OLD_PREFIX + op, SWAP_MARK_PREFIX + op)
 
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

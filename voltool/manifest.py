@@ -61,7 +61,7 @@ class ManifestEntry:
         """Parse one manifest line, checking every field; raises IntegrityError."""
         try:
             raw = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise IntegrityError(f"manifest line is not JSON: {line[:80]!r}") from None
         if not isinstance(raw, dict) or set(raw) - set(_FIELDS):
             raise IntegrityError(f"manifest line has unknown fields: {line[:80]!r}")
@@ -80,10 +80,15 @@ class ManifestEntry:
             raise bad("path is not normalised")
         if self.type not in TYPES:
             raise bad(f"unknown type {self.type!r}")
+        for name in ("sha256", "target", "link", "dev"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise bad(f"{name} is not text")
         for name in ("mode", "uid", "gid", "size", "mtime"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise bad(f"{name} is not a non-negative integer")
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise bad(f"{name} is not an integer")
+            if value < 0 and name != "mtime":  # files older than 1970 exist
+                raise bad(f"{name} is negative")
         if self.mode > 0o7777:
             raise bad("mode has bits beyond 07777")
         if (self.type == "file") != (self.sha256 is not None):
@@ -163,7 +168,10 @@ class Manifest:
         """Parse manifest.jsonl; every line and the link groups are checked."""
         entries = []
         for raw in lines:
-            text = raw.decode("utf-8", "strict").strip() if raw.strip() else ""
+            try:
+                text = raw.decode("ascii").strip()  # canonical lines are pure ASCII
+            except UnicodeDecodeError:
+                raise IntegrityError("manifest has a line that is not ASCII") from None
             if text:
                 entries.append(ManifestEntry.from_line(text))
         m = cls(entries)
@@ -212,6 +220,9 @@ class ManifestBuilder:
             smallest = min(members, key=path_key)
             for p in members:
                 self._entries[p] = replace(self._entries[p], link=smallest)
+        # Never commit what could not be read back.
+        for e in self._entries.values():
+            e.check()
         return Manifest(self._entries.values())
 
 

@@ -18,8 +18,9 @@ from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
 from voltool.errors import NotFound
-from voltool.ids import is_valid_id, snapshot_volume_name
+from voltool.ids import is_valid_id, new_id, snapshot_volume_name
 from voltool.journal import Operation
+from voltool.layout import Names
 from voltool.locks import Holder, lock_holders, volume_lock
 from voltool.manifest import ManifestEntry
 from voltool.owner import Owner
@@ -49,7 +50,10 @@ def find_leftovers(rt: Runtime) -> Leftovers:
     ]
     stale = [h for h in lock_holders(rt) if h.owner is None or not h.owner.is_alive()]
     candidates = [s for s in catalog.find(rt) if _gone(s.owner)]
-    incomplete = [s for s in catalog.with_metadata(rt, candidates) if not s.complete]
+    # Only a snapshot.json that is provably absent makes a snapshot incomplete.
+    # One that is there but does not read well (damaged, or from a newer
+    # voltool) is never removed here.
+    incomplete = [s for s in catalog.with_metadata(rt, candidates) if not s.committed]
     return Leftovers(rt.journal.interrupted(), helpers, stale, incomplete)
 
 
@@ -76,6 +80,13 @@ def recover(rt: Runtime, dry_run: bool = False) -> list[str]:
                     locks.enter_context(
                         volume_lock(rt, v, op.id, "recover", wait=30, recovering=True)
                     )
+                # Read the op again under its locks: another recover may have
+                # finished it meanwhile, and replaying a finished swap would
+                # move the restored data away.
+                fresh = rt.journal.operations().get(op.id)
+                if fresh is None or not fresh.interrupted:
+                    continue
+                op = fresh
             handler(rt, op, act)
             act(
                 f"mark operation {op.id} recovered",
@@ -93,9 +104,17 @@ def recover(rt: Runtime, dry_run: bool = False) -> list[str]:
     for s in left.incomplete:
         act(
             f"remove incomplete snapshot {s.id} of {s.source!r}",
-            partial(rt.engine.remove_volume, s.volume),
+            partial(_remove_incomplete, rt, s),
         )
     return done
+
+
+def _remove_incomplete(rt: Runtime, s: Snapshot) -> None:
+    """Remove a snapshot volume if, under its lock, it still has no snapshot.json."""
+    with volume_lock(rt, s.volume, new_id(), "recover", wait=30):
+        again = catalog.with_metadata(rt, [s])[0]
+        if not again.committed:
+            rt.engine.remove_volume(s.volume)
 
 
 Act = Callable[[str, Callable[[], object]], None]
@@ -116,10 +135,10 @@ def _recover_snapshot(rt: Runtime, op: Operation, act: Act) -> None:
     ]
     known = {s.id: s for s in catalog.find(rt) if s.id in ids}
     for s in catalog.with_metadata(rt, list(known.values())):
-        if not s.complete:
+        if not s.committed:
             act(
                 f"remove incomplete snapshot {s.id} of {s.source!r}",
-                partial(rt.engine.remove_volume, snapshot_volume_name(s.id)),
+                partial(_remove_incomplete, rt, s),
             )
 
 
@@ -143,7 +162,7 @@ def _recover_restore(rt: Runtime, op: Operation, act: Act) -> None:
 
     d = op.data
     target = str(d.get("target", ""))
-    names = restore.Names.for_op(op.id)  # derived from the id, not read back from the journal
+    names = Names.for_op(op.id)  # derived from the id, not read back from the journal
     stopped = [quiesce.Quiesced.from_record(r) for r in d.get("containers", [])]
     _remove_helpers_of(rt, op, act)  # also stops a swap helper that is still running
     try:
@@ -177,7 +196,7 @@ def _recover_restore(rt: Runtime, op: Operation, act: Act) -> None:
     safety = d.get("safety")
     if isinstance(safety, str) and is_valid_id(safety) and not op.reached("saved"):
         existing = catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id == safety])
-        if not (existing and existing[0].complete):
+        if not (existing and existing[0].committed):
             if existing:
                 act(
                     f"remove the partial pre-restore snapshot {safety}",

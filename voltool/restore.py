@@ -46,15 +46,14 @@ from voltool.ids import check_volume_name, new_id
 from voltool.layout import (
     DATA_DIR,
     MANIFEST,
-    OLD_PREFIX,
-    STAGE_PREFIX,
-    SWAP_MARK_PREFIX,
     Meta,
+    Names,
     SnapshotInfo,
 )
 from voltool.locks import volume_lock
 from voltool.manifest import Change, Manifest, ManifestEntry, diff
 from voltool.runtime import Runtime
+from voltool.signals import deferred_interrupts
 from voltool.snapshot import commit, fix_modes, stream_volume
 from voltool.transfer import RootOverride, Transfer
 from voltool.validate import EntryValidator, Limits
@@ -75,19 +74,6 @@ class RestoreOptions:
     allow_special: bool = False  # accept device nodes and FIFOs from the snapshot
     wait: float | None = None  # seconds to wait for busy locks
     summary: bool = True  # compute the change summary (reads the whole target)
-
-
-@dataclass(frozen=True)
-class Names:
-    """A restore's working entries at the top of the target volume."""
-
-    stage: str
-    old: str
-    mark: str
-
-    @classmethod
-    def for_op(cls, op: str) -> Names:
-        return cls(STAGE_PREFIX + op, OLD_PREFIX + op, SWAP_MARK_PREFIX + op)
 
 
 @dataclass(frozen=True)
@@ -137,7 +123,8 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
         raise UsageError(
             f"snapshot {snapshot.id} was imported: name the volume to restore into with --to"
         )
-    target = check_volume_name(opts.target or info.source)
+    # The label is fixed when the volume is made; snapshot.json could be rewritten.
+    target = check_volume_name(opts.target or snapshot.source)
     create = False
     try:
         catalog.user_volume(rt, target)
@@ -150,6 +137,12 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
     containers: tuple[ContainerInfo, ...] = ()
     changes = None
     if not create:
+        for c in rt.engine.containers_using(target):
+            if c.status in ("paused", "restarting"):
+                raise PreconditionFailed(
+                    f"container {c.name} uses {target!r} and is {c.status}: "
+                    "unpause or stop it before restoring"
+                )
         containers = tuple(quiesce.running_users(rt.engine, [target]))
         if opts.summary:
             changes = tuple(diff(live.manifest_of(rt, target), manifest))
@@ -179,7 +172,9 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
 
 def read_manifest(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo) -> Manifest:
     """The snapshot's manifest, checked line by line and against snapshot.json."""
-    raw = b"".join(catalog.read_file(rt, snapshot.volume, MANIFEST, _MAX_MANIFEST))
+    # A canonical line is at most ~8.5 KiB (a path and a target of 4 KiB each).
+    limit = min(_MAX_MANIFEST, info.entries * 9 * 1024 + 1024 * 1024)
+    raw = b"".join(catalog.read_file(rt, snapshot.volume, MANIFEST, limit))
     manifest = Manifest.parse(raw.splitlines())
     if len(manifest) != info.entries or manifest.digest() != info.tree_digest:
         raise IntegrityError(
@@ -265,7 +260,7 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
                 stopped = _stop(rt, op, p.target, times)
             if opts.if_match:
                 rt.journal.append(op, "check")
-                current = live.manifest_of(rt, p.target, op).digest()
+                current = live.manifest_of(rt, p.target, op, own=names).digest()
                 if current != opts.if_match.lower():
                     raise PreconditionFailed(
                         f"volume {p.target!r} changed: its digest is {current}, "
@@ -274,13 +269,18 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
         except BaseException as e:
             _roll_back(rt, op, p.target, names, p.target_mtime, stopped, e)
             raise
+        swapped = False
         try:
-            rt.journal.append(op, "swap")
-            swap(rt, op, p.target, names, root, p.target_mtime)
-            rt.journal.append(op, "swapped")
-            rt.journal.append(op, "start")
-            _start(rt, stopped, times)
-            rt.journal.append(op, "started")
+            # From here on, only forward. The swap and its record are held
+            # together against Ctrl-C: a swap cut in two would need recover.
+            with deferred_interrupts():
+                rt.journal.append(op, "swap")
+                swap(rt, op, p.target, names, root, p.target_mtime)
+                rt.journal.append(op, "swapped")
+                swapped = True
+                rt.journal.append(op, "start")
+                _start(rt, stopped, times)
+                rt.journal.append(op, "started")
             if safety:
                 rt.journal.append(op, "save", safety=safety)
                 save_old(rt, op, p.target, names, safety, p.snapshot.id)
@@ -288,10 +288,11 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
             rt.journal.append(op, "cleanup")
             cleanup(rt, op, p.target, names, root.mtime)
         except BaseException:
-            # Past the swap there is no going back, only forward: containers
-            # come back now if they can, and recover finishes the rest.
-            with contextlib.suppress(VoltoolError):
-                _start(rt, stopped, times)
+            # Past the swap there is no going back, only forward. Containers
+            # come back now only if the swap is complete: never onto half a tree.
+            if swapped:
+                with contextlib.suppress(VoltoolError):
+                    _start(rt, stopped, times)
             rt.reporter.warn(
                 "the restore was cut short after its swap began; "
                 "run `voltool recover` to finish it (nothing is lost)"
@@ -391,24 +392,36 @@ def drop_stage(rt: Runtime, op: str, target: str, names: Names, root_mtime: int 
 
 
 # Idempotent: run it again after a cut at any point and it finishes the swap.
+# It works in /v (VOLTOOL_ROOT, for tests that run it on a scratch directory).
 # $1 stage, $2 old, $3 marker, $4 root mode (octal), $5 root uid:gid, $6 root mtime,
 # $7 the old root's mtime (empty if unknown), for the old directory.
 _SWAP = r"""
 set -e
-cd /v
+cd "${VOLTOOL_ROOT:-/v}"
 S="$1"; O="$2"; M="$3"
+# No marker and no staging directory: this swap finished (and was cleaned up)
+# or never had anything to put in place. Either way, touch nothing.
+if [ ! -e "$M" ] && [ ! -d "$S" ]; then exit 0; fi
+# Move $1 into a new directory of its own under the old data: never onto anything.
+keep() {
+  i=0
+  while [ -e "$O/.voltool-late-$i" ] || [ -L "$O/.voltool-late-$i" ]; do i=$((i + 1)); done
+  mkdir "$O/.voltool-late-$i"
+  mv -T -- "$1" "$O/.voltool-late-$i/$1"
+}
 if [ ! -e "$M" ]; then
   # Phase 1: the user's top-level entries into the old directory.
   if [ ! -d "$O" ]; then
     mkdir "$O.new" 2>/dev/null || true
-    chown "$(stat -c %u:%g /v)" "$O.new"
-    chmod "$(stat -c %a /v)" "$O.new"
+    chown "$(stat -c %u:%g .)" "$O.new"
+    chmod "$(stat -c %a .)" "$O.new"
     mv -T "$O.new" "$O"
   fi
   for e in * .[!.]* ..?*; do
     { [ -e "$e" ] || [ -L "$e" ]; } || continue
     case "$e" in "$S"|"$O"|"$M"|"$O.new") continue;; esac
-    mv -T -- "$e" "$O/$e"
+    # Already there: a rerun after something wrote that name again. Keep both.
+    if [ -e "$O/$e" ] || [ -L "$O/$e" ]; then keep "$e"; else mv -T -- "$e" "$O/$e"; fi
   done
   if [ -n "$7" ]; then touch -d "@$7" "$O"; fi
   sync
@@ -420,18 +433,15 @@ if [ -d "$S" ]; then
   for e in "$S"/* "$S"/.[!.]* "$S"/..?*; do
     { [ -e "$e" ] || [ -L "$e" ]; } || continue
     n=${e#"$S"/}
-    if [ -e "$n" ] || [ -L "$n" ]; then
-      # Written by someone else since phase 1: kept with the old data, never lost.
-      mkdir -p "$O/.voltool-late"
-      mv -T -- "$n" "$O/.voltool-late/$n"
-    fi
+    # Written by someone else since phase 1: kept with the old data, never lost.
+    if [ -e "$n" ] || [ -L "$n" ]; then keep "$n"; fi
     mv -T -- "$e" "$n"
   done
   rmdir "$S"
 fi
-chown "$5" /v
-chmod "$4" /v
-touch -d "@$6" /v
+chown "$5" .
+chmod "$4" .
+touch -d "@$6" .
 sync
 """
 

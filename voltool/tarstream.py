@@ -97,7 +97,10 @@ def header_bytes(entry: TarEntry) -> bytes:
     info.gname = entry.gname
     info.devmajor = entry.devmajor
     info.devminor = entry.devminor
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    try:
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    except ValueError as e:  # a field tarfile cannot encode
+        raise ArchiveRejected(entry.name, f"cannot be re-encoded ({e})") from None
 
 
 def padding(size: int) -> bytes:
@@ -187,6 +190,7 @@ class TarReader:
         global_pax: dict[str, str] = {}
         longname: str | None = None
         longlink: str | None = None
+        meta_bytes = 0  # metadata members since the last entry, and global ones ever
         while True:
             self._skip_rest()
             block = self._src.read_exact(BLOCK, f"the header after {self._current!r}")
@@ -196,6 +200,20 @@ class TarReader:
                 return
             info = _parse_header(block, self._current)
             kind = info.type
+            if kind in (
+                tarfile.XHDTYPE,
+                tarfile.XGLTYPE,
+                tarfile.SOLARIS_XHDTYPE,
+                tarfile.GNUTYPE_LONGNAME,
+                tarfile.GNUTYPE_LONGLINK,
+            ):
+                # Bounded in total, not one by one: a run of metadata members
+                # must not pile up without limit before an entry arrives.
+                meta_bytes += max(info.size, 0)
+                if meta_bytes > MAX_PAX_HEADER:
+                    raise ArchiveRejected(
+                        self._current, f"over {MAX_PAX_HEADER} bytes of headers for one entry"
+                    )
             if kind in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE):
                 data = self._meta_member(info.size, MAX_PAX_HEADER, "PAX header")
                 records = _parse_pax(data, self._current)
@@ -214,6 +232,7 @@ class TarReader:
                 continue
             entry = _entry(info, {**global_pax, **pax}, longname, longlink)
             pax, longname, longlink = {}, None, None
+            meta_bytes = sum(len(k) + len(v) for k, v in global_pax.items())
             self._current = entry.name
             # Only regular files carry content; for every other type the size
             # is metadata at most, and no content blocks follow in any tar we read.
@@ -241,7 +260,7 @@ class TarReader:
                 pass
 
     def _meta_member(self, size: int, limit: int, what: str) -> bytes:
-        if size > limit:
+        if size < 0 or size > limit:
             raise ArchiveRejected(
                 self._current, f"{what} of {size} bytes is over the {limit}-byte bound"
             )
@@ -281,13 +300,20 @@ def _parse_pax(data: bytes, after: str) -> dict[str, str]:
     return records
 
 
+_DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII digits only: str.isdigit() takes "²"
+
+
 def _pax_int(records: dict[str, str], key: str, default: int, name: str) -> int:
     raw = records.get(key)
     if raw is None:
-        return default
-    if not raw.isdigit():
+        value = default
+    elif _DIGITS.fullmatch(raw):
+        value = int(raw)
+    else:
         raise ArchiveRejected(name, f"PAX {key} is not a whole number: {raw!r}")
-    return int(raw)
+    if value < 0:
+        raise ArchiveRejected(name, f"negative {key}")
+    return value
 
 
 def _pax_mtime(records: dict[str, str], default: float, name: str) -> int:
@@ -298,6 +324,9 @@ def _pax_mtime(records: dict[str, str], default: float, name: str) -> int:
         return int(float(raw) // 1)
     except ValueError:
         raise ArchiveRejected(name, f"PAX mtime is not a number: {raw!r}") from None
+
+
+_MAX_DEV = 0o7777777  # what a ustar device field holds
 
 
 def _entry(
@@ -311,6 +340,10 @@ def _entry(
         raise ArchiveRejected(name, f"unsupported tar member type {info.type!r}")
     if kind is EntryType.FILE and name.endswith("/") and info.type == tarfile.AREGTYPE:
         kind = EntryType.DIR
+    if not (0 <= info.devmajor <= _MAX_DEV and 0 <= info.devminor <= _MAX_DEV):
+        raise ArchiveRejected(name, "device numbers out of range")
+    is_link = kind in (EntryType.SYMLINK, EntryType.HARDLINK)
+    linkname = pax.get("linkpath", longlink if longlink is not None else info.linkname)
     return TarEntry(
         name=name,
         type=kind,
@@ -319,7 +352,7 @@ def _entry(
         gid=_pax_int(pax, "gid", info.gid, name),
         size=_pax_int(pax, "size", info.size, name),
         mtime=_pax_mtime(pax, info.mtime, name),
-        linkname=pax.get("linkpath", longlink if longlink is not None else info.linkname),
+        linkname=linkname if is_link else "",  # a link name on anything else is noise
         uname=pax.get("uname", info.uname),
         gname=pax.get("gname", info.gname),
         devmajor=info.devmajor,

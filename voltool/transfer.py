@@ -91,6 +91,7 @@ class Transfer:
                 out.append(header_bytes(header))
                 size += len(out[-1])
                 continue
+            self._check_header(rel, entry)  # before one byte of its content goes out
             header = entry.renamed(self._dest(rel))
             if rel == "." and self._root_override is not None:
                 o = self._root_override
@@ -124,6 +125,18 @@ class Transfer:
             _check_complete(self._manifest, self._expect)
         out.append(END_OF_ARCHIVE)
         yield b"".join(out)
+
+    def _check_header(self, rel: str, entry: TarEntry) -> None:
+        """Compare an entry's header with the manifest's claim, before its content is read."""
+        if self._expect is None:
+            return
+        want = self._expect.get(rel)
+        if want is None:
+            raise IntegrityError(f"snapshot data has {rel!r}, which its manifest does not list")
+        got = _manifest_entry(rel, entry, None)
+        for field in ("type", "size", "target", "dev", "mode", "uid", "gid", "mtime"):
+            if getattr(got, field) != getattr(want, field):
+                raise IntegrityError(f"{rel!r} does not match its manifest ({field} differs)")
 
     def _check_expected(self, rel: str, entry: TarEntry) -> None:
         """Compare one arrived entry with the manifest's claim, before the next is read."""

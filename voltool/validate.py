@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from voltool.errors import ArchiveRejected
 from voltool.tarstream import EntryType, TarEntry
 
-MAX_PATH_BYTES = 4096
+# PATH_MAX is 4096 for the full path the engine extracts to; keep room for
+# voltool's own prefixes ("/v/.voltool-stage-<op>/", "/snap/data/").
+MAX_PATH_BYTES = 4096 - 64
 MAX_NAME_BYTES = 255
 
 DEFAULT_MAX_ENTRIES = 10_000_000

@@ -56,7 +56,8 @@ def volume(dk: Docker) -> Iterator[Callable[..., str]]:
     yield make
     leftovers = [c.name for c in dk.managed_containers()]
     for c in dk.managed_containers():
-        c.remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            c.remove(force=True)
     for name in made:
         for c in dk.client.containers.list(all=True, filters={"volume": name}):
             c.remove(force=True)

@@ -328,3 +328,51 @@ def test_digest_and_diff(dk: Docker, volume: Callable[..., str]) -> None:
         and "~ a.txt  (size, sha256)" in text.out
     )
     assert voltool("digest", "vt-nope").code == 3
+
+
+def test_damaged_snapshots_are_never_removed_by_recover(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    vol = volume(SMALL_TREE)
+    newer, broken = snap(vol), snap(vol)
+    dk.run({str(newer["volume"]): "/s"}, 'sed -i \'s/"format": 1/"format": 2/\' /s/snapshot.json')
+    dk.run({str(broken["volume"]): "/s"}, "printf '{not json' > /s/snapshot.json")
+    states = {s["id"]: s["state"] for s in json.loads(voltool("list", "--json", vol).out)}
+    assert states == {newer["id"]: "damaged", broken["id"]: "damaged"}
+    r = voltool("recover")
+    assert r.code == 0 and "remove" not in r.out
+    assert len(dk.snapshot_volumes(vol)) == 2
+    refused = restore("--yes", str(newer["id"]))
+    assert refused.code == 6 and "unknown format 2" in refused.err
+    doctor = json.loads(voltool("doctor", "--json").out)
+    damaged = [c for c in doctor if c["name"] == "snapshots"]
+    assert len(damaged) == 2 and all("is damaged" in c["detail"] for c in damaged)
+
+
+def test_a_forged_source_in_snapshot_json_is_refused(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    vol, other = volume(SMALL_TREE), volume("echo precious > /v/p")
+    s = snap(vol)
+    dk.run(
+        {str(s["volume"]): "/s"},
+        f'sed -i \'s/"source": "{vol}"/"source": "{other}"/\' /s/snapshot.json',
+    )
+    before = dk.listing(other)
+    r = restore("--yes", str(s["id"]))
+    assert r.code == 6 and f"names source '{other}'" in r.err
+    assert dk.listing(other).entries == before.entries
+
+
+def test_a_paused_user_of_the_target_is_refused(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str]
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    app = container([vol], IDLE_APP)
+    dk.client.api.pause(app)
+    try:
+        r = restore("--yes", str(s["id"]))
+        assert r.code == 5 and f"container {app} uses" in r.err and "paused" in r.err
+    finally:
+        dk.client.api.unpause(app)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 
 import pytest
 
@@ -148,3 +149,40 @@ def test_transfer_refuses_data_that_does_not_match(members: list[M], why: str) -
         b"".join(
             Transfer(chunked(make_tar(members), 64), EntryValidator("data"), ".stage", expect=want)
         )
+
+
+def test_pre_1970_files_make_a_manifest_that_reads_back() -> None:
+    m = manifest_of([d("."), f("old", b"x", mtime=-315_619_200)])
+    assert Manifest.parse(list(m.lines())).digest() == m.digest()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "ü".encode() + b"\n",
+        b"[" * 100000 + b"\n",
+        b'{"path":"x","type":"file","mode":420,"uid":0,"gid":0,"size":0,"mtime":0,"sha256":"'
+        + b"0" * 64
+        + b'","link":5}\n',
+        b'{"path":"x","type":"symlink","mode":511,"uid":0,"gid":0,"mtime":0,"target":7}\n',
+    ],
+)
+def test_hostile_manifest_lines_are_integrity_errors(raw: bytes) -> None:
+    with pytest.raises(IntegrityError):
+        Manifest.parse(raw.splitlines())
+
+
+def test_header_mismatch_is_caught_before_any_content_is_read() -> None:
+    want = manifest_of([d("."), f("big", b"x" * 10)])
+    members = [d("data"), f("data/big", b"y" * 200_000)]  # claims far more than the manifest
+    raw = make_tar(members)
+    pulled = []
+
+    def source() -> Iterator[bytes]:
+        for i in range(0, len(raw), 4096):
+            pulled.append(i)
+            yield raw[i : i + 4096]
+
+    with pytest.raises(IntegrityError, match="size differs"):
+        b"".join(Transfer(source(), EntryValidator("data"), ".stage", expect=want))
+    assert len(pulled) <= 2  # the headers only, not the 200 kB of content

@@ -103,7 +103,7 @@ def test_huge_pax_header_is_refused_before_it_is_buffered() -> None:
     info = tarfile.TarInfo("x")
     info.type = tarfile.XHDTYPE
     info.size = 50 * 1024 * 1024
-    with pytest.raises(ArchiveRejected, match="bound"):
+    with pytest.raises(ArchiveRejected, match="bytes of headers for one entry"):
         read_all(info.tobuf(tarfile.USTAR_FORMAT))
 
 
@@ -155,3 +155,57 @@ def test_names_that_are_not_utf8_round_trip() -> None:
     raw = header_bytes(TarEntry(name, EntryType.FILE, 0o644, 0, 0, 0, 0)) + END_OF_ARCHIVE
     ((back, _),) = read_all(raw)
     assert back.name == name
+
+
+def _with_field(info: tarfile.TarInfo, offset: int, raw: bytes) -> bytes:
+    """A ustar header with one numeric field replaced by `raw`, checksum fixed."""
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT)[:512])
+    block[offset : offset + len(raw)] = raw
+    block[148:156] = b" " * 8
+    block[148:155] = b"%06o\0" % sum(block) + b" "
+    return bytes(block[:512])
+
+
+def test_negative_base256_size_is_rejected_not_looped_on() -> None:
+    info = tarfile.TarInfo("x")
+    negative = b"\xff" * 12  # base-256 minus one
+    raw = _with_field(info, 124, negative) + END_OF_ARCHIVE
+    with pytest.raises((ArchiveRejected, IntegrityError)):
+        read_all(raw)
+
+
+def test_headers_cannot_pile_up_before_an_entry() -> None:
+    blob = b""
+    for i in range(40):
+        info = tarfile.TarInfo(f"p{i}")
+        info.type = tarfile.XHDTYPE
+        record = b"x" * 60000
+        data = b"%d comment=%s\n" % (len(record) + 16, record)
+        data = b"%d comment=%s\n" % (len(data), record)
+        info.size = len(data)
+        blob += info.tobuf(tarfile.USTAR_FORMAT) + data + padding(len(data))
+    with pytest.raises(ArchiveRejected, match="bytes of headers for one entry"):
+        read_all(blob + make_tar([f("x")]))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("uid", "²"), ("gid", "-1"), ("size", "1e3"), ("uid", "9" * 30)]
+)
+def test_pax_numbers_are_plain_ascii_digits(key: str, value: str) -> None:
+    info = tarfile.TarInfo("x")
+    info.pax_headers = {key: value}
+    with pytest.raises(ArchiveRejected, match="not a whole number"):
+        read_all(info.tobuf(tarfile.PAX_FORMAT) + END_OF_ARCHIVE)
+
+
+def test_link_name_on_a_regular_file_is_dropped() -> None:
+    info = tarfile.TarInfo("x")
+    info.pax_headers = {"linkpath": "/etc/shadow"}
+    ((e, _),) = read_all(info.tobuf(tarfile.PAX_FORMAT) + END_OF_ARCHIVE)
+    assert e.type is EntryType.FILE and e.linkname == ""
+
+
+def test_pre_1970_mtime_round_trips() -> None:
+    e = TarEntry("old", EntryType.FILE, 0o644, 0, 0, 0, -315_619_200)
+    ((back, _),) = read_all(header_bytes(e) + END_OF_ARCHIVE)
+    assert back.mtime == -315_619_200

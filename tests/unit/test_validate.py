@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.tarbuild import M, chunked, d, f, hard, make_tar, special, sym
 from voltool.errors import ArchiveRejected
 from voltool.tarstream import TarReader
-from voltool.validate import EntryValidator, Limits
+from voltool.validate import MAX_PATH_BYTES, EntryValidator, Limits
 
 
 def check(members: list[M], top: str | None = None, limits: Limits = Limits()) -> list[str]:
@@ -56,7 +56,7 @@ def test_plain_tree_is_accepted_and_relativised() -> None:
         ([f("a"), sym("a", "/etc")], "duplicate entry"),
         ([f("a/b"), sym("a", "/etc")], "replaces a directory"),
         ([f("x" * 256)], "longer than 255"),
-        ([f("/".join(["y" * 200] * 21))], "longer than 4096"),
+        ([f("/".join(["y" * 200] * 21))], f"longer than {MAX_PATH_BYTES}"),
         ([sym("s", "")], "empty target"),
         ([d("/")], "empty name"),
     ],

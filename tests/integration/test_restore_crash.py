@@ -1,0 +1,220 @@
+"""SIGKILL a real restore at each journaled step; recover must leave the volume whole.
+
+Before the swap the volume must be exactly as it was; from the swap on it must
+be exactly the snapshot, with the old data kept as a pre-restore snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.dockertools import (
+    CHANGES,
+    IDLE_APP,
+    SMALL_TREE,
+    Docker,
+    Listing,
+    hold_env,
+    start_voltool,
+    voltool,
+    wait_for,
+)
+
+pytestmark = pytest.mark.engine
+
+ROLLED_BACK = ["begin", "stage", "staged", "stop"]
+ROLLED_FORWARD = ["swap", "swapped", "start", "started", "save", "stream", "saved", "cleanup"]
+
+
+@dataclass
+class Scene:
+    volume: str
+    app: str
+    snapshot: dict[str, object]
+    snapshot_tree: Listing
+    current_tree: Listing
+
+
+@pytest.fixture
+def scene(dk: Docker, volume: Callable[..., str], container: Callable[..., str]) -> Scene:
+    vol = volume(SMALL_TREE)
+    snapshot_tree = dk.listing(vol)
+    r = voltool("snapshot", "--json", vol)
+    assert r.code == 0, r.err
+    dk.run({vol: "/v"}, CHANGES)
+    app = container([vol], IDLE_APP)
+    return Scene(vol, app, json.loads(r.out)[0], snapshot_tree, dk.listing(vol))
+
+
+def kill_at(step: str, scene: Scene, tmp_path: Path) -> str:
+    """Run a restore, SIGKILL it right after it journals `step`; returns the op id."""
+    hold = tmp_path / f"hold-{step}"
+    proc = start_voltool("restore", "--yes", str(scene.snapshot["id"]), env=hold_env(step, hold))
+    wait_for(hold.exists, timeout=120, what=f"the restore to reach {step}")
+    proc.kill()
+    proc.wait(30)
+    return last_op()
+
+
+def last_op() -> str:
+    journal = Path(os.environ["VOLTOOL_STATE_DIR"]) / "journal.jsonl"
+    ops = [json.loads(line) for line in journal.read_text().splitlines()]
+    return str([r for r in ops if r.get("kind") == "restore"][-1]["op"])
+
+
+def begin_record(op: str) -> dict[str, object]:
+    journal = Path(os.environ["VOLTOOL_STATE_DIR"]) / "journal.jsonl"
+    for line in journal.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["op"] == op and rec["step"] == "begin":
+            return rec  # type: ignore[no-any-return]
+    raise AssertionError(f"no begin record for {op}")
+
+
+def recover_and_check(dk: Docker, scene: Scene, forward: bool, op: str) -> None:
+    r = voltool("recover")
+    assert r.code == 0, r.err
+    assert "Traceback" not in r.err
+    want = scene.snapshot_tree if forward else scene.current_tree
+    got = dk.listing(scene.volume)
+    assert got.entries == want.entries  # exact: no staging, old or marker entry either
+    assert got.links == want.links
+    assert dk.status(scene.app) == "running"
+    assert dk.managed_containers() == []
+    again = voltool("recover")
+    assert (again.code, again.out.strip()) == (0, "nothing to recover")
+    pre = [
+        s
+        for s in json.loads(voltool("list", "--json", scene.volume).out)
+        if s["kind"] == "pre-restore"
+    ]
+    if forward:
+        (kept,) = pre
+        assert kept["state"] == "complete"
+        assert dk.listing(kept["volume"], "data").entries == scene.current_tree.entries
+    else:
+        assert pre == []
+    assert voltool("snapshot", scene.volume).code == 0  # nothing pending any more
+
+
+@pytest.mark.parametrize("step", ROLLED_BACK)
+def test_killed_before_the_swap_rolls_back(
+    dk: Docker, scene: Scene, tmp_path: Path, step: str
+) -> None:
+    op = kill_at(step, scene, tmp_path)
+    recover_and_check(dk, scene, forward=False, op=op)
+
+
+@pytest.mark.parametrize("step", ROLLED_FORWARD)
+def test_killed_from_the_swap_on_rolls_forward(
+    dk: Docker, scene: Scene, tmp_path: Path, step: str
+) -> None:
+    op = kill_at(step, scene, tmp_path)
+    recover_and_check(dk, scene, forward=True, op=op)
+
+
+# Half-done swaps, as a swap script cut off in the middle of a phase leaves them.
+HALF_PHASE_1 = r"""
+cd /v
+mkdir ".voltool-old-$1"
+for e in a.txt added.txt; do mv "$e" ".voltool-old-$1/$e"; done
+"""
+HALF_PHASE_2 = r"""
+cd /v
+mkdir ".voltool-old-$1"
+for e in * ".with space"; do
+  case "$e" in .voltool-*) continue;; esac
+  [ -e "$e" ] || [ -L "$e" ] || continue
+  mv "$e" ".voltool-old-$1/$e"
+done
+touch -d "@$2" ".voltool-old-$1"  # phase 1 stamps the old root before its marker
+: > ".voltool-swap-$1"
+mv ".voltool-stage-$1/a.txt" a.txt
+mv ".voltool-stage-$1/dir" dir
+"""
+
+
+@pytest.mark.parametrize("partial", [HALF_PHASE_1, HALF_PHASE_2], ids=["phase-1", "phase-2"])
+def test_a_swap_cut_in_the_middle_is_finished(
+    dk: Docker, scene: Scene, tmp_path: Path, partial: str
+) -> None:
+    op = kill_at("swap", scene, tmp_path)
+    dk.run({scene.volume: "/v"}, partial, op, str(begin_record(op)["old_mtime"]))
+    recover_and_check(dk, scene, forward=True, op=op)
+
+
+def test_killed_mid_stream_rolls_back(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str]
+) -> None:
+    vol = volume("head -c 536870912 /dev/zero > /v/big; echo x > /v/x")
+    r = voltool("snapshot", "--json", vol)
+    assert r.code == 0, r.err
+    snap = json.loads(r.out)[0]
+    dk.run({vol: "/v"}, "echo changed > /v/x; rm /v/big")
+    app = container([vol], IDLE_APP)
+    before = dk.listing(vol)
+    proc = start_voltool("restore", "--yes", str(snap["id"]))
+    wait_for(
+        lambda: any(
+            m.get("Name") == vol
+            for c in dk.managed_containers()
+            for m in dk.client.api.inspect_container(c.id)["Mounts"]
+        ),
+        what="staging to start",
+    )
+    wait_for(
+        lambda: any(p.startswith(".voltool-stage-") for p in dk.listing(vol).entries),
+        what="staged data to appear",
+    )
+    proc.kill()
+    proc.wait(30)
+    rec = voltool("recover")
+    assert rec.code == 0, rec.err
+    assert dk.listing(vol).entries == before.entries
+    assert dk.status(app) == "running"
+    assert dk.managed_containers() == []
+
+
+def test_two_recovers_at_once_finish_the_restore_once(
+    dk: Docker, scene: Scene, tmp_path: Path
+) -> None:
+    op = kill_at("swap", scene, tmp_path)
+    a = start_voltool("recover")
+    b = start_voltool("recover")
+    for proc in (a, b):
+        code = proc.wait(120)
+        assert code == 0, proc.stderr.read() if proc.stderr else ""
+    dk.run({scene.volume: "/v"}, "echo after > /v/written-after")
+    assert voltool("recover").out.strip() == "nothing to recover"
+    got = dk.listing(scene.volume).entries
+    assert "written-after" in got
+    assert {k: v for k, v in got.items() if k != "written-after" and k != "."} == {
+        k: v for k, v in scene.snapshot_tree.entries.items() if k != "."
+    }
+    assert op  # the killed restore's op was recovered, not replayed
+
+
+def test_ctrl_c_during_the_swap_is_held_until_it_is_whole(
+    dk: Docker, scene: Scene, tmp_path: Path
+) -> None:
+    import signal
+
+    hold = tmp_path / "hold"
+    proc = start_voltool("restore", "--yes", str(scene.snapshot["id"]), env=hold_env("swap", hold))
+    wait_for(hold.exists, timeout=120, what="the swap step")
+    proc.send_signal(signal.SIGINT)  # arrives inside the held section
+    hold.unlink()
+    assert proc.wait(120) == 130
+    # The swap completed and the app runs on the whole restored tree ...
+    assert dk.status(scene.app) == "running"
+    listing = dk.listing(scene.volume).entries
+    restored = {k: v for k, v in listing.items() if not k.startswith(".voltool-") and k != "."}
+    assert restored == {k: v for k, v in scene.snapshot_tree.entries.items() if k != "."}
+    # ... and recover keeps the old data and cleans up.
+    recover_and_check(dk, scene, forward=True, op=last_op())
