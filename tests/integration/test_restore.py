@@ -114,8 +114,11 @@ def test_corrupt_snapshot_fails_in_staging_and_leaves_the_target(
     s = snap(vol)
     dk.run({vol: "/v"}, CHANGES)
     before = dk.listing(vol)
+    # One byte flipped and the mtime kept, as bit rot would: only the hash can tell.
     dk.run(
-        {str(s["volume"]): "/s"}, "printf X | dd of=/s/data/dir/sub/c.txt bs=1 seek=1 conv=notrunc"
+        {str(s["volume"]): "/s"},
+        "f=/s/data/dir/sub/c.txt; t=$(stat -c %Y $f); "
+        "printf X | dd of=$f bs=1 seek=1 conv=notrunc; touch -d @$t $f",
     )
     r = restore("--yes", str(s["id"]))
     assert r.code == 6, r.err
