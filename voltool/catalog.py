@@ -107,20 +107,22 @@ def list_snapshots(rt: Runtime, source: str | None = None) -> list[Snapshot]:
     return with_metadata(rt, find(rt, source))
 
 
-# One line per file that exists: "<id>/<name> <content in hex>", or "<id>/<name> !"
-# when it is not a regular file within the size bound; "END" last, so that
-# output cut short is never taken for files that are absent.
+# "BEGIN", then one line per file that is there: "<id>/<name> <content in hex>",
+# or "<id>/<name> !" when it cannot be read as a regular file within the size
+# bound (including errors other than "No such file": those mean "there, but
+# unreadable", never "absent"); "END" last. Output cut at either end is an error.
 _READER = r"""
 cd /s || exit 1
+echo BEGIN
 for d in *; do
   for f in snapshot.json meta.json; do
     p="$d/$f"
-    if [ -e "$p" ] || [ -L "$p" ]; then
-      if [ -f "$p" ] && [ ! -L "$p" ] && [ "$(wc -c < "$p")" -le "$1" ]; then
-        printf '%s ' "$p"; head -c "$1" "$p" | od -An -v -tx1 | tr -d ' \n'; echo
-      else
-        echo "$p !"
-      fi
+    if [ -f "$p" ] && [ ! -L "$p" ] && [ "$(wc -c < "$p")" -le "$1" ]; then
+      printf '%s ' "$p"; head -c "$1" "$p" | od -An -v -tx1 | tr -d ' \n'; echo
+    elif [ -e "$p" ] || [ -L "$p" ]; then
+      echo "$p !"
+    else
+      case "$(ls -d -- "$p" 2>&1)" in *"No such file"*) ;; *) echo "$p !";; esac
     fi
   done
 done
@@ -139,18 +141,25 @@ def _read_metadata_files(rt: Runtime, batch: list[Snapshot]) -> dict[str, dict[s
         raise VoltoolError(
             f"reading snapshot metadata failed: {result.stderr.decode(errors='replace')[:200]}"
         )
-    return _parse_framed(result.stdout)
+    return _parse_framed(result.stdout, {s.id for s in batch})
 
 
-def _parse_framed(out: bytes) -> dict[str, dict[str, bytes | None]]:
-    """The reader's lines, by snapshot id and file name (None: there, but unreadable)."""
+def _parse_framed(out: bytes, ids: set[str]) -> dict[str, dict[str, bytes | None]]:
+    """The reader's lines, by snapshot id and file name (None: there, but unreadable).
+
+    Anything but exactly the reader's format (BEGIN, well-formed lines about
+    snapshots of this batch, END) is an error: a line lost must never turn a
+    present snapshot.json into an absent one.
+    """
     lines = out.decode("ascii", "replace").splitlines()
-    if not lines or lines[-1] != "END":
+    if len(lines) < 2 or lines[0] != "BEGIN" or lines[-1] != "END":
         raise EngineError("reading snapshot metadata was cut short")
     files: dict[str, dict[str, bytes | None]] = {}
-    for line in lines[:-1]:
+    for line in lines[1:-1]:
         path, _, value = line.partition(" ")
         sid, _, fname = path.partition("/")
+        if sid not in ids or fname not in (SNAPSHOT, META):
+            raise EngineError("reading snapshot metadata gave malformed output")
         try:
             content = None if value == "!" else bytes.fromhex(value)
         except ValueError:

@@ -172,10 +172,16 @@ def _recover_restore(rt: Runtime, op: Operation, act: Act) -> None:
     old_mtime = d.get("old_mtime")
     old_mtime = old_mtime if isinstance(old_mtime, int) else None
     if not op.reached("swap"):
-        act(
-            f"remove the staging directory of restore {op.id} from {target!r}",
-            partial(restore.drop_stage, rt, op.id, target, names, old_mtime),
-        )
+        if op.reached("create"):
+            act(
+                f"remove the volume {target!r} that restore {op.id} created",
+                partial(rt.engine.remove_volume, target),
+            )
+        else:
+            act(
+                f"remove the staging directory of restore {op.id} from {target!r}",
+                partial(restore.drop_stage, rt, op.id, target, names, old_mtime),
+            )
         for q in stopped:
             act(f"start container {q.name} (restore {op.id})", partial(_resume_one, rt, q))
         return
@@ -196,7 +202,9 @@ def _recover_restore(rt: Runtime, op: Operation, act: Act) -> None:
     safety = d.get("safety")
     if isinstance(safety, str) and is_valid_id(safety) and not op.reached("saved"):
         existing = catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id == safety])
-        if not (existing and existing[0].committed):
+        # Only a complete one counts: a damaged one (a commit cut short) is
+        # this op's own partial work, and the old data must not rest on it.
+        if not (existing and existing[0].state == "complete"):
             if existing:
                 act(
                     f"remove the partial pre-restore snapshot {safety}",

@@ -252,12 +252,12 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
                 rt.journal.append(op, "create")
                 rt.engine.create_volume(p.target, {})
             if opts.offline:
-                stopped = _stop(rt, op, p.target, times)
+                _stop(rt, op, p.target, times, stopped)
             rt.journal.append(op, "stage")
             stage(rt, op, p, names, opts.allow_special)
             rt.journal.append(op, "staged")
             if not opts.offline:
-                stopped = _stop(rt, op, p.target, times)
+                _stop(rt, op, p.target, times, stopped)
             if opts.if_match:
                 rt.journal.append(op, "check")
                 current = live.manifest_of(rt, p.target, op, own=names).digest()
@@ -267,7 +267,7 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
                         f"not {opts.if_match}; nothing was restored"
                     )
         except BaseException as e:
-            _roll_back(rt, op, p.target, names, p.target_mtime, stopped, e)
+            _roll_back(rt, op, p.target, names, p.target_mtime, stopped, e, p.create)
             raise
         swapped = False
         try:
@@ -305,14 +305,18 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
     )
 
 
-def _stop(rt: Runtime, op: str, target: str, times: dict[str, float]) -> list[quiesce.Quiesced]:
+def _stop(
+    rt: Runtime, op: str, target: str, times: dict[str, float], stopped: list[quiesce.Quiesced]
+) -> None:
+    """Stop the running users of `target`; `stopped` lists them before any is touched,
+    so that a failure or Ctrl-C half-way still starts every one of them again."""
     targets = quiesce.plan(quiesce.running_users(rt.engine, [target]), "stop")
     rt.journal.append(op, "stop", containers=[q.as_record() for q in targets])
+    stopped.extend(targets)
     for q in targets:
         rt.reporter.note(f"stopping {q.name}")
     times["stopped"] = _now()
     quiesce.apply(rt.engine, targets, rt.config.stop_timeout)
-    return targets
 
 
 def _start(rt: Runtime, stopped: list[quiesce.Quiesced], times: dict[str, float]) -> None:
@@ -334,6 +338,7 @@ def _roll_back(
     root_mtime: int | None,
     stopped: list[quiesce.Quiesced],
     error: BaseException,
+    created: bool = False,
 ) -> None:
     """Before the swap: drop the staging directory and restart; the target is as it was.
 
@@ -341,7 +346,10 @@ def _roll_back(
     """
     failures = rt.engine.remove_helpers_of(op)
     try:
-        drop_stage(rt, op, target, names, root_mtime)
+        if created:
+            rt.engine.remove_volume(target)  # it did not exist before this restore
+        else:
+            drop_stage(rt, op, target, names, root_mtime)
     except VoltoolError as e:
         failures.append(str(e))
     failures += quiesce.resume(rt.engine, stopped)
@@ -382,7 +390,7 @@ def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: boo
 
 
 # Staging created and removed an entry at the top: put the root's mtime back too.
-_DROP = 'cd /v && rm -rf -- "$1" && if [ -n "$2" ]; then touch -d "@$2" /v; fi'
+_DROP = 'cd /v && rm -rf -- "$1" && { [ -z "$2" ] || touch -d "@$2" /v 2>/dev/null || true; }'
 
 
 def drop_stage(rt: Runtime, op: str, target: str, names: Names, root_mtime: int | None) -> None:
@@ -423,10 +431,11 @@ if [ ! -e "$M" ]; then
     # Already there: a rerun after something wrote that name again. Keep both.
     if [ -e "$O/$e" ] || [ -L "$O/$e" ]; then keep "$e"; else mv -T -- "$e" "$O/$e"; fi
   done
-  if [ -n "$7" ]; then touch -d "@$7" "$O"; fi
-  sync
+  # A time busybox cannot set must not jam the swap: mtimes are cosmetic here.
+  if [ -n "$7" ]; then touch -d "@$7" "$O" 2>/dev/null || true; fi
+  sync -f .
   : > "$M"
-  sync
+  sync -f .
 fi
 # Phase 2: the staged entries into place.
 if [ -d "$S" ]; then
@@ -441,8 +450,8 @@ if [ -d "$S" ]; then
 fi
 chown "$5" .
 chmod "$4" .
-touch -d "@$6" .
-sync
+touch -d "@$6" . 2>/dev/null || true
+sync -f .
 """
 
 
@@ -484,7 +493,7 @@ def save_old(rt: Runtime, op: str, target: str, names: Names, sid: str, restored
 
 
 # Removing entries changes the root's mtime: set it again, last.
-_CLEANUP = 'cd /v && rm -rf -- "$1" && rm -f -- "$2" && touch -d "@$3" /v'
+_CLEANUP = 'cd /v && rm -rf -- "$1" && rm -f -- "$2" && { touch -d "@$3" /v 2>/dev/null || true; }'
 
 
 def cleanup(rt: Runtime, op: str, target: str, names: Names, root_mtime: int) -> None:

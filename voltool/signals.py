@@ -25,11 +25,15 @@ def deferred_interrupts() -> Iterator[None]:
     def hold(signum: int, frame: FrameType | None) -> None:
         caught.append(signum)
 
-    previous = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:  # an ignored signal stays ignored
+            signal.signal(s, hold)
     try:
         yield
     finally:
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            # None: a handler not installed from Python; the default is the best we can put back.
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
     if caught:
         raise KeyboardInterrupt

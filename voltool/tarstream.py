@@ -300,7 +300,8 @@ def _parse_pax(data: bytes, after: str) -> dict[str, str]:
     return records
 
 
-_DIGITS = re.compile(r"[0-9]{1,20}")  # ASCII digits only: str.isdigit() takes "²"
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_MTIME = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,9})?")  # ASCII digits only: str.isdigit() takes "²"
 
 
 def _pax_int(records: dict[str, str], key: str, default: int, name: str) -> int:
@@ -320,10 +321,9 @@ def _pax_mtime(records: dict[str, str], default: float, name: str) -> int:
     raw = records.get("mtime")
     if raw is None:
         return int(default)
-    try:
-        return int(float(raw) // 1)
-    except ValueError:
-        raise ArchiveRejected(name, f"PAX mtime is not a number: {raw!r}") from None
+    if not _MTIME.fullmatch(raw):
+        raise ArchiveRejected(name, f"PAX mtime is not a number: {raw!r}")
+    return int(float(raw) // 1)
 
 
 _MAX_DEV = 0o7777777  # what a ustar device field holds

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from voltool.errors import IntegrityError
 from voltool.manifest import Manifest, ManifestBuilder, ManifestEntry
@@ -77,7 +77,8 @@ class Transfer:
     def __iter__(self) -> Iterator[bytes]:
         out: list[bytes] = []
         size = 0
-        for entry in self._reader:
+        for raw_entry in self._reader:
+            entry = _engine_bounds(raw_entry)
             rel = self._validator.check(entry)
             if rel != "." and self._skip(rel):
                 continue  # neither forwarded nor recorded; its content is skipped unread
@@ -152,6 +153,18 @@ class Transfer:
             if getattr(got, field) != getattr(want, field):
                 what = "content" if field == "sha256" else field
                 raise IntegrityError(f"{rel!r} does not match its manifest ({what} differs)")
+
+
+# dockerd stores any time before 1970 or after 2262 as 1970-01-01 (moby
+# pkg/archive boundTime). Record what the engine will store, not what it was
+# sent, or a snapshot would not match its own manifest.
+_LATEST = (2**63 - 1) // 10**9
+
+
+def _engine_bounds(entry: TarEntry) -> TarEntry:
+    if 0 <= entry.mtime <= _LATEST:
+        return entry
+    return replace(entry, mtime=0)
 
 
 def _manifest_entry(rel: str, entry: TarEntry, digest: str | None) -> ManifestEntry:

@@ -145,6 +145,22 @@ class Docker:
     def managed_containers(self) -> list[Any]:
         return self.client.containers.list(all=True, filters={"label": "io.voltool.managed=true"})
 
+    def fake_snapshot_volume(self, sid: str, source: str, kind: str = "manual") -> str:
+        """A volume labelled as a snapshot of `source`, with nothing in it."""
+        name = f"voltool-snap-{sid}"
+        self.client.volumes.create(
+            name,
+            labels={
+                "io.voltool.managed": "true",
+                "io.voltool.role": "snapshot",
+                "io.voltool.snapshot.id": sid,
+                "io.voltool.snapshot.source": source,
+                "io.voltool.snapshot.created": "2026-01-01T00:00:00+00:00",
+                "io.voltool.snapshot.kind": kind,
+            },
+        )
+        return name
+
     def status(self, container: str) -> str:
         return str(self.client.api.inspect_container(container)["State"]["Status"])
 

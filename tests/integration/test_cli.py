@@ -55,17 +55,7 @@ def test_option_errors_are_usage_errors() -> None:
 def test_ambiguous_and_unknown_references(dk: Docker, volume: Callable[..., str]) -> None:
     src = volume()
     for sid in ("abcd000000000001", "abcd000000000002"):  # two ids with a common prefix
-        dk.client.volumes.create(
-            f"voltool-snap-{sid}",
-            labels={
-                "io.voltool.managed": "true",
-                "io.voltool.role": "snapshot",
-                "io.voltool.snapshot.id": sid,
-                "io.voltool.snapshot.source": src,
-                "io.voltool.snapshot.created": "2026-01-01T00:00:00+00:00",
-                "io.voltool.snapshot.kind": "manual",
-            },
-        )
+        dk.fake_snapshot_volume(sid, src)
     r = voltool("inspect", "abcd")
     one_line_error(r, 2, "'abcd' is ambiguous")
     assert "abcd00000000" in r.err and r.err.count("abcd00000000") == 2

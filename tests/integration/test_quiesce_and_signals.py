@@ -21,47 +21,30 @@ def hold(step: str, tmp_path: Path) -> tuple[dict[str, str], Path]:
     return hold_env(step, f), f
 
 
-def test_running_container_is_paused_during_the_stream_and_running_after(
-    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+@pytest.mark.parametrize(
+    ("flag", "during"),
+    [(None, "paused"), ("--stop", "exited"), ("--no-quiesce", "running")],
+    ids=["pause", "stop", "no-quiesce"],
+)
+def test_containers_are_quiesced_during_the_stream_and_running_after(
+    dk: Docker,
+    volume: Callable[..., str],
+    container: Callable[..., str],
+    tmp_path: Path,
+    flag: str | None,
+    during: str,
 ) -> None:
     vol = volume("echo x > /v/x")
     app = container([vol])
     env, f = hold("stream", tmp_path)
-    proc = start_voltool("snapshot", vol, env=env)
+    proc = start_voltool("snapshot", *([flag] if flag else []), vol, env=env)
     wait_for(f.exists, what="the hold point")
-    assert dk.status(app) == "paused"
+    assert dk.status(app) == during
     f.unlink()
     assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
     assert dk.status(app) == "running"
     before = dk.read(vol, "log").count(b"\n")
     wait_for(lambda: dk.read(vol, "log").count(b"\n") > before + 3, what="the app to write again")
-
-
-def test_stop_mode_stops_and_restarts(
-    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
-) -> None:
-    vol = volume("echo x > /v/x")
-    app = container([vol])
-    env, f = hold("stream", tmp_path)
-    proc = start_voltool("snapshot", "--stop", vol, env=env)
-    wait_for(f.exists, what="the hold point")
-    assert dk.status(app) == "exited"
-    f.unlink()
-    assert proc.wait(60) == 0
-    assert dk.status(app) == "running"
-
-
-def test_no_quiesce_leaves_containers_alone(
-    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
-) -> None:
-    vol = volume("echo x > /v/x")
-    app = container([vol])
-    env, f = hold("stream", tmp_path)
-    proc = start_voltool("snapshot", "--no-quiesce", vol, env=env)
-    wait_for(f.exists, what="the hold point")
-    assert dk.status(app) == "running"
-    f.unlink()
-    assert proc.wait(60) == 0
 
 
 def test_one_pause_for_a_group_of_volumes(

@@ -379,3 +379,16 @@ def test_a_paused_user_of_the_target_is_refused(
         assert r.code == 5 and f"container {app} uses" in r.err and "paused" in r.err
     finally:
         dk.client.api.unpause(app)
+
+
+def test_files_older_than_1970_round_trip_as_the_engine_keeps_them(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    vol = volume('echo x > /v/old && touch -d "1960-01-01 00:00:00" /v/old')
+    s = snap(vol)
+    (old,) = [e for e in dk.manifest(str(s["volume"])) if e["path"] == "old"]
+    assert old["mtime"] == 0  # what the engine stores for any time before 1970
+    dk.run({vol: "/v"}, "echo changed > /v/old")
+    r = restore("--yes", str(s["id"]))
+    assert r.code == 0, r.err
+    assert dk.read(vol, "old") == b"x\n"

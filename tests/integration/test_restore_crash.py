@@ -218,3 +218,42 @@ def test_ctrl_c_during_the_swap_is_held_until_it_is_whole(
     assert restored == {k: v for k, v in scene.snapshot_tree.entries.items() if k != "."}
     # ... and recover keeps the old data and cleans up.
     recover_and_check(dk, scene, forward=True, op=last_op())
+
+
+def test_a_killed_restore_into_a_created_volume_removes_it(
+    dk: Docker, scene: Scene, tmp_path: Path
+) -> None:
+    fresh = f"{scene.volume}-new"
+    hold = tmp_path / "hold"
+    proc = start_voltool(
+        "restore",
+        "--yes",
+        str(scene.snapshot["id"]),
+        "--to",
+        fresh,
+        "--create",
+        env=hold_env("staged", hold),
+    )
+    wait_for(hold.exists, timeout=120, what="staging into the new volume")
+    proc.kill()
+    proc.wait(30)
+    assert dk.client.volumes.list(filters={"name": fresh})
+    assert voltool("recover").code == 0
+    assert [
+        v.name for v in dk.client.volumes.list(filters={"name": fresh}) if v.name == fresh
+    ] == []
+    assert dk.managed_containers() == []
+
+
+def test_a_damaged_partial_pre_restore_snapshot_is_made_again(
+    dk: Docker, scene: Scene, tmp_path: Path
+) -> None:
+    op = kill_at("save", scene, tmp_path)
+    safety = str(begin_record(op)["safety"])
+    # As a commit cut short would leave it: labelled, with a truncated snapshot.json.
+    dk.fake_snapshot_volume(safety, scene.volume, "pre-restore")
+    dk.run(
+        {f"voltool-snap-{safety}": "/s"},
+        'mkdir /s/data; printf \'{"format": 1, "id\' > /s/snapshot.json',
+    )
+    recover_and_check(dk, scene, forward=True, op=op)

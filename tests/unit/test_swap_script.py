@@ -154,3 +154,9 @@ def run_swap_phase_1_only(root: Path) -> None:
         if not p.name.startswith(".voltool-"):
             p.rename(old / p.name)
     (root / NAMES.mark).touch()
+
+
+def test_a_time_busybox_cannot_set_does_not_jam_the_swap(volume: Path) -> None:
+    run_swap(volume, mtime=-1, old_mtime="-1")  # busybox: "touch: invalid date '@-1'"
+    top, old = split(volume)
+    assert top == RESTORED and old == OLD

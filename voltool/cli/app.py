@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 
@@ -80,6 +80,16 @@ def _command(fn: Callable[P, R]) -> Callable[P, R]:
 def _fail(message: str, code: int) -> NoReturn:
     err.print(f"voltool: error: {' '.join(message.split())}", markup=False)
     raise typer.Exit(int(code))
+
+
+# Parameters several commands share, declared once.
+SnapshotRef = Annotated[
+    str | None,
+    typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.", show_default=False),
+]
+SnapshotName = Annotated[
+    str | None, typer.Option("--name", help="Select the snapshot by name instead.")
+]
 
 
 def _globals(ctx: typer.Context) -> Globals:
@@ -208,10 +218,8 @@ def list_cmd(
 @_command
 def inspect_cmd(
     ctx: typer.Context,
-    ref: str | None = typer.Argument(
-        None, metavar="SNAPSHOT", help="Snapshot id or unique id prefix."
-    ),
-    name: str | None = typer.Option(None, "--name", help="Select the snapshot by name instead."),
+    ref: SnapshotRef = None,
+    name: SnapshotName = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show everything about one snapshot: labels, snapshot.json, meta.json and its ETag."""
@@ -282,10 +290,8 @@ def delete_cmd(
 @_command
 def restore_cmd(
     ctx: typer.Context,
-    ref: str | None = typer.Argument(
-        None, metavar="SNAPSHOT", help="Snapshot id or unique id prefix."
-    ),
-    name: str | None = typer.Option(None, "--name", help="Select the snapshot by name instead."),
+    ref: SnapshotRef = None,
+    name: SnapshotName = None,
     to: str | None = typer.Option(
         None, "--to", help="Restore into this volume (default: the snapshot's source)."
     ),
@@ -388,13 +394,11 @@ def digest_cmd(
 @_command
 def diff_cmd(
     ctx: typer.Context,
-    ref: str | None = typer.Argument(
-        None, metavar="SNAPSHOT", help="Snapshot id or unique id prefix."
-    ),
+    ref: SnapshotRef = None,
     volume: str | None = typer.Argument(
         None, help="Volume to compare with (default: the snapshot's source)."
     ),
-    name: str | None = typer.Option(None, "--name", help="Select the snapshot by name instead."),
+    name: SnapshotName = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show what changed in a volume since a snapshot: entries added, changed and removed."""
