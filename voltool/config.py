@@ -43,6 +43,7 @@ class Config:
     values: dict[str, Any]
     sources: dict[str, str] = field(default_factory=dict)
     file: Path | None = None
+    tables: dict[str, Any] = field(default_factory=dict)  # the file's [tables], e.g. [prune]
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -97,7 +98,11 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
             values[s.name], sources[s.name] = _coerce(s, from_file[s.name], str(path)), str(path)
         else:
             values[s.name], sources[s.name] = s.default, "default"
-    return Config(values, sources, path if path.exists() else None)
+    tables = {k: v for k, v in from_file.items() if isinstance(v, dict)}
+    unknown = sorted(set(tables) - {"prune"})
+    if unknown:
+        raise UsageError(f"unknown table(s) in {path}: {', '.join(unknown)}")
+    return Config(values, sources, path if path.exists() else None, tables)
 
 
 def _read_file(path: Path) -> dict[str, Any]:

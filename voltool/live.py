@@ -1,6 +1,7 @@
-"""A live volume's tree, read the same way a snapshot reads it: its manifest and digest.
+"""A tree in a volume, read the same way a snapshot reads it: its manifest and digest.
 
-Used by `digest`, `diff`, the restore's change summary and its `--if-match`.
+Used by `digest`, `diff`, the restore's change summary and `--if-match`, and
+by `verify` (on a snapshot volume's data/).
 """
 
 from __future__ import annotations
@@ -17,25 +18,28 @@ from voltool.validate import EntryValidator, Limits
 
 
 def manifest_of(
-    rt: Runtime, volume: str, op: str | None = None, own: Names | None = None
+    rt: Runtime, volume: str, op: str | None = None, own: Names | None = None, sub: str = ""
 ) -> Manifest:
-    """The manifest of `volume` as it is now (the caller decides what must hold still).
+    """The manifest of `volume` (or of its directory `sub`) as it is now.
 
-    `own`: a running restore's working entries, left out of its own digest.
-    Nothing else is left out: a name that merely looks like voltool's is data.
+    The caller decides what must hold still. `own`: a running restore's
+    working entries, left out of its own digest. Nothing else is left out: a
+    name that merely looks like voltool's is data.
     """
     working = {own.stage, own.old, own.mark} if own else set()
 
     def skip(rel: str) -> bool:
         return rel.split("/", 1)[0] in working
 
+    top = sub.rsplit("/", 1)[-1] if sub else "tree"
+    path = f"/tree/{sub}" if sub else "/tree"
     labels = rt.helper_labels(op or new_id())
     with (
-        rt.engine.helper(rt.image, [Mount(volume, "/data", read_only=True)], labels) as cid,
-        contextlib.closing(rt.engine.get_archive(cid, "/data")) as stream,
+        rt.engine.helper(rt.image, [Mount(volume, "/tree", read_only=True)], labels) as cid,
+        contextlib.closing(rt.engine.get_archive(cid, path)) as stream,
     ):
         transfer = Transfer(
-            stream, EntryValidator("data", Limits(allow_special=True)), "data", skip=skip
+            stream, EntryValidator(top, Limits(allow_special=True)), "tree", skip=skip
         )
         for _ in transfer:
             pass  # only the manifest is wanted; the re-emitted stream goes nowhere

@@ -54,10 +54,14 @@ def volume(dk: Docker) -> Iterator[Callable[..., str]]:
         return name
 
     yield make
-    leftovers = [c.name for c in dk.managed_containers()]
-    for c in dk.managed_containers():
-        with contextlib.suppress(docker.errors.NotFound):
-            c.remove(force=True)
+    leftovers = [
+        c["Names"][0].lstrip("/")
+        for c in dk.client.api.containers(all=True, filters={"label": "io.voltool.managed=true"})
+    ]
+    for c in dk.client.api.containers(all=True, filters={"label": "io.voltool.managed=true"}):
+        # NotFound, or 409 "removal already in progress": gone or going either way.
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            dk.client.api.remove_container(c["Id"], force=True)
     for name in made:
         for c in dk.client.containers.list(all=True, filters={"volume": name}):
             c.remove(force=True)

@@ -142,8 +142,15 @@ class Docker:
             )
         ]
 
-    def managed_containers(self) -> list[Any]:
-        return self.client.containers.list(all=True, filters={"label": "io.voltool.managed=true"})
+    def helper_mounts(self, volume: str) -> bool:
+        """True while a voltool helper mounts `volume` (one list call: no race with removal)."""
+        found = self.client.api.containers(all=True, filters={"label": "io.voltool.role=helper"})
+        return any(m.get("Name") == volume for c in found for m in c.get("Mounts") or [])
+
+    def managed_containers(self) -> list[str]:
+        """Names of voltool's containers; one list call, so nothing races with a removal."""
+        found = self.client.api.containers(all=True, filters={"label": "io.voltool.managed=true"})
+        return [str(c["Names"][0]).lstrip("/") for c in found]
 
     def fake_snapshot_volume(self, sid: str, source: str, kind: str = "manual") -> str:
         """A volume labelled as a snapshot of `source`, with nothing in it."""
@@ -158,6 +165,45 @@ class Docker:
                 "io.voltool.snapshot.created": "2026-01-01T00:00:00+00:00",
                 "io.voltool.snapshot.kind": kind,
             },
+        )
+        return name
+
+    def fake_complete_snapshot(
+        self, sid: str, source: str, created: str, kind: str = "manual", pinned: bool = False
+    ) -> str:
+        """A complete, empty snapshot of `source` as if taken at `created` (ISO, UTC)."""
+        name = f"voltool-snap-{sid}"
+        self.client.volumes.create(
+            name,
+            labels={
+                "io.voltool.managed": "true",
+                "io.voltool.role": "snapshot",
+                "io.voltool.format": "1",
+                "io.voltool.snapshot.id": sid,
+                "io.voltool.snapshot.source": source,
+                "io.voltool.snapshot.created": created,
+                "io.voltool.snapshot.kind": kind,
+            },
+        )
+        info = {
+            "format": 1,
+            "id": sid,
+            "source": source,
+            "created": created,
+            "kind": kind,
+            "entries": 1,
+            "bytes": 0,
+            "tree_digest": "0" * 64,
+            "quiesce": "none",
+            "voltool": "test",
+        }
+        meta = {"name": None, "note": None, "pinned": pinned}
+        self.run(
+            {name: "/s"},
+            'mkdir /s/data && printf "%s" "$1" > /s/meta.json '
+            '&& printf "%s" "$2" > /s/snapshot.json',
+            json.dumps(meta),
+            json.dumps(info),
         )
         return name
 

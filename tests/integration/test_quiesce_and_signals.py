@@ -84,11 +84,7 @@ def test_failure_mid_operation_resumes_and_leaves_nothing(
 
 def _streaming(dk: Docker, vol: str) -> bool:
     """True once a helper is reading `vol` (the stream is under way)."""
-    return any(
-        m.get("Name") == vol
-        for c in dk.managed_containers()
-        for m in dk.client.api.inspect_container(c.id)["Mounts"]
-    )
+    return dk.helper_mounts(vol)
 
 
 def test_sigint_mid_stream_cleans_up_everything(
@@ -114,8 +110,10 @@ def test_sigterm_is_handled_like_ctrl_c(dk: Docker, volume: Callable[..., str]) 
     proc = start_voltool("snapshot", vol)
     wait_for(lambda: _streaming(dk, vol), what="the stream to start")
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 130
-    assert dk.snapshot_volumes(vol) == [] and dk.managed_containers() == []
+    code = proc.wait(60)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 130, err
+    assert dk.snapshot_volumes(vol) == [] and dk.managed_containers() == [], err
 
 
 def test_sigkill_mid_stream_leaves_what_doctor_reports_and_recover_clears(

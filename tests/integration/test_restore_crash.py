@@ -160,14 +160,7 @@ def test_killed_mid_stream_rolls_back(
     app = container([vol], IDLE_APP)
     before = dk.listing(vol)
     proc = start_voltool("restore", "--yes", str(snap["id"]))
-    wait_for(
-        lambda: any(
-            m.get("Name") == vol
-            for c in dk.managed_containers()
-            for m in dk.client.api.inspect_container(c.id)["Mounts"]
-        ),
-        what="staging to start",
-    )
+    wait_for(lambda: dk.helper_mounts(vol), what="staging to start")
     wait_for(
         lambda: any(p.startswith(".voltool-stage-") for p in dk.listing(vol).entries),
         what="staged data to appear",

@@ -6,6 +6,7 @@ become a one-line message and their exit code, and Ctrl-C becomes 130.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import signal
@@ -22,6 +23,7 @@ from voltool.cli import render
 from voltool.cli.render import err, out
 from voltool.cli.reporter import ConsoleReporter
 from voltool.errors import (
+    Busy,
     Declined,
     ExitCode,
     IntegrityError,
@@ -427,6 +429,249 @@ def diff_cmd(
         f"voltool: {target} since {snap.id}: " + ", ".join(f"{n} {k}" for k, n in counts.items()),
         markup=False,
     )
+
+
+@app.command("verify")
+@_command
+def verify_cmd(
+    ctx: typer.Context,
+    refs: list[str] = typer.Argument(
+        None,
+        metavar="[SNAPSHOT]...",
+        help="Snapshot ids or unique id prefixes.",
+        show_default=False,
+    ),
+    all_: bool = typer.Option(False, "--all", help="Every snapshot."),
+    as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+) -> None:
+    """Re-read snapshots through the engine and check every entry against the manifest."""
+    from voltool import verify
+
+    if bool(refs) == all_:
+        raise UsageError("name snapshots to verify, or pass --all")
+    rt = _globals(ctx).runtime(quiet=as_json)
+    snaps = catalog.list_snapshots(rt) if all_ else catalog.resolve_all(rt, refs)
+    reports = [verify.verify(rt, s) for s in snaps if s.state != "incomplete" or not all_]
+    if as_json:
+        render.print_json([render.verify_record(r) for r in reports])
+    else:
+        for r in reports:
+            render.print_verify_report(r)
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        raise IntegrityError(f"{len(failed)} of {len(reports)} snapshot(s) failed verification")
+
+
+# -- pin, unpin, edit, prune, config ---------------------------------------
+
+IfMatch = Annotated[
+    str | None,
+    typer.Option("--if-match", metavar="ETAG", help="Change it only if its ETag is still ETAG."),
+]
+Wait = Annotated[float | None, typer.Option("--wait", help="Seconds to wait for a busy lock.")]
+
+
+def _edit(
+    ctx: typer.Context,
+    ref: str,
+    change: Any,
+    if_match: str | None,
+    as_json: bool,
+    wait: float | None,
+) -> None:
+    from voltool import metadata
+
+    rt = _globals(ctx).runtime(quiet=True)
+    snap = catalog.resolve(rt, ref)
+    done = metadata.update(
+        rt, snap, change, if_match, wait if wait is not None else metadata.EDIT_WAIT
+    )
+    record = render.snapshot_record(done)
+    if as_json:
+        render.print_json(record)
+    else:
+        out.print(
+            f"{done.id}: name={record['name'] or '-'} pinned={'yes' if done.pinned else 'no'} "
+            f"etag={record['etag']}",
+            markup=False,
+        )
+
+
+@app.command("pin")
+@_command
+def pin_cmd(
+    ctx: typer.Context,
+    ref: Annotated[
+        str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
+    ],
+    if_match: IfMatch = None,
+    wait: Wait = None,
+    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+) -> None:
+    """Pin a snapshot: prune never removes it, delete needs --force."""
+    _edit(ctx, ref, lambda m: dataclasses.replace(m, pinned=True), if_match, as_json, wait)
+
+
+@app.command("unpin")
+@_command
+def unpin_cmd(
+    ctx: typer.Context,
+    ref: Annotated[
+        str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
+    ],
+    if_match: IfMatch = None,
+    wait: Wait = None,
+    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+) -> None:
+    """Unpin a snapshot."""
+    _edit(ctx, ref, lambda m: dataclasses.replace(m, pinned=False), if_match, as_json, wait)
+
+
+@app.command("edit")
+@_command
+def edit_cmd(
+    ctx: typer.Context,
+    ref: Annotated[
+        str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
+    ],
+    name: str | None = typer.Option(
+        None, "--name", help='New name (unique per volume); "" removes it.'
+    ),
+    note: str | None = typer.Option(None, "--note", help='New note; "" removes it.'),
+    if_match: IfMatch = None,
+    wait: Wait = None,
+    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+) -> None:
+    """Change a snapshot's name or note."""
+    if name is None and note is None:
+        raise UsageError("give --name or --note (or both)")
+
+    def change(m: Any) -> Any:
+        if name is not None:
+            m = dataclasses.replace(m, name=name or None)
+        if note is not None:
+            m = dataclasses.replace(m, note=note or None)
+        return m
+
+    _edit(ctx, ref, change, if_match, as_json, wait)
+
+
+@app.command("prune")
+@_command
+def prune_cmd(
+    ctx: typer.Context,
+    volumes: list[str] = typer.Argument(
+        None, help="Only snapshots of these volumes.", show_default=False
+    ),
+    keep_last: int = typer.Option(0, "--keep-last", help="Keep the N newest.", min=0),
+    keep_hourly: int = typer.Option(
+        0, "--keep-hourly", help="Keep the newest of each of the last N hours that have one.", min=0
+    ),
+    keep_daily: int = typer.Option(0, "--keep-daily", help="... days.", min=0),
+    keep_weekly: int = typer.Option(0, "--keep-weekly", help="... ISO weeks.", min=0),
+    keep_monthly: int = typer.Option(0, "--keep-monthly", help="... months.", min=0),
+    keep_yearly: int = typer.Option(0, "--keep-yearly", help="... years.", min=0),
+    keep_within: str | None = typer.Option(
+        None,
+        "--keep-within",
+        metavar="DURATION",
+        help="Keep all younger than DURATION (7d, 2w, 1y6M, 36h).",
+    ),
+    kind: str | None = typer.Option(
+        None, "--kind", help="Only snapshots of this kind: manual, import, pre-restore."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan with its reasons; remove nothing."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the plan (and what was removed) as JSON."
+    ),
+) -> None:
+    """Remove snapshots by a retention policy; pinned ones are always kept."""
+    import datetime as dt
+
+    from voltool import prune, retention
+    from voltool.layout import KINDS
+
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"--kind must be one of {', '.join(KINDS)}")
+    cli = retention.Policy(
+        keep_last,
+        keep_hourly,
+        keep_daily,
+        keep_weekly,
+        keep_monthly,
+        keep_yearly,
+        retention.parse_duration(keep_within) if keep_within else None,
+    )
+    g = _globals(ctx)
+    rt = g.runtime(quiet=as_json)
+    ps = prune.policies(rt.config, None if cli.empty else cli, kind)
+    now = dt.datetime.now(dt.UTC)
+    items = prune.plan(
+        rt, ps, list(volumes or []), now, dt.datetime.now().astimezone().tzinfo or dt.UTC
+    )
+    doomed = [i for i in items if i.remove]
+    if as_json and dry_run:
+        render.print_json(render.prune_records(items, removed=None))
+        return
+    if not as_json and items:
+        render.print_prune_plan(items, stream=out if dry_run else err)
+    if dry_run or not doomed:
+        if not as_json and not doomed:
+            out.print("nothing to remove", markup=False)
+        if as_json:
+            render.print_json(render.prune_records(items, removed=[]))
+        return
+    _confirm(f"Remove {len(doomed)} snapshot(s)?", yes, "refusing to prune")
+    result = prune.execute(rt, items)
+    if as_json:
+        render.print_json(render.prune_records(items, removed=list(result.removed)))
+    else:
+        for sid in result.removed:
+            out.print(f"removed {sid}", markup=False)
+    if result.failed:
+        raise Busy(
+            f"{len(result.failed)} snapshot(s) could not be removed; first: {result.failed[0]}"
+        )
+
+
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@_command
+def config_show_cmd(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Print every setting and retention policy in effect, and where each comes from."""
+    from voltool import prune
+
+    cfg = _globals(ctx).config()
+    ps = prune.policies(cfg, None, None)
+    settings = {k: {"value": cfg.values[k], "source": cfg.sources[k]} for k in cfg.values}
+    policies = {
+        "pre-restore": {"policy": ps.pre_restore[0].describe(), "source": ps.pre_restore[1]}
+    }
+    if ps.for_all:
+        policies["all volumes"] = {"policy": ps.for_all[0].describe(), "source": ps.for_all[1]}
+    for v, (p, where) in sorted(ps.per_volume.items()):
+        policies[f"volume {v}"] = {"policy": p.describe(), "source": where}
+    if as_json:
+        render.print_json(
+            {"file": str(cfg.file) if cfg.file else None, "settings": settings, "prune": policies}
+        )
+        return
+    out.print(
+        f"config file: {cfg.file or '(none) ' + str(config.config_file_path())}", markup=False
+    )
+    for key, setting in settings.items():
+        out.print(f"{key} = {setting['value']!r}  ({setting['source']})", markup=False)
+    for scope, rule in policies.items():
+        out.print(f"prune {scope}: {rule['policy']}  ({rule['source']})", markup=False)
 
 
 # -- doctor, helper, recover -----------------------------------------------

@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from voltool.catalog import Snapshot
+from voltool.prune import PruneItem
 from voltool.restore import RestorePlan, RestoreResult
+from voltool.verify import Report
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -146,3 +148,70 @@ def restore_result_record(result: RestoreResult) -> dict[str, Any]:
         "restarted": list(result.restarted),
         "downtime_seconds": round(result.downtime, 3),
     }
+
+
+def prune_records(items: list[PruneItem], removed: list[str] | None) -> list[dict[str, Any]]:
+    """The plan as JSON; `removed` (after execution) says which removals happened."""
+    return [
+        {
+            "id": i.snapshot.id,
+            "source": i.snapshot.source,
+            "kind": i.snapshot.kind,
+            "created": i.snapshot.created.isoformat(),
+            "action": "remove" if i.remove else "keep",
+            "reasons": list(i.reasons),
+            "policy": i.policy,
+            **({} if removed is None else {"removed": i.snapshot.id in removed}),
+        }
+        for i in items
+    ]
+
+
+def print_prune_plan(items: list[PruneItem], stream: Console = out) -> None:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("ID", "VOLUME", "CREATED", "KIND", "ACTION", "WHY"):
+        table.add_column(col, no_wrap=col != "WHY")
+    for i in items:
+        s = i.snapshot
+        table.add_row(
+            s.id[:12],
+            s.source,
+            f"{s.created.astimezone():%Y-%m-%d %H:%M}",
+            s.kind,
+            "remove" if i.remove else "keep",
+            "; ".join(i.reasons),
+        )
+    stream.print(table)
+    for policy in sorted({i.policy for i in items if i.policy}):
+        stream.print(f"policy: {policy}", markup=False)
+
+
+def verify_record(r: Report) -> dict[str, Any]:
+    return {
+        "id": r.snapshot.id,
+        "source": r.snapshot.source,
+        "ok": r.ok,
+        "checked": r.checked,
+        "missing": list(r.missing),
+        "extra": list(r.extra),
+        "altered": [{"path": p, "fields": list(f)} for p, f in r.altered],
+        "problem": r.problem,
+    }
+
+
+def print_verify_report(r: Report) -> None:
+    s = r.snapshot
+    if r.ok:
+        out.print(f"ok    {s.id}  {s.source}  ({r.checked} entries)", markup=False)
+        return
+    if r.problem:
+        out.print(f"FAIL  {s.id}  {s.source}: {r.problem}", markup=False)
+        return
+    counts = f"{len(r.missing)} missing, {len(r.extra)} extra, {len(r.altered)} altered"
+    out.print(f"FAIL  {s.id}  {s.source}: {counts}", markup=False)
+    for p in r.missing:
+        out.print(f"  missing  {p}", markup=False)
+    for p in r.extra:
+        out.print(f"  extra    {p}", markup=False)
+    for p, fields in r.altered:
+        out.print(f"  altered  {p}  ({', '.join(fields)})", markup=False)

@@ -1,0 +1,76 @@
+"""verify reads a snapshot back and reports every difference from its manifest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.dockertools import SMALL_TREE, Docker, voltool
+
+pytestmark = pytest.mark.engine
+
+
+def snap(vol: str) -> dict[str, object]:
+    r = voltool("snapshot", "--json", vol)
+    assert r.code == 0, r.err
+    return json.loads(r.out)[0]  # type: ignore[no-any-return]
+
+
+def test_a_clean_snapshot_passes(volume: Callable[..., str]) -> None:
+    s = snap(volume(SMALL_TREE))
+    r = voltool("verify", str(s["id"]))
+    assert r.code == 0, r.err
+    assert r.out.startswith(f"ok    {s['id']}") and f"({s['entries']} entries)" in r.out
+
+
+@pytest.mark.parametrize(
+    ("tamper", "expect"),
+    [
+        # one byte flipped, mtime kept: only the content hash tells
+        (
+            "t=$(stat -c %Y a.txt); printf X | dd of=a.txt bs=1 seek=0 conv=notrunc; "
+            "touch -d @$t a.txt",
+            {"altered": [{"path": "a.txt", "fields": ["sha256"]}]},
+        ),
+        ("rm dir/sub/c.txt", {"missing": ["dir/sub/c.txt"]}),
+        ("echo new > added", {"extra": ["added"]}),
+        (
+            "chmod 600 dir/b.txt",
+            {
+                "altered": [
+                    {"path": "dir/b.txt", "fields": ["mode"]},
+                    {"path": "hard", "fields": ["mode"]},
+                ]
+            },
+        ),
+    ],
+    ids=["byte-flipped", "file-deleted", "file-added", "mode-changed"],
+)
+def test_each_kind_of_damage_is_reported(
+    dk: Docker, volume: Callable[..., str], tamper: str, expect: dict[str, object]
+) -> None:
+    s = snap(volume(SMALL_TREE))
+    other = snap(volume("echo fine > /v/f"))
+    dk.run({str(s["volume"]): "/s"}, f"cd /s/data && {tamper}")
+    r = voltool("verify", "--json", str(s["id"]), str(other["id"]))
+    assert r.code == 6, r.err
+    reports = {x["id"]: x for x in json.loads(r.out)}
+    assert reports[other["id"]]["ok"] is True
+    bad = reports[s["id"]]
+    assert bad["ok"] is False
+    # Adding or removing an entry also changes its directory's mtime: set aside.
+    altered = [
+        {"path": a["path"], "fields": [f for f in a["fields"] if f != "mtime"]}
+        for a in bad["altered"]
+    ]
+    assert [a for a in altered if a["fields"]] == expect.get("altered", [])
+    assert bad["missing"] == expect.get("missing", [])
+    assert bad["extra"] == expect.get("extra", [])
+    text = voltool("verify", "--all")
+    assert text.code == 6 and f"FAIL  {s['id']}" in text.out
+
+
+def test_verify_needs_a_target() -> None:
+    assert voltool("verify").code == 2

@@ -1,0 +1,75 @@
+"""Changing a snapshot's meta.json (name, note, pinned), guarded by its ETag.
+
+The change happens under the snapshot volume's lock (waited for, briefly,
+so that concurrent editors are serialised rather than turned away): read
+meta.json, compare its ETag with `if_match`, write the new one atomically
+(a temporary file renamed over it). Of two editors holding the same ETag,
+the second to get the lock finds a new ETag and fails with PreconditionFailed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from voltool import catalog
+from voltool.catalog import Snapshot
+from voltool.engine import Mount
+from voltool.errors import EngineError, IntegrityError, PreconditionFailed, UsageError
+from voltool.ids import new_id
+from voltool.layout import META, Meta
+from voltool.locks import volume_lock
+from voltool.runtime import Runtime
+
+EDIT_WAIT = 10.0
+
+_WRITE = 'cd /snap && printf "%s" "$1" > "$2.tmp" && mv -f "$2.tmp" "$2" && sync -f .'
+
+
+def update(
+    rt: Runtime,
+    snapshot: Snapshot,
+    change: Callable[[Meta], Meta],
+    if_match: str | None = None,
+    wait: float = EDIT_WAIT,
+) -> Snapshot:
+    """Apply `change` to the snapshot's meta.json; returns the snapshot as it now is."""
+    with volume_lock(rt, snapshot.volume, new_id(), "edit", wait):
+        current = catalog.with_metadata(rt, [snapshot])[0]
+        if current.info is None:
+            raise IntegrityError(f"snapshot {snapshot.id} is {current.state}: it cannot be edited")
+        meta = current.meta or Meta()  # a missing or damaged meta.json can be written anew
+        if if_match is not None and if_match.lower() != (current.meta.etag if current.meta else ""):
+            etag = current.meta.etag if current.meta else "none (meta.json is damaged)"
+            raise PreconditionFailed(
+                f"snapshot {snapshot.id} changed: its ETag is {etag}, not {if_match}; "
+                "nothing was changed"
+            )
+        new = change(meta)
+        try:
+            new.check()
+        except IntegrityError as e:
+            raise UsageError(str(e).replace(f"{META}: ", "")) from None
+        if new.name and new.name != meta.name:
+            for other in catalog.list_snapshots(rt, snapshot.source):
+                if other.id != snapshot.id and other.name == new.name:
+                    raise UsageError(
+                        f"volume {snapshot.source!r} already has a snapshot named {new.name!r} "
+                        f"({other.id})"
+                    )
+        if new != meta or current.meta is None:
+            _write(rt, snapshot, new)
+        return catalog.with_metadata(rt, [snapshot])[0]
+
+
+def _write(rt: Runtime, snapshot: Snapshot, meta: Meta) -> None:
+    result = rt.engine.run(
+        rt.image,
+        [Mount(snapshot.volume, "/snap")],
+        rt.helper_labels(new_id()),
+        _WRITE,
+        [meta.to_json().decode(), META],
+    )
+    if result.exit_code != 0:
+        raise EngineError(
+            f"could not write {META} of {snapshot.id}: {result.stderr.decode()[:200]}"
+        )
