@@ -50,10 +50,6 @@ class Snapshot:
     problem: str | None = None  # why info or meta could not be read
 
     @property
-    def complete(self) -> bool:
-        return self.info is not None
-
-    @property
     def state(self) -> str:
         """complete; damaged (committed, but its metadata does not read well); incomplete."""
         if self.info is not None and self.problem is None:

@@ -39,10 +39,6 @@ def snapshot_volume_name(snapshot_id: str) -> str:
     return SNAPSHOT_VOLUME_PREFIX + snapshot_id
 
 
-def is_snapshot_volume_name(name: str) -> bool:
-    return name.startswith(SNAPSHOT_VOLUME_PREFIX)
-
-
 def check_volume_name(name: str) -> str:
     """Return `name` if Docker could accept it as a volume name, else raise UsageError."""
     if not VOLUME_NAME_PATTERN.match(name) or len(name) > 255:

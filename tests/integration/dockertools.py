@@ -152,26 +152,14 @@ class Docker:
         found = self.client.api.containers(all=True, filters={"label": "io.voltool.managed=true"})
         return [str(c["Names"][0]).lstrip("/") for c in found]
 
-    def fake_snapshot_volume(self, sid: str, source: str, kind: str = "manual") -> str:
-        """A volume labelled as a snapshot of `source`, with nothing in it."""
-        name = f"voltool-snap-{sid}"
-        self.client.volumes.create(
-            name,
-            labels={
-                "io.voltool.managed": "true",
-                "io.voltool.role": "snapshot",
-                "io.voltool.snapshot.id": sid,
-                "io.voltool.snapshot.source": source,
-                "io.voltool.snapshot.created": "2026-01-01T00:00:00+00:00",
-                "io.voltool.snapshot.kind": kind,
-            },
-        )
-        return name
-
-    def fake_complete_snapshot(
-        self, sid: str, source: str, created: str, kind: str = "manual", pinned: bool = False
+    def fake_snapshot_volume(
+        self,
+        sid: str,
+        source: str,
+        kind: str = "manual",
+        created: str = "2026-01-01T00:00:00+00:00",
     ) -> str:
-        """A complete, empty snapshot of `source` as if taken at `created` (ISO, UTC)."""
+        """A volume labelled as a snapshot of `source`, with nothing in it (incomplete)."""
         name = f"voltool-snap-{sid}"
         self.client.volumes.create(
             name,
@@ -185,6 +173,13 @@ class Docker:
                 "io.voltool.snapshot.kind": kind,
             },
         )
+        return name
+
+    def fake_complete_snapshot(
+        self, sid: str, source: str, created: str, kind: str = "manual", pinned: bool = False
+    ) -> str:
+        """A complete, empty snapshot of `source` as if taken at `created` (ISO, UTC)."""
+        name = self.fake_snapshot_volume(sid, source, kind, created)
         info = {
             "format": 1,
             "id": sid,

@@ -469,6 +469,9 @@ IfMatch = Annotated[
     typer.Option("--if-match", metavar="ETAG", help="Change it only if its ETag is still ETAG."),
 ]
 Wait = Annotated[float | None, typer.Option("--wait", help="Seconds to wait for a busy lock.")]
+RequiredRef = Annotated[
+    str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
+]
 
 
 def _edit(
@@ -497,43 +500,33 @@ def _edit(
         )
 
 
-@app.command("pin")
-@_command
-def pin_cmd(
-    ctx: typer.Context,
-    ref: Annotated[
-        str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
-    ],
-    if_match: IfMatch = None,
-    wait: Wait = None,
-    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
-) -> None:
-    """Pin a snapshot: prune never removes it, delete needs --force."""
-    _edit(ctx, ref, lambda m: dataclasses.replace(m, pinned=True), if_match, as_json, wait)
+def _pin_command(pinned: bool, doc: str) -> Callable[..., None]:
+    """pin and unpin: the same command but for the value they set."""
+
+    def command(
+        ctx: typer.Context,
+        ref: RequiredRef,
+        if_match: IfMatch = None,
+        wait: Wait = None,
+        as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
+    ) -> None:
+        _edit(ctx, ref, lambda m: dataclasses.replace(m, pinned=pinned), if_match, as_json, wait)
+
+    command.__doc__ = doc
+    return _command(command)
 
 
-@app.command("unpin")
-@_command
-def unpin_cmd(
-    ctx: typer.Context,
-    ref: Annotated[
-        str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
-    ],
-    if_match: IfMatch = None,
-    wait: Wait = None,
-    as_json: bool = typer.Option(False, "--json", help="Print the snapshot as JSON."),
-) -> None:
-    """Unpin a snapshot."""
-    _edit(ctx, ref, lambda m: dataclasses.replace(m, pinned=False), if_match, as_json, wait)
+app.command("pin")(
+    _pin_command(True, "Pin a snapshot: prune never removes it, delete needs --force.")
+)
+app.command("unpin")(_pin_command(False, "Unpin a snapshot."))
 
 
 @app.command("edit")
 @_command
 def edit_cmd(
     ctx: typer.Context,
-    ref: Annotated[
-        str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
-    ],
+    ref: RequiredRef,
     name: str | None = typer.Option(
         None, "--name", help='New name (unique per volume); "" removes it.'
     ),
