@@ -222,7 +222,8 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
     """Carry out a plan: lock, journal, stage, stop, swap, start, keep the old data."""
     op = new_id()
     names = Names.for_op(op)
-    safety = new_id() if opts.safety_snapshot else None
+    # A volume this restore creates holds nothing before it: no old data to keep.
+    safety = new_id() if opts.safety_snapshot and not p.create else None
     root = p.manifest.root
     assert root is not None
     stopped: list[quiesce.Quiesced] = []

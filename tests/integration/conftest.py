@@ -30,6 +30,19 @@ def engine_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_volumes_left_behind(engine_client: docker.DockerClient) -> Iterator[None]:
+    """At the end of the run, no test volume (vt-*) or snapshot of one may remain."""
+    yield
+    left = [
+        v.name
+        for v in engine_client.volumes.list()
+        if v.name.startswith("vt-")
+        or (v.attrs.get("Labels") or {}).get("io.voltool.snapshot.source", "").startswith("vt-")
+    ]
+    assert not left, f"tests left volumes behind: {left}"
+
+
 @pytest.fixture(scope="session")
 def dk(engine_client: docker.DockerClient) -> Docker:
     engine = Engine.connect(resolve(None, None), 600)

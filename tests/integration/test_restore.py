@@ -92,10 +92,14 @@ def test_restore_into_another_and_a_new_volume(dk: Docker, volume: Callable[...,
     missing = restore("--yes", str(s["id"]), "--to", fresh)
     assert missing.code == 3 and "--create" in missing.err
     try:
-        r = restore("--yes", str(s["id"]), "--to", fresh, "--create")
+        r = restore("--yes", "--json", str(s["id"]), "--to", fresh, "--create")
         assert r.code == 0, r.err
         assert dk.listing(fresh).entries == dk.listing(src).entries
+        assert json.loads(r.out)["pre_restore_snapshot"] is None  # nothing was there to keep
+        assert dk.snapshot_volumes(fresh) == []
     finally:
+        for snap_volume in dk.snapshot_volumes(fresh):
+            dk.client.volumes.get(snap_volume).remove(force=True)
         dk.client.volumes.get(fresh).remove(force=True)
     assert restore("--yes", str(s["id"]), "--create").code == 2
 

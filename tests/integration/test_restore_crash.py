@@ -235,6 +235,7 @@ def test_a_killed_restore_into_a_created_volume_removes_it(
     assert [
         v.name for v in dk.client.volumes.list(filters={"name": fresh}) if v.name == fresh
     ] == []
+    assert dk.snapshot_volumes(fresh) == []
     assert dk.managed_containers() == []
 
 
