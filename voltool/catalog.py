@@ -201,8 +201,20 @@ def resolve(rt: Runtime, ref: str | None = None, name: str | None = None) -> Sna
     """
     if (ref is None) == (name is None):
         raise UsageError("name a snapshot by id (or unique id prefix), or with --name")
-    snapshots = find(rt)
     if ref is not None:
+        return resolve_all(rt, [ref])[0]
+    matches = [s for s in list_snapshots(rt) if s.name == name]
+    return _one(matches, name or "", f"no snapshot named {name!r}")
+
+
+def resolve_all(rt: Runtime, refs: Iterable[str]) -> list[Snapshot]:
+    """The snapshots `refs` select (ids, id prefixes, volume names), each once, with metadata.
+
+    One listing and one metadata read, however many references.
+    """
+    snapshots = find(rt)
+    chosen: dict[str, Snapshot] = {}
+    for ref in refs:
         key = ref.removeprefix(SNAPSHOT_VOLUME_PREFIX).lower()
         if not key or any(c not in "0123456789abcdef" for c in key):
             raise UsageError(f"{ref!r} is not a snapshot id or id prefix (for a name, use --name)")
@@ -210,28 +222,21 @@ def resolve(rt: Runtime, ref: str | None = None, name: str | None = None) -> Sna
             raise UsageError(
                 f"snapshot id prefix {ref!r} is too short: give at least {MIN_PREFIX} digits"
             )
-        matches = [s for s in snapshots if s.id.startswith(key)]
-        what = f"no snapshot with id {ref!r}"
-    else:
-        matches = [s for s in with_metadata(rt, snapshots) if s.name == name]
-        what = f"no snapshot named {name!r}"
+        s = _one(
+            [s for s in snapshots if s.id.startswith(key)], ref, f"no snapshot with id {ref!r}"
+        )
+        chosen.setdefault(s.id, s)
+    return with_metadata(rt, list(chosen.values()))
+
+
+def _one(matches: list[Snapshot], ref: str, none: str) -> Snapshot:
     if not matches:
-        raise NotFound(what)
+        raise NotFound(none)
     if len(matches) > 1:
         raise AmbiguousReference(
-            ref or name or "",
-            [f"{s.id[:12]} ({s.source}, {s.created:%Y-%m-%d %H:%M})" for s in matches],
+            ref, [f"{s.id[:12]} ({s.source}, {s.created:%Y-%m-%d %H:%M})" for s in matches]
         )
-    return matches[0] if ref is None else with_metadata(rt, matches)[0]
-
-
-def resolve_all(rt: Runtime, refs: Iterable[str]) -> list[Snapshot]:
-    out: list[Snapshot] = []
-    for ref in refs:
-        s = resolve(rt, ref)
-        if s.id not in {o.id for o in out}:
-            out.append(s)
-    return out
+    return matches[0]
 
 
 def delete(rt: Runtime, snapshot: Snapshot, force: bool = False, wait: float | None = None) -> None:

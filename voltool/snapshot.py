@@ -78,7 +78,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
     op = new_id()
     ids = {v: new_id() for v in volumes}
     staged: list[Staged] = []
-    committed: list[str] = []
+    committed: list[Snapshot] = []
     with contextlib.ExitStack() as locks:
         # Locks first: a lock that cannot be had changes nothing, so it needs no
         # journal record (and must not leave a "begin" that looks interrupted).
@@ -110,17 +110,31 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
                 if resumed:
                     rt.journal.append(op, "resumed")
             for s in staged:
-                commit(rt, op, s, req.kind, req.quiesce, meta)
-                committed.append(s.id)
+                info = commit(rt, op, s, req.kind, req.quiesce, meta)
+                # The record as a listing would read it back, without reading it back.
+                committed.append(
+                    Snapshot(
+                        s.id,
+                        s.volume,
+                        s.source,
+                        s.created,
+                        req.kind,
+                        rt.owner.token(),
+                        committed=True,
+                        info=info,
+                        meta=meta,
+                    )
+                )
         except BaseException as e:
             # Still under the locks. If anything stays (a container not resumed,
             # a helper not removed), the op stays pending for `voltool recover`.
-            left = [ids[v] for v in volumes if ids[v] not in committed]
+            done = {c.id for c in committed}
+            left = [ids[v] for v in volumes if ids[v] not in done]
             if _abandon(rt, op, left) and resumed:
                 rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
             raise
         rt.journal.append(op, "done")
-    return catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id in committed])
+    return committed
 
 
 def _abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
@@ -144,10 +158,9 @@ def _abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
 
 
 def _check_name_free(rt: Runtime, volumes: list[str], name: str) -> None:
-    for v in volumes:
-        for s in catalog.list_snapshots(rt, v):
-            if s.name == name:
-                raise UsageError(f"volume {v!r} already has a snapshot named {name!r} ({s.id})")
+    for s in catalog.list_snapshots(rt):
+        if s.source in volumes and s.name == name:
+            raise UsageError(f"volume {s.source!r} already has a snapshot named {name!r} ({s.id})")
 
 
 def stream_volume(
