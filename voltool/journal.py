@@ -77,7 +77,7 @@ class Journal:
                 os.close(fd)
         except OSError as e:
             raise VoltoolError(f"cannot write the journal {self.path}: {e.strerror}") from None
-        _test_hold(step)
+        hold_for_tests(step)
 
     def records(self) -> Iterator[dict[str, Any]]:
         self.problems = []
@@ -140,8 +140,9 @@ def _now() -> str:
 _held: list[str] = []
 
 
-def _test_hold(step: str) -> None:
-    """Crash tests: wait right after a step is journaled, so a test can look, or SIGKILL us there.
+def hold_for_tests(step: str) -> None:
+    """Crash tests: wait at a named point (each journaled step, or `staging-data`), so a test
+    can look, or SIGKILL us there.
 
     With VOLTOOL_TEST_HOLD_AT=<step> and VOLTOOL_TEST_HOLD_FILE=<path>, the
     process writes its pid to the file and waits until the file is removed,

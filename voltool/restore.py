@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from voltool import catalog, live, quiesce
+from voltool import catalog, journal, live, quiesce
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo, Mount
 from voltool.errors import (
@@ -380,7 +381,7 @@ def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: boo
             names.stage,
             expect=p.manifest,
             root_override=RootOverride(0o700),
-            on_bytes=rt.reporter.advance,
+            on_bytes=_staging_progress(rt),
         )
         rt.reporter.begin(f"staging {p.target}", p.info.bytes)
         try:
@@ -388,6 +389,20 @@ def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: boo
         finally:
             rt.reporter.end()
     fix_modes(rt, op, target, f"/v/{names.stage}", p.manifest)
+
+
+def _staging_progress(rt: Runtime) -> Callable[[int], None]:
+    """Report staged bytes; crash tests can hold us (and kill us) once 16 MiB are on their way."""
+    sent = 0
+
+    def advance(n: int) -> None:
+        nonlocal sent
+        rt.reporter.advance(n)
+        sent += n
+        if sent >= 16 << 20:
+            journal.hold_for_tests("staging-data")
+
+    return advance
 
 
 # Staging created and removed an entry at the top: put the root's mtime back too.

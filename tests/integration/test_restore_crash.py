@@ -150,21 +150,20 @@ def test_a_swap_cut_in_the_middle_is_finished(
 
 
 def test_killed_mid_stream_rolls_back(
-    dk: Docker, volume: Callable[..., str], container: Callable[..., str]
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
 ) -> None:
-    vol = volume("head -c 536870912 /dev/zero > /v/big; echo x > /v/x")
+    vol = volume("head -c 67108864 /dev/zero > /v/big; echo x > /v/x")
     r = voltool("snapshot", "--json", vol)
     assert r.code == 0, r.err
     snap = json.loads(r.out)[0]
     dk.run({vol: "/v"}, "echo changed > /v/x; rm /v/big")
     app = container([vol], IDLE_APP)
     before = dk.listing(vol)
-    proc = start_voltool("restore", "--yes", str(snap["id"]))
-    wait_for(lambda: dk.helper_mounts(vol), what="staging to start")
-    wait_for(
-        lambda: any(p.startswith(".voltool-stage-") for p in dk.listing(vol).entries),
-        what="staged data to appear",
-    )
+    hold = tmp_path / "hold"
+    proc = start_voltool("restore", "--yes", str(snap["id"]), env=hold_env("staging-data", hold))
+    wait_for(hold.exists, timeout=120, what="the restore to be mid-stream")
+    staged = dk.run({vol: "/v"}, "ls -A /v")
+    assert any(p.startswith(".voltool-stage-") for p in staged.split()), staged
     proc.kill()
     proc.wait(30)
     rec = voltool("recover")
