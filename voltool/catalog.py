@@ -254,6 +254,20 @@ def delete(rt: Runtime, snapshot: Snapshot, force: bool = False, wait: float | N
             raise Busy(f"snapshot {snapshot.id} is in use by a container") from None
 
 
+def require(rt: Runtime, snapshot: Snapshot) -> None:
+    """Raise NotFound unless `snapshot`'s volume still exists and is still that snapshot.
+
+    Call it under the snapshot's lock, before mounting the volume: mounting a
+    volume that was deleted meanwhile would make the engine create an empty one.
+    """
+    try:
+        found = rt.engine.volume(snapshot.volume).labels.get(L.SNAPSHOT_ID)
+    except NotFound:
+        found = None
+    if found != snapshot.id:
+        raise NotFound(f"snapshot {snapshot.id} was deleted")
+
+
 def read_file(rt: Runtime, volume: str, path: str, limit: int) -> Iterator[bytes]:
     """Stream one file of a snapshot volume (`path` relative to its root), at most `limit` bytes."""
     from voltool.tarstream import EntryType, TarReader

@@ -21,6 +21,7 @@ from typing import Any
 
 from voltool.errors import IntegrityError
 from voltool.ids import is_valid_id
+from voltool.manifest import Manifest
 
 FORMAT = 1
 DATA_DIR = "data"
@@ -70,9 +71,13 @@ class SnapshotInfo:
     tree_digest: str
     quiesce: str = "none"
     voltool: str = ""
+    # Imports: the id and creation time the snapshot had where it was exported.
+    origin_id: str | None = None
+    origin_created: str | None = None
 
     def to_json(self) -> builtins.bytes:
-        return (json.dumps(asdict(self), sort_keys=True, indent=2) + "\n").encode()
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        return (json.dumps(fields, sort_keys=True, indent=2) + "\n").encode()
 
     @classmethod
     def parse(cls, raw: builtins.bytes, expected_id: str | None = None) -> SnapshotInfo:
@@ -100,7 +105,46 @@ class SnapshotInfo:
             or not isinstance(info.created, str)
         ):
             raise IntegrityError(f"{SNAPSHOT}: kind, source or created is malformed")
+        if info.origin_id is not None and not (
+            isinstance(info.origin_id, str) and is_valid_id(info.origin_id)
+        ):
+            raise IntegrityError(f"{SNAPSHOT}: invalid origin id {info.origin_id!r}")
+        if info.origin_created is not None and not isinstance(info.origin_created, str):
+            raise IntegrityError(f"{SNAPSHOT}: origin_created is malformed")
         return info
+
+
+MAX_MANIFEST = 1 << 30
+
+
+def manifest_bound(entries: int) -> int:
+    """The most bytes a manifest of `entries` canonical lines can take."""
+    # A canonical line is at most ~8.5 KiB (a path and a target of 4 KiB each).
+    return min(MAX_MANIFEST, entries * 9 * 1024 + 1024 * 1024)
+
+
+def check_manifest(manifest: Manifest, info: SnapshotInfo) -> None:
+    """`manifest` is the one `info` describes, and a tree that can be extracted as it is.
+
+    Counts, bytes and digest agree with snapshot.json; there is a root; every
+    entry's parent is a directory of the manifest (none lies below a symlink).
+    """
+    if (
+        len(manifest) != info.entries
+        or manifest.content_bytes() != info.bytes
+        or manifest.digest() != info.tree_digest
+    ):
+        raise IntegrityError(
+            f"snapshot {info.id}: manifest does not match {SNAPSHOT} (entries, bytes or digest)"
+        )
+    if manifest.root is None or manifest.root.type != "dir":
+        raise IntegrityError(f"snapshot {info.id}: manifest has no root directory")
+    for e in manifest:
+        if e.path == ".":
+            continue
+        parent = manifest.get(e.path.rpartition("/")[0] or ".")
+        if parent is None or parent.type != "dir":
+            raise IntegrityError(f"manifest entry {e.path!r}: its parent is not a directory")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """A tree in a volume, read the same way a snapshot reads it: its manifest and digest.
 
 Used by `digest`, `diff`, the restore's change summary and `--if-match`, and
-by `verify` (on a snapshot volume's data/).
+by `verify` (on a snapshot volume's data/); and the room a volume has.
 """
 
 from __future__ import annotations
@@ -44,3 +44,21 @@ def manifest_of(
         for _ in transfer:
             pass  # only the manifest is wanted; the re-emitted stream goes nowhere
     return transfer.manifest
+
+
+_SPACE = "df -Pk /v | tail -n 1; du -sk /v | cut -f1; stat -c %Y /v"
+
+
+def space(rt: Runtime, volume: str) -> tuple[int | None, int, int | None]:
+    """Free bytes on `volume`'s filesystem, the bytes it uses, and its root's mtime."""
+    result = rt.engine.run(
+        rt.image, [Mount(volume, "/v", read_only=True)], rt.helper_labels(new_id()), _SPACE
+    )
+    lines = result.stdout.decode(errors="replace").split("\n")
+    try:
+        available = int(lines[0].split()[3]) * 1024
+        used = int(lines[1]) * 1024
+        mtime = int(lines[2])
+    except (IndexError, ValueError):
+        return None, 0, None
+    return available, used, mtime

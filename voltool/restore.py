@@ -50,6 +50,8 @@ from voltool.layout import (
     Meta,
     Names,
     SnapshotInfo,
+    check_manifest,
+    manifest_bound,
 )
 from voltool.locks import volume_lock
 from voltool.manifest import Change, Manifest, ManifestEntry, diff
@@ -62,7 +64,6 @@ from voltool.validate import EntryValidator, Limits
 # Slack on top of the content bytes: blocks rounded up, directories, inodes.
 _PER_ENTRY_SLACK = 4096
 _FIXED_SLACK = 16 * 1024 * 1024
-_MAX_MANIFEST = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
         containers = tuple(quiesce.running_users(rt.engine, [target]))
         if opts.summary:
             changes = tuple(diff(live.manifest_of(rt, target), manifest))
-    available, used, target_mtime = _space(rt, snapshot.volume if create else target)
+    available, used, target_mtime = live.space(rt, snapshot.volume if create else target)
     needed = info.bytes + info.entries * _PER_ENTRY_SLACK + _FIXED_SLACK
     if opts.safety_snapshot:
         needed += used  # the old data is copied into the pre-restore snapshot
@@ -173,47 +174,10 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
 
 def read_manifest(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo) -> Manifest:
     """The snapshot's manifest, checked line by line and against snapshot.json."""
-    # A canonical line is at most ~8.5 KiB (a path and a target of 4 KiB each).
-    limit = min(_MAX_MANIFEST, info.entries * 9 * 1024 + 1024 * 1024)
-    raw = b"".join(catalog.read_file(rt, snapshot.volume, MANIFEST, limit))
+    raw = b"".join(catalog.read_file(rt, snapshot.volume, MANIFEST, manifest_bound(info.entries)))
     manifest = Manifest.parse(raw.splitlines())
-    if len(manifest) != info.entries or manifest.digest() != info.tree_digest:
-        raise IntegrityError(
-            f"snapshot {snapshot.id}: manifest does not match snapshot.json (entries or digest)"
-        )
-    if manifest.root is None:
-        raise IntegrityError(f"snapshot {snapshot.id}: manifest has no root entry")
-    _check_tree(manifest)
+    check_manifest(manifest, info)
     return manifest
-
-
-def _check_tree(manifest: Manifest) -> None:
-    """Every entry's parent is a directory of the manifest: none lies below a symlink."""
-    for e in manifest:
-        if e.path == ".":
-            continue
-        parent = e.path.rpartition("/")[0] or "."
-        p = manifest.get(parent)
-        if p is None or p.type != "dir":
-            raise IntegrityError(f"manifest entry {e.path!r}: its parent is not a directory")
-
-
-_SPACE = "df -Pk /v | tail -n 1; du -sk /v | cut -f1; stat -c %Y /v"
-
-
-def _space(rt: Runtime, volume: str) -> tuple[int | None, int, int | None]:
-    """Free bytes on `volume`'s filesystem, the bytes it uses, and its root's mtime."""
-    result = rt.engine.run(
-        rt.image, [Mount(volume, "/v", read_only=True)], rt.helper_labels(new_id()), _SPACE
-    )
-    lines = result.stdout.decode(errors="replace").split("\n")
-    try:
-        available = int(lines[0].split()[3]) * 1024
-        used = int(lines[1]) * 1024
-        mtime = int(lines[2])
-    except (IndexError, ValueError):
-        return None, 0, None
-    return available, used, mtime
 
 
 # -- execute ---------------------------------------------------------------

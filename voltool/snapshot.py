@@ -36,7 +36,7 @@ from voltool.layout import DATA_DIR, FORMAT, MANIFEST, META, SNAPSHOT, Meta, Sna
 from voltool.locks import volume_lock
 from voltool.manifest import Manifest
 from voltool.runtime import Runtime
-from voltool.tarstream import END_OF_ARCHIVE, EntryType, TarEntry, header_bytes, padding
+from voltool.tarstream import END_OF_ARCHIVE, file_member
 from voltool.transfer import Transfer
 from voltool.validate import EntryValidator, Limits
 
@@ -73,7 +73,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
     meta = Meta(req.name, req.note, False)
     meta.check()
     if req.name:
-        _check_name_free(rt, volumes, req.name)
+        check_name_free(rt, volumes, req.name)
 
     op = new_id()
     ids = {v: new_id() for v in volumes}
@@ -130,14 +130,14 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
             # a helper not removed), the op stays pending for `voltool recover`.
             done = {c.id for c in committed}
             left = [ids[v] for v in volumes if ids[v] not in done]
-            if _abandon(rt, op, left) and resumed:
+            if abandon(rt, op, left) and resumed:
                 rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
             raise
         rt.journal.append(op, "done")
     return committed
 
 
-def _abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
+def abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
     """Best effort after a failure: remove the op's helpers and uncommitted snapshot volumes.
 
     Never raises (the original error is what the user must see). Returns False
@@ -157,7 +157,7 @@ def _abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
     return not failures
 
 
-def _check_name_free(rt: Runtime, volumes: list[str], name: str) -> None:
+def check_name_free(rt: Runtime, volumes: list[str], name: str) -> None:
     for s in catalog.list_snapshots(rt):
         if s.source in volumes and s.name == name:
             raise UsageError(f"volume {s.source!r} already has a snapshot named {name!r} ({s.id})")
@@ -167,6 +167,32 @@ def stream_volume(
     rt: Runtime, op: str, sid: str, source: str, mount: Mount, path: str, top: str, kind: str
 ) -> Staged:
     """Create snapshot volume `sid` and stream the tree at `path` (top dir `top`) into its data/."""
+    volume, created = create_volume(rt, op, sid, source, kind)
+    rt.journal.append(op, "stream", snapshot=sid, volume=source)
+    with (
+        rt.engine.helper(rt.image, [mount], rt.helper_labels(op)) as src,
+        # Closed before the helper is removed (see Engine.get_archive).
+        contextlib.closing(rt.engine.get_archive(src, path)) as stream,
+    ):
+        # The live tree is the user's own data: device nodes and FIFOs are kept.
+        transfer = Transfer(
+            stream,
+            EntryValidator(top, Limits(allow_special=True)),
+            DATA_DIR,
+            on_bytes=rt.reporter.advance,
+        )
+        rt.reporter.begin(source, None)
+        try:
+            receive(rt, op, volume, transfer)
+        finally:
+            rt.reporter.end()
+    return Staged(sid, volume, source, created, transfer.manifest)
+
+
+def create_volume(
+    rt: Runtime, op: str, sid: str, source: str, kind: str
+) -> tuple[str, dt.datetime]:
+    """Create the (empty, uncommitted) snapshot volume for `sid`; its name and creation time."""
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     volume = snapshot_volume_name(sid)
     rt.engine.create_volume(
@@ -180,33 +206,28 @@ def stream_volume(
             L.KIND: kind,
         },
     )
-    rt.journal.append(op, "stream", snapshot=sid, volume=source)
-    labels = rt.helper_labels(op)
-    with (
-        rt.engine.helper(rt.image, [mount], labels) as src,
-        rt.engine.helper(rt.image, [Mount(volume, "/snap")], labels) as dst,
-        # Closed before the helpers are removed (see Engine.get_archive).
-        contextlib.closing(rt.engine.get_archive(src, path)) as stream,
-    ):
-        # The live tree is the user's own data: device nodes and FIFOs are kept.
-        transfer = Transfer(
-            stream,
-            EntryValidator(top, Limits(allow_special=True)),
-            DATA_DIR,
-            on_bytes=rt.reporter.advance,
-        )
-        rt.reporter.begin(source, None)
-        try:
-            rt.engine.put_archive(dst, "/snap", transfer)
-        finally:
-            rt.reporter.end()
-    return Staged(sid, volume, source, created, transfer.manifest)
+    return volume, created
+
+
+def receive(rt: Runtime, op: str, volume: str, transfer: Transfer) -> None:
+    """Extract `transfer` (a tree under data/) into the snapshot volume `volume`."""
+    with rt.engine.helper(rt.image, [Mount(volume, "/snap")], rt.helper_labels(op)) as dst:
+        rt.engine.put_archive(dst, "/snap", transfer)
 
 
 def commit(
-    rt: Runtime, op: str, s: Staged, kind: str, quiesce_mode: str, meta: Meta
+    rt: Runtime,
+    op: str,
+    s: Staged,
+    kind: str,
+    quiesce_mode: str,
+    meta: Meta,
+    origin: SnapshotInfo | None = None,
 ) -> SnapshotInfo:
-    """Write manifest.jsonl and meta.json, fix what the engine lost, then snapshot.json last."""
+    """Write manifest.jsonl and meta.json, fix what the engine lost, then snapshot.json last.
+
+    `origin`: for an import, the snapshot.json it came with (its id and time are kept).
+    """
     info = SnapshotInfo(
         format=FORMAT,
         id=s.id,
@@ -218,6 +239,8 @@ def commit(
         tree_digest=s.manifest.digest(),
         quiesce=quiesce_mode,
         voltool=__version__,
+        origin_id=origin.id if origin else None,
+        origin_created=origin.created if origin else None,
     )
     # If the snapshot volume was removed meanwhile, mounting it made the engine
     # create an empty, unlabelled one of that name: never commit into that.
@@ -247,10 +270,7 @@ def small_tar(files: Iterable[tuple[str, list[bytes]]]) -> Iterator[bytes]:
     """A tar of regular files (mode 0644, root) whose contents are given as lists of chunks."""
     now = int(dt.datetime.now(dt.UTC).timestamp())
     for name, chunks in files:
-        size = sum(len(c) for c in chunks)
-        yield header_bytes(TarEntry(name, EntryType.FILE, 0o644, 0, 0, size, now))
-        yield from chunks
-        yield padding(size)
+        yield from file_member(name, chunks, now)
     yield END_OF_ARCHIVE
 
 

@@ -108,6 +108,14 @@ def padding(size: int) -> bytes:
     return b"\0" * (-size % BLOCK)
 
 
+def file_member(name: str, chunks: list[bytes], mtime: int) -> Iterator[bytes]:
+    """A whole regular-file member (mode 0644, owned by root) holding `chunks`."""
+    size = sum(len(c) for c in chunks)
+    yield header_bytes(TarEntry(name, EntryType.FILE, 0o644, 0, 0, size, mtime))
+    yield from chunks
+    yield padding(size)
+
+
 class _Source:
     """A cursor over an iterable of byte chunks."""
 
@@ -130,6 +138,8 @@ class _Source:
         need = n
         while need:
             if self._pos >= len(self._buf) and not self._fill():
+                if self.offset == 0 and need == n:
+                    raise IntegrityError("archive is empty")
                 raise IntegrityError(f"archive is truncated: it ends inside {what}")
             take = self._buf[self._pos : self._pos + need]
             self._pos += len(take)
@@ -179,6 +189,8 @@ class TarReader:
         self._remaining = 0  # unread content of the current entry
         self._pad = 0
         self._current = "the first header"
+        self._entries = self._read_entries()
+        self._peeked: list[TarEntry] = []
         self.ended = False
 
     @property
@@ -186,6 +198,24 @@ class TarReader:
         return self._src.offset
 
     def __iter__(self) -> Iterator[TarEntry]:
+        """The reader is its own iterator: iterating again continues where the last loop stopped."""
+        return self
+
+    def __next__(self) -> TarEntry:
+        if self._peeked:
+            return self._peeked.pop()
+        return next(self._entries)
+
+    def peek(self) -> TarEntry | None:
+        """The next entry, left to be handed out again by iteration (None at the end)."""
+        if not self._peeked:
+            entry = next(self._entries, None)
+            if entry is None:
+                return None
+            self._peeked.append(entry)
+        return self._peeked[-1]
+
+    def _read_entries(self) -> Iterator[TarEntry]:
         pax: dict[str, str] = {}
         global_pax: dict[str, str] = {}
         longname: str | None = None

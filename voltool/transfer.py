@@ -5,6 +5,8 @@ entry through an `EntryValidator`, computes its manifest entry and content
 hash on the fly, optionally checks it against an expected manifest, and
 yields an output tar in which every header is voltool's own canonical PAX
 header, renamed from the source's top directory to the destination's.
+The source may be a byte stream or a TarReader whose first members the
+caller has already read (an export's metadata).
 Content flows through in the chunks it arrived in: memory stays bounded
 whatever the size of the files.
 """
@@ -46,7 +48,7 @@ class Transfer:
 
     def __init__(
         self,
-        source: Iterable[bytes],
+        source: Iterable[bytes] | TarReader,
         validator: EntryValidator,
         dest_top: str,
         *,
@@ -54,8 +56,10 @@ class Transfer:
         root_override: RootOverride | None = None,
         on_bytes: Callable[[int], None] | None = None,
         skip: Callable[[str], bool] | None = None,
+        default_root: TarEntry | None = None,
     ) -> None:
-        self._reader = TarReader(source)
+        self._reader = source if isinstance(source, TarReader) else TarReader(source)
+        self._default_root = default_root
         self._validator = validator
         self._dest_top = dest_top
         self._expect = expect
@@ -77,7 +81,7 @@ class Transfer:
     def __iter__(self) -> Iterator[bytes]:
         out: list[bytes] = []
         size = 0
-        for raw_entry in self._reader:
+        for raw_entry in self._entries():
             entry = _engine_bounds(raw_entry)
             rel = self._validator.check(entry)
             if rel != "." and self._skip(rel):
@@ -126,6 +130,15 @@ class Transfer:
             _check_complete(self._manifest, self._expect)
         out.append(END_OF_ARCHIVE)
         yield b"".join(out)
+
+    def _entries(self) -> Iterator[TarEntry]:
+        """The source's entries, after `default_root` if the source does not start with a root."""
+        first = self._reader.peek()
+        if self._default_root is not None and (
+            first is None or self._validator.relative(first.name, first.name) != "."
+        ):
+            yield self._default_root
+        yield from self._reader
 
     def _check_header(self, rel: str, entry: TarEntry) -> None:
         """Compare an entry's header with the manifest's claim, before its content is read."""

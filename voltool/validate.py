@@ -9,15 +9,16 @@ under a directory D, writes only inside D. For that it holds, for each entry:
 - it does not repeat an earlier path (a directory may repeat as a directory);
 - a hard link names an earlier regular file of the same stream;
 - its type is allowed (devices and FIFOs only when asked for);
-- the running entry count and byte total stay under the caps, checked from
-  the header, before any content is read.
+- the running entry count and byte total stay under the caps, and the bytes
+  under the free space found in pre-flight, checked from the header, before
+  any content is read: a bomb is stopped at its first header over a cap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voltool.errors import ArchiveRejected
+from voltool.errors import ArchiveRejected, NoSpace
 from voltool.tarstream import EntryType, TarEntry
 
 # PATH_MAX is 4096 for the full path the engine extracts to; keep room for
@@ -34,6 +35,7 @@ class Limits:
     max_entries: int = DEFAULT_MAX_ENTRIES
     max_bytes: int = DEFAULT_MAX_BYTES
     allow_special: bool = False
+    free_bytes: int | None = None  # room found in pre-flight; more content is NoSpace
 
 
 _SPECIAL = (EntryType.CHAR, EntryType.BLOCK, EntryType.FIFO)
@@ -65,6 +67,12 @@ class EntryValidator:
             self.bytes += entry.size
             if self.bytes > self._limits.max_bytes:
                 raise ArchiveRejected(name, f"more than {self._limits.max_bytes} bytes of content")
+            free = self._limits.free_bytes
+            if free is not None and self.bytes > free:
+                raise NoSpace(
+                    f"archive holds more than the {free // 2**20} MiB free for it "
+                    f"(stopped at {name!r})"
+                )
         if entry.type in _SPECIAL and not self._limits.allow_special:
             raise ArchiveRejected(name, f"{entry.type.value} entries are not allowed")
         if entry.type is EntryType.SYMLINK:
@@ -104,10 +112,10 @@ class EntryValidator:
         if len(raw.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
             raise ArchiveRejected(entry, f"name longer than {MAX_PATH_BYTES} bytes")
         parts = raw.split("/")
+        if len(parts) > 1 and parts[-1] == "":
+            parts.pop()  # a directory's trailing slash ("./" and "a/" alike)
         while len(parts) > 1 and parts[0] == ".":
             parts.pop(0)
-        if len(parts) > 1 and parts[-1] == "":
-            parts.pop()
         if parts == ["."]:
             parts = []
         for part in parts:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voltool import live
+from voltool import catalog, live
 from voltool.catalog import Snapshot
 from voltool.errors import IntegrityError
 from voltool.ids import new_id
@@ -42,6 +42,7 @@ def verify(rt: Runtime, snapshot: Snapshot, wait: float | None = 30) -> Report:
     if info is None or snapshot.problem:
         return Report(snapshot, problem=snapshot.problem or f"it is {snapshot.state}")
     with volume_lock(rt, snapshot.volume, new_id(), "verify", wait):
+        catalog.require(rt, snapshot)
         try:
             want = read_manifest(rt, snapshot, info)
             got = live.manifest_of(rt, snapshot.volume, sub=DATA_DIR)
