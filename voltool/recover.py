@@ -109,9 +109,14 @@ def recover(rt: Runtime, dry_run: bool = False) -> list[str]:
     return done
 
 
-def _remove_incomplete(rt: Runtime, s: Snapshot) -> None:
-    """Remove a snapshot volume if, under its lock, it still has no snapshot.json."""
-    with volume_lock(rt, s.volume, new_id(), "recover", wait=30):
+def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
+    """Remove a snapshot volume if, under its lock, it still has no snapshot.json.
+
+    `locked`: the caller holds that lock already (an import's own snapshot volume).
+    """
+    with contextlib.ExitStack() as lock:
+        if not locked:
+            lock.enter_context(volume_lock(rt, s.volume, new_id(), "recover", wait=30))
         again = catalog.with_metadata(rt, [s])[0]
         if not again.committed:
             rt.engine.remove_volume(s.volume)
@@ -138,7 +143,7 @@ def _recover_snapshot(rt: Runtime, op: Operation, act: Act) -> None:
         if not s.committed:
             act(
                 f"remove incomplete snapshot {s.id} of {s.source!r}",
-                partial(_remove_incomplete, rt, s),
+                partial(_remove_incomplete, rt, s, s.volume in op.volumes),
             )
 
 
@@ -248,5 +253,6 @@ def _recorded(
 
 _HANDLERS: dict[str, Callable[[Runtime, Operation, Act], None]] = {
     "snapshot": _recover_snapshot,
+    "import": _recover_snapshot,  # the same: drop what was not committed
     "restore": _recover_restore,
 }

@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
@@ -34,6 +36,7 @@ from voltool.errors import (
     VoltoolError,
 )
 from voltool.runtime import Runtime, connect_engine, open_runtime
+from voltool.validate import DEFAULT_MAX_ENTRIES
 
 app = typer.Typer(
     name="voltool",
@@ -243,6 +246,8 @@ def inspect_cmd(
         "bytes",
         "tree_digest",
         "quiesce",
+        "origin_id",
+        "origin_created",
         "name",
         "note",
         "pinned",
@@ -460,6 +465,132 @@ def verify_cmd(
     failed = [r for r in reports if not r.ok]
     if failed:
         raise IntegrityError(f"{len(failed)} of {len(reports)} snapshot(s) failed verification")
+
+
+# -- export, import --------------------------------------------------------
+
+
+@app.command("export")
+@_command
+def export_cmd(
+    ctx: typer.Context,
+    ref: SnapshotRef = None,
+    name: SnapshotName = None,
+    output: str = typer.Option(
+        "-", "--output", "-o", metavar="FILE", help="Write to FILE; '-' (the default) is stdout."
+    ),
+    compress: str | None = typer.Option(
+        None,
+        "--compress",
+        metavar="zstd|gzip|none",
+        help="Compression (default: from FILE's suffix, else zstd).",
+        show_default=False,
+    ),
+    wait: float | None = typer.Option(
+        30.0, "--wait", help="Seconds to wait for the snapshot's lock."
+    ),
+) -> None:
+    """Write a snapshot to one self-describing file: metadata first, then the data."""
+    from voltool import compression, export
+
+    to_stdout = output == "-"
+    kind = compression.choose(compress, None if to_stdout else output)
+    if to_stdout and sys.stdout.isatty():
+        raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect")
+    rt = _globals(ctx).runtime()
+    snap = catalog.resolve(rt, ref, name)
+    if to_stdout:
+        try:
+            result = export.export(rt, snap, sys.stdout.buffer, kind, wait)
+        except BrokenPipeError:
+            # The reader went away: say so once, and keep Python from saying it again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise VoltoolError("the reader of the export closed the pipe") from None
+    else:
+        result = export.export_file(rt, snap, Path(output), kind, wait)
+    info = snap.info
+    assert info is not None
+    where = result.path or "stdout"
+    err.print(
+        f"voltool: exported {snap.id} ({info.entries} entries, "
+        f"{render.human_bytes(info.bytes)}) to {where}: "
+        f"{render.human_bytes(result.written)} {result.compression.value}",
+        markup=False,
+    )
+
+
+@app.command("import")
+@_command
+def import_cmd(
+    ctx: typer.Context,
+    file: str = typer.Argument(
+        ..., metavar="FILE", help="An export, or a plain tar of a tree; '-' reads stdin."
+    ),
+    volume: str | None = typer.Option(
+        None,
+        "--volume",
+        help="File the snapshot under this volume name "
+        "(default: the export's source; 'imported' for a plain tar).",
+    ),
+    name: str | None = typer.Option(None, "--name", help="Name for the new snapshot."),
+    max_bytes: str = typer.Option(
+        "1T", "--max-bytes", metavar="SIZE", help="Refuse archives with more content (1T, 500M)."
+    ),
+    max_entries: int = typer.Option(
+        DEFAULT_MAX_ENTRIES, "--max-entries", min=1, help="Refuse archives with more entries."
+    ),
+    allow_special: bool = typer.Option(
+        False, "--allow-special", help="Accept device nodes and FIFOs."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the new snapshot as JSON."),
+) -> None:
+    """Import an archive as a new snapshot (kind import), checking every entry."""
+    from voltool import importer
+    from voltool.validate import Limits
+
+    limits = Limits(max_entries, parse_size(max_bytes, "--max-bytes"), allow_special)
+    rt = _globals(ctx).runtime(quiet=as_json)
+    if file == "-":
+        if sys.stdin.isatty():
+            raise UsageError("refusing to read an archive from a terminal: name a FILE or pipe one")
+        req = importer.ImportRequest(volume, name, limits, "importing stdin")
+        made = importer.import_archive(rt, sys.stdin.buffer, req)
+    else:
+        path = Path(file)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed below, after the import)
+        except FileNotFoundError:
+            raise NotFound(f"no file {file!r}") from None
+        except IsADirectoryError:
+            raise UsageError(f"{file} is a directory") from None
+        except OSError as e:
+            raise UsageError(f"cannot read {file}: {e.strerror}") from None
+        with f:
+            total = os.fstat(f.fileno()).st_size
+            req = importer.ImportRequest(volume, name, limits, f"importing {path.name}", total)
+            made = importer.import_archive(rt, f, req)
+    if as_json:
+        render.print_json(render.snapshot_record(made))
+        return
+    assert made.info is not None
+    out.print(
+        f"imported snapshot {made.id} of {made.source}: {made.info.entries} entries, "
+        f"{render.human_bytes(made.info.bytes)}",
+        markup=False,
+    )
+    out.print(f"restore it with: voltool restore {made.id} --to VOLUME", markup=False)
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
+_SIZE = re.compile(r"([0-9]+) ?([KMGTP]?)(?:I?B)?", re.IGNORECASE)
+
+
+def parse_size(text: str, option: str) -> int:
+    """Bytes from "1024", "500M", "2G", "1TiB" (binary units); UsageError otherwise."""
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        raise UsageError(f"{option}: {text!r} is not a size (for example 500M, 2G, 1T)")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
 # -- pin, unpin, edit, prune, config ---------------------------------------

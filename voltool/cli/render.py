@@ -60,6 +60,8 @@ def snapshot_record(s: Snapshot) -> dict[str, Any]:
         "bytes": info.bytes if info else None,
         "tree_digest": info.tree_digest if info else None,
         "quiesce": info.quiesce if info else None,
+        "origin_id": info.origin_id if info else None,  # imports: the id it was exported with
+        "origin_created": info.origin_created if info else None,
         "name": meta.name if meta else None,
         "note": meta.note if meta else None,
         "pinned": s.pinned,
