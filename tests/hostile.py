@@ -110,6 +110,11 @@ def _pax_member(records: dict[str, bytes], kind: bytes = tarfile.REGTYPE) -> byt
     return out + entry.tobuf(tarfile.USTAR_FORMAT)
 
 
+def _plain_header(name: str) -> bytes:
+    info = tarfile.TarInfo(name)
+    return info.tobuf(tarfile.USTAR_FORMAT)
+
+
 def _with_end(*parts: bytes) -> bytes:
     return b"".join(parts) + b"\0" * 1024
 
@@ -206,6 +211,37 @@ CORPUS = [
         "data after its end-of-archive marker",
     ),
     Case("empty", lambda: b"", "archive is empty"),
+    Case(
+        # GNU tar and Go keep only the last of two; voltool refuses to pick.
+        "two-pax-headers",
+        lambda: _with_end(
+            root_header(),
+            _pax_member({"path": b"evil/a"})[:-512],
+            _pax_member({"comment": b"hi"})[:-512],
+            _plain_header("benign"),
+        ),
+        "two PAX headers for one entry",
+    ),
+    Case(
+        "uid-over-32-bits",
+        lambda: _with_end(root_header(), _pax_member({"uid": str(2**32).encode()})),
+        "uid 4294967296 is over",
+    ),
+    Case(
+        "symlink-climbs-out",
+        lambda: make_tar([ROOT, d("./lib"), sym("./lib/l", "../../../etc/shadow")]),
+        "climbs above the volume's root",
+    ),
+    Case(
+        "export-nested-json",
+        lambda: make_export(replace={SNAPSHOT: b"[" * 100_000}),
+        "snapshot.json is not valid JSON",
+    ),
+    Case(
+        "export-manifest-blank-lines",
+        lambda: make_export(replace={MANIFEST: b"\n" * 5000}, info={"entries": 100_000}),
+        "manifest line is not JSON",
+    ),
     # Exports whose metadata lies.
     Case(
         "export-entry-count-lies",

@@ -81,21 +81,26 @@ def read_head(reader: TarReader, max_entries: int) -> ExportHead:
     info = SnapshotInfo.parse(raw_info)
     if info.entries > max_entries:
         raise ArchiveRejected(SNAPSHOT, f"it lists {info.entries} entries, over {max_entries}")
-    raw_manifest = _member(reader, MANIFEST, manifest_bound(info.entries))
-    manifest = Manifest.parse(raw_manifest.splitlines())
+    _next_member(reader, MANIFEST, manifest_bound(info.entries))
+    manifest = Manifest.read(reader.content(), info.entries)
     check_manifest(manifest, info)
     meta = Meta.parse(_member(reader, META, MAX_METADATA_FILE))
     return ExportHead(info, manifest, meta)
 
 
 def _member(reader: TarReader, name: str, limit: int) -> bytes:
+    _next_member(reader, name, limit)
+    return b"".join(reader.content())
+
+
+def _next_member(reader: TarReader, name: str, limit: int) -> None:
+    """Move to the next member, which must be the regular file `name` of at most `limit` bytes."""
     entry = next(reader, None)
     if entry is None or entry.name != name:
         found = "the end" if entry is None else repr(entry.name)
         raise IntegrityError(f"export is malformed: expected {name} next, found {found}")
     if entry.type is not EntryType.FILE or entry.size > limit:
         raise ArchiveRejected(name, f"not a regular file of at most {limit} bytes")
-    return b"".join(reader.content())
 
 
 @dataclass(frozen=True)

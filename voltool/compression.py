@@ -79,7 +79,7 @@ def choose(requested: str | None, filename: str | None) -> Compression:
 
 def detect(head: bytes) -> Compression:
     """The compression of a stream that starts with `head` (at least 4 bytes when there are)."""
-    if head.startswith(_ZSTD_MAGIC):
+    if head.startswith(_ZSTD_MAGIC) or _is_skippable_frame(head):
         return Compression.ZSTD
     if head.startswith(_GZIP_MAGIC):
         return Compression.GZIP
@@ -101,6 +101,11 @@ def writer(out: BinaryIO, kind: Compression) -> AbstractContextManager[BinaryIO]
     if kind is Compression.GZIP:
         return cast(BinaryIO, gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0))
     return _Uncompressed(out)
+
+
+def _is_skippable_frame(head: bytes) -> bool:
+    """A zstd skippable frame (magic 0x184D2A50-5F), as pzstd starts its output with."""
+    return len(head) >= 4 and head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50
 
 
 class _Uncompressed(AbstractContextManager[BinaryIO]):

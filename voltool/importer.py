@@ -20,7 +20,7 @@ restoring an imported snapshot needs `--to`.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO, cast
 
 from voltool import archive, compression, live
@@ -34,12 +34,11 @@ from voltool.runtime import Runtime
 from voltool.snapshot import Staged, abandon, check_name_free, commit, create_volume, receive
 from voltool.tarstream import TarEntry, TarReader
 from voltool.transfer import Transfer
-from voltool.validate import EntryValidator, Limits
+from voltool.validate import PER_ENTRY_COST, EntryValidator, Limits
 
 KIND = "import"
 DEFAULT_SOURCE = "imported"  # what a plain tar is filed under without --volume
-# Room kept free beyond the archive's content: headers, directories, metadata.
-_PER_ENTRY_SLACK = 4096
+# Room kept free beyond the archive's content and entries: voltool's metadata.
 _FIXED_SLACK = 16 * 1024 * 1024
 
 
@@ -64,18 +63,18 @@ class Incoming:
     top: str | None
     default_root: TarEntry | None
     limits: Limits
+    fill_parents: int | None = None  # plain tars: list implied directories (this mtime)
 
-    def transfer(self, free: int | None) -> Transfer:
+    def transfer(self, free: int | None = None, inodes: int | None = None) -> Transfer:
         """The data, validated (and held to the manifest), as a tar for data/."""
-        limits = Limits(
-            self.limits.max_entries, self.limits.max_bytes, self.limits.allow_special, free
-        )
+        limits = replace(self.limits, free_bytes=free, free_inodes=inodes)
         return Transfer(
             self.reader,
             EntryValidator(self.top, limits),
             DATA_DIR,
             expect=self.expect,
             default_root=self.default_root,
+            fill_parents=self.fill_parents,
         )
 
 
@@ -98,9 +97,12 @@ def read_archive(stream: BinaryIO, req: ImportRequest) -> Incoming:
         raise IntegrityError("archive has no entries")
     limits = req.limits
     if not archive.is_export(reader):
-        shape = archive.plain_shape(first, int(dt.datetime.now(dt.UTC).timestamp()))
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        shape = archive.plain_shape(first, now)
         source = req.source or DEFAULT_SOURCE
-        return Incoming(source, meta, None, None, reader, shape.top, shape.default_root, limits)
+        return Incoming(
+            source, meta, None, None, reader, shape.top, shape.default_root, limits, now
+        )
     head = archive.read_head(reader, limits.max_entries)
     if head.info.bytes > limits.max_bytes:
         raise ArchiveRejected(
@@ -140,9 +142,9 @@ def _import(rt: Runtime, incoming: Incoming) -> Snapshot:
         rt.journal.append(op, "begin", kind=KIND, volumes=[volume], snapshots={source: sid})
         try:
             volume, created = create_volume(rt, op, sid, source, KIND)
-            free = _room(rt, volume, incoming.expect)
+            room = _room(rt, volume, incoming.expect)
             rt.journal.append(op, "stream", snapshot=sid, volume=source)
-            transfer = incoming.transfer(free)
+            transfer = incoming.transfer(room.available, room.inodes)
             receive(rt, op, volume, transfer)
             staged = Staged(sid, volume, source, created, transfer.manifest)
             info = commit(rt, op, staged, KIND, "none", meta, origin=incoming.origin)
@@ -171,20 +173,22 @@ def _recorded_source(info: SnapshotInfo) -> str:
         raise IntegrityError(f"{SNAPSHOT}: source {info.source!r} is not a volume name") from None
 
 
-def _room(rt: Runtime, volume: str, expect: Manifest | None) -> int | None:
-    """Bytes of content the new snapshot volume can take; NoSpace if an export cannot fit."""
-    available, _, _ = live.space(rt, volume)
-    if available is None:
-        return None
-    room = available - _FIXED_SLACK
+def _room(rt: Runtime, volume: str, expect: Manifest | None) -> live.Space:
+    """Room on the new snapshot volume's filesystem; NoSpace if an export cannot fit."""
+    room = live.space(rt, volume)
+    if room.available is None:
+        return room
+    available = room.available - _FIXED_SLACK
     if expect is not None:
-        room -= len(expect) * _PER_ENTRY_SLACK
-        if expect.content_bytes() > room:
+        needed = expect.content_bytes() + len(expect) * PER_ENTRY_COST
+        if needed > available:
             raise NoSpace(
-                f"not enough space to import: {available // 2**20} MiB free, "
-                f"{(expect.content_bytes() + available - room) // 2**20} MiB needed"
+                f"not enough space to import: {room.available // 2**20} MiB free, "
+                f"{(needed + _FIXED_SLACK) // 2**20} MiB needed"
             )
-    return max(room, 0)
+        if room.inodes is not None and len(expect) > room.inodes:
+            raise NoSpace(f"not enough inodes to import: {room.inodes} free, {len(expect)} needed")
+    return live.Space(max(available, 0), room.used, room.root_mtime, room.inodes)
 
 
 class _Progress:

@@ -21,7 +21,7 @@ from typing import Any
 
 from voltool.errors import IntegrityError
 from voltool.ids import is_valid_id
-from voltool.manifest import Manifest
+from voltool.manifest import MAX_LINE, Manifest
 
 FORMAT = 1
 DATA_DIR = "data"
@@ -114,13 +114,9 @@ class SnapshotInfo:
         return info
 
 
-MAX_MANIFEST = 1 << 30
-
-
 def manifest_bound(entries: int) -> int:
     """The most bytes a manifest of `entries` canonical lines can take."""
-    # A canonical line is at most ~8.5 KiB (a path and a target of 4 KiB each).
-    return min(MAX_MANIFEST, entries * 9 * 1024 + 1024 * 1024)
+    return entries * (MAX_LINE + 1)
 
 
 def check_manifest(manifest: Manifest, info: SnapshotInfo) -> None:
@@ -188,7 +184,7 @@ class Meta:
 def _load_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise IntegrityError(f"{what} is not valid JSON") from None
     if not isinstance(data, dict):
         raise IntegrityError(f"{what} is not a JSON object")

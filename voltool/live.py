@@ -7,6 +7,7 @@ by `verify` (on a snapshot volume's data/); and the room a volume has.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 from voltool.engine import Mount
 from voltool.ids import new_id
@@ -39,18 +40,31 @@ def manifest_of(
         contextlib.closing(rt.engine.get_archive(cid, path)) as stream,
     ):
         transfer = Transfer(
-            stream, EntryValidator(top, Limits(allow_special=True)), "tree", skip=skip
+            stream,
+            EntryValidator(top, Limits(allow_special=True, read_only=True)),
+            "tree",
+            skip=skip,
         )
         for _ in transfer:
             pass  # only the manifest is wanted; the re-emitted stream goes nowhere
     return transfer.manifest
 
 
-_SPACE = "df -Pk /v | tail -n 1; du -sk /v | cut -f1; stat -c %Y /v"
+_SPACE = "df -Pk /v | tail -n 1; du -sk /v | cut -f1; stat -c %Y /v; df -Pi /v | tail -n 1"
 
 
-def space(rt: Runtime, volume: str) -> tuple[int | None, int, int | None]:
-    """Free bytes on `volume`'s filesystem, the bytes it uses, and its root's mtime."""
+@dataclass(frozen=True)
+class Space:
+    """What a volume's filesystem has room for, as a helper sees it (None: unknown)."""
+
+    available: int | None  # bytes free
+    used: int  # bytes the volume uses
+    root_mtime: int | None
+    inodes: int | None  # inodes free
+
+
+def space(rt: Runtime, volume: str) -> Space:
+    """Free bytes and inodes on `volume`'s filesystem, the bytes it uses, and its root's mtime."""
     result = rt.engine.run(
         rt.image, [Mount(volume, "/v", read_only=True)], rt.helper_labels(new_id()), _SPACE
     )
@@ -60,5 +74,9 @@ def space(rt: Runtime, volume: str) -> tuple[int | None, int, int | None]:
         used = int(lines[1]) * 1024
         mtime = int(lines[2])
     except (IndexError, ValueError):
-        return None, 0, None
-    return available, used, mtime
+        return Space(None, 0, None, None)
+    try:
+        inodes: int | None = int(lines[3].split()[3])
+    except (IndexError, ValueError):
+        inodes = None  # some filesystems have no inode count
+    return Space(available, used, mtime, inodes)

@@ -117,6 +117,23 @@ def _is_normal_path(path: str) -> bool:
     return all(part not in ("", ".", "..") for part in path.split("/"))
 
 
+# The longest canonical line: a path and a link target of 4032 bytes each, every
+# byte escaped as \udcXX in the worst case, and the other fields.
+MAX_LINE = 64 * 1024
+
+
+def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[bytes]:
+    """The newline-terminated lines of a stream, without their newlines; bounded in length."""
+    rest = b""
+    for chunk in chunks:
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from lines
+        if len(rest) > max_line:
+            raise IntegrityError(f"manifest has a line over {max_line} bytes")
+    if rest:
+        raise IntegrityError("manifest does not end with a newline")
+
+
 def path_key(path: str) -> bytes:
     """Sort key: the path's bytes, so order does not depend on the locale."""
     return path.encode("utf-8", "surrogateescape")
@@ -164,19 +181,32 @@ class Manifest:
             yield e.line().encode() + b"\n"
 
     @classmethod
-    def parse(cls, lines: Iterable[bytes]) -> Manifest:
-        """Parse manifest.jsonl; every line and the link groups are checked."""
-        entries = []
+    def parse(cls, lines: Iterable[bytes], max_entries: int | None = None) -> Manifest:
+        """Parse manifest.jsonl's lines (no newlines); every line and the link groups are checked.
+
+        Strict: every line is one entry in canonical form (no blank lines, no
+        other spelling of the same JSON), and there are at most `max_entries`.
+        """
+        entries: list[ManifestEntry] = []
         for raw in lines:
+            if max_entries is not None and len(entries) >= max_entries:
+                raise IntegrityError(f"manifest has more than {max_entries} entries")
             try:
-                text = raw.decode("ascii").strip()  # canonical lines are pure ASCII
+                text = raw.decode("ascii")  # canonical lines are pure ASCII
             except UnicodeDecodeError:
                 raise IntegrityError("manifest has a line that is not ASCII") from None
-            if text:
-                entries.append(ManifestEntry.from_line(text))
+            entry = ManifestEntry.from_line(text)
+            if entry.line() != text:
+                raise IntegrityError(f"manifest line is not canonical: {text[:80]!r}")
+            entries.append(entry)
         m = cls(entries)
         m._check_links()
         return m
+
+    @classmethod
+    def read(cls, chunks: Iterable[bytes], max_entries: int) -> Manifest:
+        """Parse manifest.jsonl as it streams in: never more than a line of it held at once."""
+        return cls.parse(split_lines(chunks), max_entries)
 
     def _check_links(self) -> None:
         for e in self:
@@ -204,7 +234,7 @@ class ManifestBuilder:
     def add_hardlink(self, path: str, target: str, mtime: int) -> None:
         head = self._entries[target]
         self._entries[path] = replace(head, path=path, mtime=mtime)
-        self._link_to[path] = target
+        self._link_to[path] = self._link_to.get(target, target)  # the group's first file
 
     def get(self, path: str) -> ManifestEntry | None:
         return self._entries.get(path)
@@ -212,9 +242,7 @@ class ManifestBuilder:
     def build(self) -> Manifest:
         groups: dict[str, list[str]] = {}
         for path, target in self._link_to.items():
-            root = target
-            while root in self._link_to:
-                root = self._link_to[root]
+            root = target  # add_hardlink stored the group's first file: no chains to walk
             groups.setdefault(root, [root]).append(path)
         for members in groups.values():
             smallest = min(members, key=path_key)

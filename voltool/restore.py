@@ -59,10 +59,9 @@ from voltool.runtime import Runtime
 from voltool.signals import deferred_interrupts
 from voltool.snapshot import commit, fix_modes, stream_volume
 from voltool.transfer import RootOverride, Transfer
-from voltool.validate import EntryValidator, Limits
+from voltool.validate import PER_ENTRY_COST, EntryValidator, Limits
 
 # Slack on top of the content bytes: blocks rounded up, directories, inodes.
-_PER_ENTRY_SLACK = 4096
 _FIXED_SLACK = 16 * 1024 * 1024
 
 
@@ -148,8 +147,9 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
         containers = tuple(quiesce.running_users(rt.engine, [target]))
         if opts.summary:
             changes = tuple(diff(live.manifest_of(rt, target), manifest))
-    available, used, target_mtime = live.space(rt, snapshot.volume if create else target)
-    needed = info.bytes + info.entries * _PER_ENTRY_SLACK + _FIXED_SLACK
+    room = live.space(rt, snapshot.volume if create else target)
+    available, used, target_mtime = room.available, room.used, room.root_mtime
+    needed = info.bytes + info.entries * PER_ENTRY_COST + _FIXED_SLACK
     if opts.safety_snapshot:
         needed += used  # the old data is copied into the pre-restore snapshot
     if available is not None and available < needed:
@@ -174,8 +174,8 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
 
 def read_manifest(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo) -> Manifest:
     """The snapshot's manifest, checked line by line and against snapshot.json."""
-    raw = b"".join(catalog.read_file(rt, snapshot.volume, MANIFEST, manifest_bound(info.entries)))
-    manifest = Manifest.parse(raw.splitlines())
+    chunks = catalog.read_file(rt, snapshot.volume, MANIFEST, manifest_bound(info.entries))
+    manifest = Manifest.read(chunks, info.entries)
     check_manifest(manifest, info)
     return manifest
 

@@ -24,7 +24,7 @@ _ZERO_BLOCK = b"\0" * BLOCK
 
 # Bounds on the metadata a header may carry, so a hostile header cannot make us
 # buffer without limit.
-MAX_PAX_HEADER = 1024 * 1024
+MAX_PAX_HEADER = 64 * 1024  # a path and a link target of 4 KiB, escaped, and the rest
 MAX_GNU_LONGNAME = 64 * 1024
 # What may follow the end-of-archive marker before the stream is called corrupt.
 MAX_TRAILING = 1024 * 1024
@@ -93,8 +93,8 @@ def header_bytes(entry: TarEntry) -> bytes:
     info.size = entry.size if entry.type is EntryType.FILE else 0
     info.mtime = entry.mtime
     info.linkname = entry.linkname
-    info.uname = entry.uname
-    info.gname = entry.gname
+    # No user or group names: the engine extracts by number, and a hostile name
+    # (a NUL, a megabyte) must not reach it.
     info.devmajor = entry.devmajor
     info.devminor = entry.devminor
     try:
@@ -249,8 +249,11 @@ class TarReader:
                 records = _parse_pax(data, self._current)
                 if kind == tarfile.XGLTYPE:
                     global_pax.update(records)
+                elif pax:
+                    # GNU tar and Go keep only the last one: refuse to pick a side.
+                    raise ArchiveRejected(self._current, "two PAX headers for one entry")
                 else:
-                    pax.update(records)
+                    pax = records
                 continue
             if kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
                 data = self._meta_member(info.size, MAX_GNU_LONGNAME, "GNU long name")
@@ -301,9 +304,15 @@ class TarReader:
 
 def _parse_header(block: bytes, after: str) -> tarfile.TarInfo:
     try:
-        return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
     except tarfile.HeaderError as e:
         raise IntegrityError(f"archive is corrupt: bad header after {after!r} ({e})") from None
+    if block[257:265] != b"ustar\x0000" and info.type not in tarfile.GNU_TYPES:
+        # Only POSIX ustar has a name prefix (GNU keeps times there, v7 nothing);
+        # GNU tar and Go ignore those bytes, and so must we, or we import another name.
+        name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        info.name = name.rstrip("/") if info.isdir() else name
+    return info
 
 
 _PAX_RECORD = re.compile(rb"(\d{1,8}) ")
@@ -312,9 +321,8 @@ _PAX_RECORD = re.compile(rb"(\d{1,8}) ")
 def _parse_pax(data: bytes, after: str) -> dict[str, str]:
     records: dict[str, str] = {}
     pos = 0
-    while pos < len(data):
-        if data[pos:] == b"\0" * (len(data) - pos):
-            break
+    end_of_records = len(data.rstrip(b"\0"))  # once: a per-record check is quadratic
+    while pos < end_of_records:
         m = _PAX_RECORD.match(data, pos)
         if not m:
             raise IntegrityError(f"archive is corrupt: malformed PAX header after {after!r}")
@@ -344,7 +352,13 @@ def _pax_int(records: dict[str, str], key: str, default: int, name: str) -> int:
         raise ArchiveRejected(name, f"PAX {key} is not a whole number: {raw!r}")
     if value < 0:
         raise ArchiveRejected(name, f"negative {key}")
+    if key in ("uid", "gid") and value > _MAX_ID:
+        # The kernel takes 32 bits (2**32 would be root) and -1 means "unchanged".
+        raise ArchiveRejected(name, f"{key} {value} is over {_MAX_ID}")
     return value
+
+
+_MAX_ID = 2**32 - 2
 
 
 def _pax_mtime(records: dict[str, str], default: float, name: str) -> int:

@@ -57,9 +57,11 @@ class Transfer:
         on_bytes: Callable[[int], None] | None = None,
         skip: Callable[[str], bool] | None = None,
         default_root: TarEntry | None = None,
+        fill_parents: int | None = None,
     ) -> None:
         self._reader = source if isinstance(source, TarReader) else TarReader(source)
         self._default_root = default_root
+        self._fill_parents = fill_parents
         self._validator = validator
         self._dest_top = dest_top
         self._expect = expect
@@ -88,13 +90,28 @@ class Transfer:
                 continue  # neither forwarded nor recorded; its content is skipped unread
             if entry.type is EntryType.HARDLINK:
                 target = self._validator.link_target(entry)
-                if self._builder.get(target) is None:
+                head = self._builder.get(target)
+                if head is None:
                     raise IntegrityError(f"{rel!r} is a hard link to a skipped entry")
-                self._builder.add_hardlink(rel, target, entry.mtime)
-                header = entry.renamed(self._dest(rel), self._dest(target))
+                # dockerd applies a link header's owner, mode and mtime to the shared
+                # inode: send the target's, so the disk is what the manifest records.
+                self._builder.add_hardlink(rel, target, head.mtime)
+                header = TarEntry(
+                    self._dest(rel),
+                    EntryType.HARDLINK,
+                    head.mode,
+                    head.uid,
+                    head.gid,
+                    0,
+                    head.mtime,
+                    linkname=self._dest(target),
+                )
                 self._check_expected(rel, entry)
                 out.append(header_bytes(header))
                 size += len(out[-1])
+                if size >= _FLUSH:
+                    yield b"".join(out)
+                    out, size = [], 0
                 continue
             self._check_header(rel, entry)  # before one byte of its content goes out
             header = entry.renamed(self._dest(rel))
@@ -132,13 +149,31 @@ class Transfer:
         yield b"".join(out)
 
     def _entries(self) -> Iterator[TarEntry]:
-        """The source's entries, after `default_root` if the source does not start with a root."""
+        """The source's entries, after `default_root` if the source does not start with a root.
+
+        With `fill_parents` (an mtime), a directory the source implies but never
+        lists comes first as an entry of its own (0755, root), so that the
+        manifest lists every directory the engine will create.
+        """
         first = self._reader.peek()
         if self._default_root is not None and (
             first is None or self._validator.relative(first.name, first.name) != "."
         ):
             yield self._default_root
-        yield from self._reader
+        for entry in self._reader:
+            if self._fill_parents is not None:
+                yield from self._missing_parents(entry, self._fill_parents)
+            yield entry
+
+    def _missing_parents(self, entry: TarEntry, mtime: int) -> Iterator[TarEntry]:
+        rel = self._validator.relative(entry.name, entry.name)
+        missing = []
+        parent = rel.rpartition("/")[0] if rel != "." else ""
+        while parent and not self._validator.seen(parent):
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        for p in reversed(missing):
+            yield TarEntry(self._validator.name_of(p), EntryType.DIR, 0o755, 0, 0, 0, mtime)
 
     def _check_header(self, rel: str, entry: TarEntry) -> None:
         """Compare an entry's header with the manifest's claim, before its content is read."""

@@ -28,6 +28,12 @@ MAX_NAME_BYTES = 255
 
 DEFAULT_MAX_ENTRIES = 10_000_000
 DEFAULT_MAX_BYTES = 1 << 40  # 1 TiB
+# What the validator remembers is the names it has seen: bound them in total,
+# so that long names cannot buy memory that the entry cap does not count.
+MAX_NAME_TOTAL = 256 << 20
+# What the engine's filesystem spends on an entry beyond its content (inode,
+# directory entry, blocks rounded up): charged against the free space.
+PER_ENTRY_COST = 4096
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,10 @@ class Limits:
     max_entries: int = DEFAULT_MAX_ENTRIES
     max_bytes: int = DEFAULT_MAX_BYTES
     allow_special: bool = False
-    free_bytes: int | None = None  # room found in pre-flight; more content is NoSpace
+    free_bytes: int | None = None  # room found in pre-flight, for content and entries
+    free_inodes: int | None = None  # inodes found in pre-flight
+    read_only: bool = False  # the stream is only read (a digest), never written back
+    max_names: int = MAX_NAME_TOTAL  # bytes of names and link targets, in total
 
 
 _SPECIAL = (EntryType.CHAR, EntryType.BLOCK, EntryType.FIFO)
@@ -55,6 +64,15 @@ class EntryValidator:
         self._implied: set[str] = set()  # directories implied by deeper entries
         self.entries = 0
         self.bytes = 0
+        self._names = 0  # bytes of names and link targets remembered
+
+    def name_of(self, rel: str) -> str:
+        """The member name under which this stream would carry `rel`."""
+        return rel if self._top is None else f"{self._top}/{rel}"
+
+    def seen(self, rel: str) -> bool:
+        """True if `rel` was an entry, or a directory implied by one, of this stream."""
+        return rel in self._types or rel in self._implied
 
     def check(self, entry: TarEntry) -> str:
         """Return the entry's path relative to the tree ("." for its root), or raise."""
@@ -67,16 +85,14 @@ class EntryValidator:
             self.bytes += entry.size
             if self.bytes > self._limits.max_bytes:
                 raise ArchiveRejected(name, f"more than {self._limits.max_bytes} bytes of content")
-            free = self._limits.free_bytes
-            if free is not None and self.bytes > free:
-                raise NoSpace(
-                    f"archive holds more than the {free // 2**20} MiB free for it "
-                    f"(stopped at {name!r})"
-                )
+        self._check_room(name)
+        self._count_names(name, len(rel) + len(entry.linkname))
         if entry.type in _SPECIAL and not self._limits.allow_special:
             raise ArchiveRejected(name, f"{entry.type.value} entries are not allowed")
         if entry.type is EntryType.SYMLINK:
             _check_link_text(name, entry.linkname)
+            if not self._limits.read_only:
+                _check_link_climb(name, rel, entry.linkname)
         if rel == ".":
             if entry.type is not EntryType.DIR:
                 raise ArchiveRejected(name, "the root of the tree must be a directory")
@@ -144,7 +160,51 @@ class EntryValidator:
             if parent in self._implied:
                 return
             self._implied.add(parent)
+            self._count_names(name, len(parent))
             parent = parent.rpartition("/")[0]
+
+    def _count_names(self, name: str, n: int) -> None:
+        self._names += n
+        if self._names > self._limits.max_names:
+            raise ArchiveRejected(
+                name, f"names and link targets take more than {self._limits.max_names} bytes"
+            )
+
+    def _check_room(self, name: str) -> None:
+        """Content and entries so far fit the free space and inodes found in pre-flight."""
+        free, inodes = self._limits.free_bytes, self._limits.free_inodes
+        if free is not None and self.bytes + self.entries * PER_ENTRY_COST > free:
+            raise NoSpace(
+                f"archive needs more than the {free // 2**20} MiB free for it (stopped at {name!r})"
+            )
+        if inodes is not None and self.entries > inodes:
+            raise NoSpace(
+                f"archive has more entries than the {inodes} free inodes (stopped at {name!r})"
+            )
+
+
+def _check_link_climb(name: str, rel: str, target: str) -> None:
+    """Refuse a relative symlink that resolves more than one level above the tree's root.
+
+    dockerd refuses to write a symlink whose target, joined to its directory,
+    leaves the directory it extracts into; voltool always extracts the tree
+    one level down (data/, or a restore's staging directory). Failing here
+    names the link, before anything is written.
+    """
+    if target.startswith("/"):
+        return  # joined to the extraction directory, it stays inside
+    depth = rel.count("/")  # levels of the link's own directory below the root
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < -1:
+                raise ArchiveRejected(
+                    name,
+                    f"symlink to {target!r} climbs above the volume's root: "
+                    "the Docker archive API refuses to write it",
+                )
+        elif part not in ("", "."):
+            depth += 1
 
 
 def _check_link_text(name: str, target: str) -> None:

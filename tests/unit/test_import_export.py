@@ -18,7 +18,7 @@ from tests.hostile import (
     root_header,
     tree_data,
 )
-from tests.tarbuild import d, f, make_tar, sym
+from tests.tarbuild import M, d, f, hard, make_tar, sym
 from voltool import compression
 from voltool.compression import Compression
 from voltool.errors import ExitCode, IntegrityError, NoSpace, UsageError, VoltoolError
@@ -200,3 +200,95 @@ def test_a_name_that_contradicts_the_option_is_refused() -> None:
         compression.choose("gzip", "out.tar.zst")
     with pytest.raises(UsageError, match="unknown compression"):
         compression.choose("lz4", None)
+
+
+# -- what an adversarial review of the pipeline found ----------------------
+
+
+def _emitted(incoming: Incoming) -> list[tarfile.TarInfo]:
+    """The headers the engine would be sent."""
+    data = b"".join(incoming.transfer())
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getmembers()
+
+
+def test_directories_a_plain_tar_only_implies_are_listed() -> None:
+    # What `find . -type f | tar -T - -c` writes: no directory entries at all.
+    incoming = _read(make_tar([f("a/b/f", b"hi"), f("a/g", b"yo")]))
+    names = [m.name for m in _emitted(incoming)]
+    assert names == ["data", "data/a", "data/a/b", "data/a/b/f", "data/a/g"]
+    m = _all(_read(make_tar([f("a/b/f", b"hi"), f("a/g", b"yo")])))
+    a = m.get("a")
+    assert a is not None and (a.type, a.mode, a.uid) == ("dir", 0o755, 0)
+    assert sorted(e.path for e in m) == [".", "a", "a/b", "a/b/f", "a/g"]
+
+
+def test_implied_directories_count_against_the_name_budget() -> None:
+    deep = "/".join(["d" * 200] * 19)  # 19 implied directories of up to ~4 KB each
+    members = [d("./"), *[f(f"./{i}/{deep}/f") for i in range(50)]]
+    incoming = _read(make_tar(members), ImportRequest(limits=Limits(max_names=1 << 20)))
+    with pytest.raises(IntegrityError, match="names and link targets take more than"):
+        _all(incoming)
+
+
+def test_a_hard_link_carries_its_targets_owner_and_mode_to_the_engine() -> None:
+    link = M("./h", tarfile.LNKTYPE, linkname="./a", mode=0o4755, uid=0)
+    raw = make_tar([d("./"), f("./a", b"x", mode=0o644, uid=1000), link])
+    headers = {m.name: m for m in _emitted(_read(raw))}
+    assert (headers["data/h"].mode, headers["data/h"].uid) == (0o644, 1000)
+    h = _all(_read(raw)).get("h")
+    assert h is not None and (h.mode, h.uid) == (0o644, 1000)
+
+
+def test_a_run_of_hard_links_goes_out_in_bounded_chunks() -> None:
+    members = [d("./"), f("./a", b"x"), *[hard(f"./{'h' * 200}{i}", "./a") for i in range(3000)]]
+    sizes = [len(c) for c in _read(make_tar(members)).transfer()]
+    assert max(sizes) < 256 * 1024
+
+
+def test_a_hard_link_chain_is_one_group() -> None:
+    members = [d("./"), f("./z", b"x"), hard("./y", "./z"), hard("./x", "./y"), hard("./w", "./x")]
+    m = _all(_read(make_tar(members)))
+    assert {e.path: e.link for e in m if e.type == "file"} == {p: "w" for p in "wxyz"}
+
+
+def test_content_and_entries_are_charged_against_the_free_space_and_inodes() -> None:
+    many_dirs = make_tar([d("./"), *[d(f"./d{i}") for i in range(20)]])
+    with pytest.raises(NoSpace, match="MiB free"):
+        _all(_read(many_dirs), free=10 * 4096)
+    incoming = _read(many_dirs)
+    with pytest.raises(NoSpace, match="5 free inodes"):
+        for _ in incoming.transfer(None, inodes=5):
+            pass
+
+
+def test_a_gnu_header_has_no_name_prefix() -> None:
+    # GNU tar and Go read bytes 345-500 of a GNU header as times, not a prefix.
+    block = bytearray(tarfile.TarInfo("harmless.txt").tobuf(tarfile.GNU_FORMAT))
+    block[345:356] = b"etc/cron.d\0"
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    m = _all(_read(root_header() + bytes(block) + b"\0" * 1024))
+    assert sorted(e.path for e in m) == [".", "harmless.txt"]
+
+
+def test_symlinks_may_climb_one_level_above_the_root_and_no_more() -> None:
+    ok = make_tar([d("./"), d("./lib"), sym("./lib/l", "../../x"), sym("./top", "../y")])
+    assert _all(_read(ok)).get("lib/l") is not None
+    absolute = make_tar([d("./"), sym("./etc", "/etc")])
+    assert _all(_read(absolute)).get("etc") is not None
+
+
+def test_a_zstd_stream_that_starts_with_a_skippable_frame_is_zstd() -> None:
+    skippable = b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"pzst"
+    raw = skippable + compress(make_tar([d("./"), f("./a", b"1")]), Compression.ZSTD)
+    assert compression.detect(raw[:4]) is Compression.ZSTD
+    assert sorted(e.path for e in _all(_read(raw))) == [".", "a"]
+
+
+def test_control_characters_are_escaped_before_they_reach_a_terminal() -> None:
+    from voltool.cli.render import printable
+
+    assert printable("note\x1b]0;pwned\x07 \x9b2J") == "note\\x1b]0;pwned\\x07 \\x9b2J"
+    assert printable("two\nlines", lines=True) == "two\nlines"
+    assert printable("two\nlines") == "two\\x0alines"

@@ -74,8 +74,7 @@ def test_any_real_change_changes_the_digest(changed: list[M]) -> None:
 
 def test_lines_round_trip_and_stay_sorted_by_bytes() -> None:
     m = manifest_of([d("."), f("b"), f("a-c"), d("a"), f("a/b"), f("ü")])
-    lines = list(m.lines())
-    back = Manifest.parse(lines)
+    back = Manifest.read(m.lines(), len(m))
     assert back.digest() == m.digest() and [e.path for e in back] == [
         ".",
         "a",
@@ -153,7 +152,7 @@ def test_transfer_refuses_data_that_does_not_match(members: list[M], why: str) -
 
 def test_pre_1970_files_make_a_manifest_that_reads_back() -> None:
     m = manifest_of([d("."), f("old", b"x", mtime=-315_619_200)])
-    assert Manifest.parse(list(m.lines())).digest() == m.digest()
+    assert Manifest.read(m.lines(), len(m)).digest() == m.digest()
 
 
 @pytest.mark.parametrize(
@@ -186,3 +185,23 @@ def test_header_mismatch_is_caught_before_any_content_is_read() -> None:
     with pytest.raises(IntegrityError, match="size differs"):
         b"".join(Transfer(source(), EntryValidator("data"), ".stage", expect=want))
     assert len(pulled) <= 2  # the headers only, not the 200 kB of content
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"\n" * 1000, "not JSON"),  # blank lines are not entries (nor free)
+        (b'{"gid":0, "mode":493,"mtime":0,"path":".","type":"dir","uid":0}\n', "not canonical"),
+        (b'{"gid":0,"mode":493,"mtime":0,"path":".","type":"dir","uid":0}', "end with a newline"),
+        (b"x" * 70_000, "a line over 65536 bytes"),
+    ],
+)
+def test_manifest_streams_are_strict(raw: bytes, why: str) -> None:
+    with pytest.raises(IntegrityError, match=why):
+        Manifest.read([raw[i : i + 4096] for i in range(0, len(raw), 4096)], 10)
+
+
+def test_a_manifest_longer_than_announced_stops_at_the_count() -> None:
+    m = manifest_of([d("."), f("a"), f("b")])
+    with pytest.raises(IntegrityError, match="more than 2 entries"):
+        Manifest.read(m.lines(), 2)

@@ -428,7 +428,7 @@ def diff_cmd(
     marks = {"added": "+", "removed": "-", "changed": "~"}
     for c in changes:
         extra = f"  ({', '.join(c.what)})" if c.what else ""
-        out.print(f"{marks[c.kind]} {c.path}{extra}", markup=False)
+        out.print(f"{marks[c.kind]} {render.printable(c.path)}{extra}", markup=False)
     counts = {k: sum(1 for c in changes if c.kind == k) for k in ("added", "changed", "removed")}
     err.print(
         f"voltool: {target} since {snap.id}: " + ", ".join(f"{n} {k}" for k, n in counts.items()),

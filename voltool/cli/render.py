@@ -15,8 +15,28 @@ from voltool.prune import PruneItem
 from voltool.restore import RestorePlan, RestoreResult
 from voltool.verify import Report
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# C0 and C1 control characters and DEL, shown escaped: a name or note from an
+# imported archive must not be able to send escape sequences to a terminal.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL_KEEP_LINES = {c: v for c, v in _CONTROL.items() if c not in (0x09, 0x0A)}
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """`text` with control characters escaped (tabs and newlines too, unless `lines`)."""
+    return text.translate(_CONTROL_KEEP_LINES if lines else _CONTROL)
+
+
+class _Console(Console):
+    """A Console that escapes control characters in every string it prints."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(
+            *(printable(o, lines=True) if isinstance(o, str) else o for o in objects), **kwargs
+        )
+
+
+out = _Console(highlight=False, soft_wrap=True)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 if not out.is_terminal:
     out.width = 250  # piped output: one line per row, never wrapped at 80 columns
 
@@ -80,11 +100,11 @@ def snapshot_table(snapshots: list[Snapshot]) -> Table:
         local = s.created.astimezone()
         table.add_row(
             s.id[:12],
-            s.source,
+            printable(s.source),
             f"{local:%Y-%m-%d %H:%M:%S} ({age(s.created)})",
             human_bytes(s.info.bytes if s.info else None),
             str(s.info.entries) if s.info else "-",
-            s.kind,
+            printable(s.kind),
             s.name or "",
             "yes" if s.pinned else "",
             s.state,
@@ -131,7 +151,7 @@ def print_restore_plan(plan: RestorePlan, stream: Console = out) -> None:
         assert plan.changes is not None
         marks = {"added": "+", "removed": "-", "changed": "~"}
         for c in plan.changes[:20]:
-            stream.print(f"    {marks[c.kind]} {c.path}", markup=False)
+            stream.print(f"    {marks[c.kind]} {printable(c.path)}", markup=False)
         if len(plan.changes) > 20:
             stream.print(
                 f"    ... and {len(plan.changes) - 20} more (voltool diff {s.id[:12]})",
@@ -212,8 +232,8 @@ def print_verify_report(r: Report) -> None:
     counts = f"{len(r.missing)} missing, {len(r.extra)} extra, {len(r.altered)} altered"
     out.print(f"FAIL  {s.id}  {s.source}: {counts}", markup=False)
     for p in r.missing:
-        out.print(f"  missing  {p}", markup=False)
+        out.print(f"  missing  {printable(p)}", markup=False)
     for p in r.extra:
-        out.print(f"  extra    {p}", markup=False)
+        out.print(f"  extra    {printable(p)}", markup=False)
     for p, fields in r.altered:
-        out.print(f"  altered  {p}  ({', '.join(fields)})", markup=False)
+        out.print(f"  altered  {printable(p)}  ({', '.join(fields)})", markup=False)
