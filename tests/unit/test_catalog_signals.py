@@ -18,6 +18,13 @@ def test_reader_output_is_parsed_by_id_and_file() -> None:
     assert got == {A: {"snapshot.json": b"{}", "meta.json": None}, B: {"meta.json": b"{}"}}
 
 
+def test_od_spacing_empty_files_and_oversized_files() -> None:
+    big = " 20" * (1024 * 1024 + 1)  # one byte over the bound: read as "there, but bad"
+    out = f"BEGIN\n{A}/snapshot.json  7b 7d\n{A}/meta.json \n{B}/meta.json{big}\nEND\n"
+    got = _parse_framed(out.encode(), {A, B})
+    assert got == {A: {"snapshot.json": b"{}", "meta.json": b""}, B: {"meta.json": None}}
+
+
 @pytest.mark.parametrize(
     "bad",
     [
