@@ -21,9 +21,11 @@ import requests.exceptions
 from voltool import labels as L
 from voltool.endpoint import Endpoint
 from voltool.errors import EngineError, EngineUnreachable, NotFound, VoltoolError
+from voltool.readahead import read_ahead
 
 # dockerd sends 32 KiB frames; reading 64 KiB at a time was fastest (DESIGN.md).
 ARCHIVE_CHUNK = 64 * 1024
+READ_AHEAD = 32  # chunks an archive stream is read ahead of its consumer (2 MiB)
 
 
 class NameConflict(EngineError):
@@ -62,6 +64,12 @@ class RunResult:
     exit_code: int
     stdout: bytes
     stderr: bytes
+
+
+def _translated(what: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """`chunks`, with errors raised while reading them translated."""
+    with translated(what):
+        yield from chunks
 
 
 @contextlib.contextmanager
@@ -323,8 +331,8 @@ class Engine:
                 raise EngineError(
                     f"{what}: the engine answered {response.status_code}: {response.text[:200]}"
                 )
-            with translated(what):
-                yield from response.iter_content(ARCHIVE_CHUNK)
+            chunks = _translated(what, response.iter_content(ARCHIVE_CHUNK))
+            yield from read_ahead(chunks, READ_AHEAD, response.close)
         finally:
             response.close()
 

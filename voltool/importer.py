@@ -31,7 +31,7 @@ from voltool.layout import DATA_DIR, SNAPSHOT, Meta, SnapshotInfo
 from voltool.locks import volume_lock
 from voltool.manifest import Manifest
 from voltool.runtime import Runtime
-from voltool.snapshot import Staged, abandon, check_name_free, commit, create_volume, receive
+from voltool.snapshot import Commit, abandon, check_name_free, create_volume, receive
 from voltool.tarstream import TarEntry, TarReader
 from voltool.transfer import Transfer
 from voltool.validate import PER_ENTRY_COST, EntryValidator, Limits
@@ -65,7 +65,9 @@ class Incoming:
     limits: Limits
     fill_parents: int | None = None  # plain tars: list implied directories (this mtime)
 
-    def transfer(self, free: int | None = None, inodes: int | None = None) -> Transfer:
+    def transfer(
+        self, free: int | None = None, inodes: int | None = None, close: bool = True
+    ) -> Transfer:
         """The data, validated (and held to the manifest), as a tar for data/."""
         limits = replace(self.limits, free_bytes=free, free_inodes=inodes)
         return Transfer(
@@ -75,6 +77,7 @@ class Incoming:
             expect=self.expect,
             default_root=self.default_root,
             fill_parents=self.fill_parents,
+            close=close,
         )
 
 
@@ -141,29 +144,18 @@ def _import(rt: Runtime, incoming: Incoming) -> Snapshot:
     with volume_lock(rt, volume, op, KIND):
         rt.journal.append(op, "begin", kind=KIND, volumes=[volume], snapshots={source: sid})
         try:
-            volume, created = create_volume(rt, op, sid, source, KIND)
+            created = create_volume(rt, op, sid, source, KIND)
             room = _room(rt, volume, incoming.expect)
             rt.journal.append(op, "stream", snapshot=sid, volume=source)
-            transfer = incoming.transfer(room.available, room.inodes)
-            receive(rt, op, volume, transfer)
-            staged = Staged(sid, volume, source, created, transfer.manifest)
-            info = commit(rt, op, staged, KIND, "none", meta, origin=incoming.origin)
+            transfer = incoming.transfer(room.available, room.inodes, close=False)
+            commit = Commit(KIND, "none", meta, incoming.origin)
+            done = receive(rt, op, sid, source, created, transfer, commit)
         except BaseException as e:
             if abandon(rt, op, [sid]):
                 rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
             raise
         rt.journal.append(op, "done")
-    return Snapshot(
-        sid,
-        volume,
-        source,
-        created,
-        KIND,
-        rt.owner.token(),
-        committed=True,
-        info=info,
-        meta=meta,
-    )
+    return done.record(rt.owner.token(), meta)
 
 
 def _recorded_source(info: SnapshotInfo) -> str:

@@ -57,7 +57,7 @@ from voltool.locks import volume_lock
 from voltool.manifest import Change, Manifest, ManifestEntry, diff
 from voltool.runtime import Runtime
 from voltool.signals import deferred_interrupts
-from voltool.snapshot import commit, fix_modes, stream_volume
+from voltool.snapshot import Commit, fix_modes, stream_volume
 from voltool.transfer import RootOverride, Transfer
 from voltool.validate import PER_ENTRY_COST, EntryValidator, Limits
 
@@ -458,7 +458,8 @@ def swap(
 
 def save_old(rt: Runtime, op: str, target: str, names: Names, sid: str, restored: str) -> None:
     """Keep the old data as a pre-restore snapshot with id `sid`."""
-    staged = stream_volume(
+    meta = Meta(None, f"the data of {target} before snapshot {restored} was restored", False)
+    stream_volume(
         rt,
         op,
         sid,
@@ -466,10 +467,8 @@ def save_old(rt: Runtime, op: str, target: str, names: Names, sid: str, restored
         Mount(target, "/v", read_only=True),
         f"/v/{names.old}",
         names.old,
-        "pre-restore",
+        Commit("pre-restore", "stop", meta),
     )
-    meta = Meta(None, f"the data of {target} before snapshot {restored} was restored", False)
-    commit(rt, op, staged, "pre-restore", "stop", meta)
 
 
 # Removing entries changes the root's mtime: set it again, last.

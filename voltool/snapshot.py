@@ -4,10 +4,11 @@ Order, for one or several volumes (one point in time for the group):
 1. check every volume, and that no interrupted operation is pending on one;
 2. journal "begin"; take every volume's lock (in name order);
 3. journal the containers to quiesce, then pause or stop them all at once;
-4. stream each volume into its snapshot volume's data/, computing the manifest;
+4. stream each volume into its snapshot volume's data/, computing the manifest,
+   and in the same stream manifest.jsonl, meta.json and snapshot.json last
+   (the commit marker);
 5. resume the containers, journal "resumed";
-6. write manifest.jsonl and meta.json, then snapshot.json last (the commit marker);
-7. journal "done".
+6. journal "done".
 On any failure or Ctrl-C the containers are resumed, the snapshot volumes not
 yet committed are removed, and the journal says "failed". If the process dies
 instead, the journal lets `voltool recover` do the same.
@@ -52,14 +53,32 @@ class SnapshotRequest:
 
 
 @dataclass(frozen=True)
-class Staged:
-    """A snapshot volume whose data is in, not yet committed."""
+class Commit:
+    """What a new snapshot's snapshot.json and meta.json say beyond what its data gives."""
+
+    kind: str
+    quiesce: str
+    meta: Meta
+    origin: SnapshotInfo | None = None  # an import: the snapshot.json it came with
+
+
+@dataclass(frozen=True)
+class Received:
+    """A snapshot volume with its data, manifest and (unless `fix_modes` was left) commit marker."""
 
     id: str
     volume: str
     source: str
     created: dt.datetime
     manifest: Manifest
+    info: SnapshotInfo
+
+    def record(self, owner: str, meta: Meta) -> Snapshot:
+        """The record a listing would read back, without reading it back."""
+        kind = self.info.kind
+        return Snapshot(
+            self.id, self.volume, self.source, self.created, kind, owner, True, self.info, meta
+        )
 
 
 def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
@@ -77,7 +96,8 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
 
     op = new_id()
     ids = {v: new_id() for v in volumes}
-    staged: list[Staged] = []
+    commit = Commit(req.kind, req.quiesce, meta)
+    staged: list[Received] = []
     committed: list[Snapshot] = []
     with contextlib.ExitStack() as locks:
         # Locks first: a lock that cannot be had changes nothing, so it needs no
@@ -97,9 +117,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
                 quiesce.apply(rt.engine, targets, rt.config.stop_timeout)
                 for v in volumes:
                     mount = Mount(v, "/data", read_only=True)
-                    staged.append(
-                        stream_volume(rt, op, ids[v], v, mount, "/data", "data", req.kind)
-                    )
+                    staged.append(stream_volume(rt, op, ids[v], v, mount, "/data", "data", commit))
             finally:
                 # Every target, whether or not apply reached it: resume() skips
                 # containers that are not in the state we would have put them in.
@@ -109,22 +127,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
                 resumed = not failures
                 if resumed:
                     rt.journal.append(op, "resumed")
-            for s in staged:
-                info = commit(rt, op, s, req.kind, req.quiesce, meta)
-                # The record as a listing would read it back, without reading it back.
-                committed.append(
-                    Snapshot(
-                        s.id,
-                        s.volume,
-                        s.source,
-                        s.created,
-                        req.kind,
-                        rt.owner.token(),
-                        committed=True,
-                        info=info,
-                        meta=meta,
-                    )
-                )
+            committed += [s.record(rt.owner.token(), meta) for s in staged]
         except BaseException as e:
             # Still under the locks. If anything stays (a container not resumed,
             # a helper not removed), the op stays pending for `voltool recover`.
@@ -164,10 +167,18 @@ def check_name_free(rt: Runtime, volumes: list[str], name: str) -> None:
 
 
 def stream_volume(
-    rt: Runtime, op: str, sid: str, source: str, mount: Mount, path: str, top: str, kind: str
-) -> Staged:
-    """Create snapshot volume `sid` and stream the tree at `path` (top dir `top`) into its data/."""
-    volume, created = create_volume(rt, op, sid, source, kind)
+    rt: Runtime,
+    op: str,
+    sid: str,
+    source: str,
+    mount: Mount,
+    path: str,
+    top: str,
+    commit: Commit,
+) -> Received:
+    """Create snapshot volume `sid`, stream the tree at `path` (top dir `top`) into its data/,
+    and commit it."""
+    created = create_volume(rt, op, sid, source, commit.kind)
     rt.journal.append(op, "stream", snapshot=sid, volume=source)
     with (
         rt.engine.helper(rt.image, [mount], rt.helper_labels(op)) as src,
@@ -180,19 +191,17 @@ def stream_volume(
             EntryValidator(top, Limits(allow_special=True)),
             DATA_DIR,
             on_bytes=rt.reporter.advance,
+            close=False,
         )
         rt.reporter.begin(source, None)
         try:
-            receive(rt, op, volume, transfer)
+            return receive(rt, op, sid, source, created, transfer, commit)
         finally:
             rt.reporter.end()
-    return Staged(sid, volume, source, created, transfer.manifest)
 
 
-def create_volume(
-    rt: Runtime, op: str, sid: str, source: str, kind: str
-) -> tuple[str, dt.datetime]:
-    """Create the (empty, uncommitted) snapshot volume for `sid`; its name and creation time."""
+def create_volume(rt: Runtime, op: str, sid: str, source: str, kind: str) -> dt.datetime:
+    """Create the (empty, uncommitted) snapshot volume for `sid`; returns its creation time."""
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     volume = snapshot_volume_name(sid)
     rt.engine.create_volume(
@@ -206,64 +215,77 @@ def create_volume(
             L.KIND: kind,
         },
     )
-    return volume, created
+    return created
 
 
-def receive(rt: Runtime, op: str, volume: str, transfer: Transfer) -> None:
-    """Extract `transfer` (a tree under data/) into the snapshot volume `volume`."""
-    with rt.engine.helper(rt.image, [Mount(volume, "/snap")], rt.helper_labels(op)) as dst:
-        rt.engine.put_archive(dst, "/snap", transfer)
-
-
-def commit(
+def receive(
     rt: Runtime,
     op: str,
-    s: Staged,
-    kind: str,
-    quiesce_mode: str,
-    meta: Meta,
-    origin: SnapshotInfo | None = None,
-) -> SnapshotInfo:
-    """Write manifest.jsonl and meta.json, fix what the engine lost, then snapshot.json last.
+    sid: str,
+    source: str,
+    created: dt.datetime,
+    transfer: Transfer,
+    commit: Commit,
+) -> Received:
+    """Extract `transfer` (a tree under data/, not closed) into snapshot `sid`'s volume, and
+    commit it.
 
-    `origin`: for an import, the snapshot.json it came with (its id and time are kept).
+    manifest.jsonl, meta.json and then snapshot.json follow the data in the
+    same stream: the engine writes members in order, so the commit marker
+    lands last, only once everything before it is in. When the engine will
+    have dropped setuid/setgid bits (fix_modes), the marker waits for a PUT of
+    its own after they are put back.
     """
-    info = SnapshotInfo(
+    volume = snapshot_volume_name(sid)
+    mount = Mount(volume, "/snap")
+    received: list[Received] = []
+
+    def stream() -> Iterator[bytes]:
+        yield from transfer
+        m = transfer.manifest
+        info = describe(sid, source, created, m, commit)
+        received.append(Received(sid, volume, source, created, m, info))
+        members = [(MANIFEST, list(m.lines())), (META, [commit.meta.to_json()])]
+        if not needs_fixed_modes(m):
+            members.append((SNAPSHOT, [info.to_json()]))
+        yield from small_tar(members)
+
+    with rt.engine.helper(rt.image, [mount], rt.helper_labels(op)) as dst:
+        # Mounted by the helper, the volume cannot be removed until it is gone;
+        # but if it was removed before, mounting it made the engine create an
+        # empty, unlabelled one of that name: never commit into that.
+        try:
+            found = rt.engine.volume(volume).labels.get(L.SNAPSHOT_ID)
+        except NotFound:
+            found = None
+        if found != sid:
+            raise IntegrityError(f"snapshot volume {volume} was removed or replaced")
+        rt.engine.put_archive(dst, "/snap", stream())
+        done = received[0]
+        if needs_fixed_modes(done.manifest):
+            fix_modes(rt, op, mount, f"/snap/{DATA_DIR}", done.manifest)
+            rt.engine.put_archive(dst, "/snap", small_tar([(SNAPSHOT, [done.info.to_json()])]))
+    return done
+
+
+def describe(
+    sid: str, source: str, created: dt.datetime, manifest: Manifest, commit: Commit
+) -> SnapshotInfo:
+    """The snapshot.json of a snapshot with this manifest."""
+    return SnapshotInfo(
         format=FORMAT,
-        id=s.id,
-        source=s.source,
-        created=s.created.isoformat(),
-        kind=kind,
-        entries=len(s.manifest),
-        bytes=s.manifest.content_bytes(),
-        tree_digest=s.manifest.digest(),
-        quiesce=quiesce_mode,
+        id=sid,
+        source=source,
+        created=created.isoformat(),
+        kind=commit.kind,
+        entries=len(manifest),
+        bytes=manifest.content_bytes(),
+        tree_digest=manifest.digest(),
+        quiesce=commit.quiesce,
         voltool=__version__,
-        origin_id=origin.id if origin else None,
-        origin_created=origin.created if origin else None,
+        origin_id=commit.origin.id if commit.origin else None,
+        origin_created=commit.origin.created if commit.origin else None,
     )
-    # If the snapshot volume was removed meanwhile, mounting it made the engine
-    # create an empty, unlabelled one of that name: never commit into that.
-    try:
-        found = rt.engine.volume(s.volume).labels.get(L.SNAPSHOT_ID)
-    except NotFound:
-        found = None
-    if found != s.id:
-        raise IntegrityError(
-            f"snapshot volume {s.volume} was removed or replaced during the snapshot"
-        )
-    mount = Mount(s.volume, "/snap")
-    labels = rt.helper_labels(op)
-    with rt.engine.helper(rt.image, [mount], labels) as cid:
-        rt.engine.put_archive(
-            cid,
-            "/snap",
-            small_tar([(MANIFEST, list(s.manifest.lines())), (META, [meta.to_json()])]),
-        )
-    fix_modes(rt, op, mount, f"/snap/{DATA_DIR}", s.manifest)
-    with rt.engine.helper(rt.image, [mount], labels) as cid:
-        rt.engine.put_archive(cid, "/snap", small_tar([(SNAPSHOT, [info.to_json()])]))
-    return info
 
 
 def small_tar(files: Iterable[tuple[str, list[bytes]]]) -> Iterator[bytes]:
@@ -275,6 +297,11 @@ def small_tar(files: Iterable[tuple[str, list[bytes]]]) -> Iterator[bytes]:
 
 
 _CHMOD = 'while [ "$#" -gt 1 ]; do chmod "$1" "$2" || exit 1; shift 2; done'
+
+
+def needs_fixed_modes(manifest: Manifest) -> bool:
+    """True if the tree has hard-linked setuid/setgid files (see fix_modes)."""
+    return any(e.link is not None and e.mode & 0o6000 for e in manifest)
 
 
 def fix_modes(rt: Runtime, op: str, mount: Mount, base: str, manifest: Manifest) -> None:

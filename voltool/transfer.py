@@ -6,7 +6,8 @@ hash on the fly, optionally checks it against an expected manifest, and
 yields an output tar in which every header is voltool's own canonical PAX
 header, renamed from the source's top directory to the destination's.
 The source may be a byte stream or a TarReader whose first members the
-caller has already read (an export's metadata).
+caller has already read (an export's metadata); with `close=False` the
+output has no end-of-archive, so that the caller can append members.
 Content flows through in the chunks it arrived in: memory stays bounded
 whatever the size of the files.
 """
@@ -22,7 +23,7 @@ from voltool.manifest import Manifest, ManifestBuilder, ManifestEntry
 from voltool.tarstream import END_OF_ARCHIVE, EntryType, TarEntry, TarReader, header_bytes, padding
 from voltool.validate import EntryValidator
 
-_FLUSH = 64 * 1024  # coalesce small headers into chunks of about this size
+_FLUSH = 512 * 1024  # coalesce headers and content into chunks of about this size
 
 _MANIFEST_TYPE = {
     EntryType.FILE: "file",
@@ -58,10 +59,12 @@ class Transfer:
         skip: Callable[[str], bool] | None = None,
         default_root: TarEntry | None = None,
         fill_parents: int | None = None,
+        close: bool = True,
     ) -> None:
         self._reader = source if isinstance(source, TarReader) else TarReader(source)
         self._default_root = default_root
         self._fill_parents = fill_parents
+        self._close = close
         self._validator = validator
         self._dest_top = dest_top
         self._expect = expect
@@ -145,7 +148,8 @@ class Transfer:
         self._manifest = self._builder.build()
         if self._expect is not None:
             _check_complete(self._manifest, self._expect)
-        out.append(END_OF_ARCHIVE)
+        if self._close:
+            out.append(END_OF_ARCHIVE)
         yield b"".join(out)
 
     def _entries(self) -> Iterator[TarEntry]:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.table import Table
 
-from voltool.catalog import Snapshot
-from voltool.prune import PruneItem
-from voltool.restore import RestorePlan, RestoreResult
-from voltool.verify import Report
+if TYPE_CHECKING:  # imported where they are used: start-up time is a feature
+    from rich.table import Table
+
+    from voltool.catalog import Snapshot
+    from voltool.prune import PruneItem
+    from voltool.restore import RestorePlan, RestoreResult
+    from voltool.verify import Report
 
 # C0 and C1 control characters and DEL, shown escaped: a name or note from an
 # imported archive must not be able to send escape sequences to a terminal.
@@ -91,6 +93,8 @@ def snapshot_record(s: Snapshot) -> dict[str, Any]:
 
 
 def snapshot_table(snapshots: list[Snapshot]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("ID", "VOLUME", "CREATED", "SIZE", "ENTRIES", "KIND", "NAME", "PINNED", "STATE"):
         table.add_column(
@@ -190,6 +194,8 @@ def prune_records(items: list[PruneItem], removed: list[str] | None) -> list[dic
 
 
 def print_prune_plan(items: list[PruneItem], stream: Console = out) -> None:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("ID", "VOLUME", "CREATED", "KIND", "ACTION", "WHY"):
         table.add_column(col, no_wrap=col != "WHY")

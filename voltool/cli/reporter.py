@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 import time
-
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
+from typing import Any
 
 from voltool.cli.render import err
 from voltool.report import Reporter
@@ -24,8 +15,9 @@ _SHOW_AFTER = 0.5
 class ConsoleReporter(Reporter):
     def __init__(self, quiet: bool = False) -> None:
         self._quiet = quiet
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
+        self._bars = not quiet and err.is_terminal  # asked once: it reads the environment
+        self._progress: Any = None  # a rich Progress, made when a bar is first shown
+        self._task: Any = None
         self._label = ""
         self._total: int | None = None
         self._done = 0
@@ -45,8 +37,17 @@ class ConsoleReporter(Reporter):
     def advance(self, nbytes: int) -> None:
         self._done += nbytes
         if self._progress is None:
-            if self._quiet or not err.is_terminal or time.monotonic() - self._started < _SHOW_AFTER:
+            if not self._bars or time.monotonic() - self._started < _SHOW_AFTER:
                 return
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TransferSpeedColumn,
+            )
+
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
