@@ -259,7 +259,9 @@ def receive(
         except NotFound:
             found = None
         if found != sid:
-            raise IntegrityError(f"snapshot volume {volume} was removed or replaced")
+            raise IntegrityError(
+                f"snapshot volume {volume} was removed or replaced during the snapshot"
+            )
         rt.engine.put_archive(dst, "/snap", stream())
         done = received[0]
         if needs_fixed_modes(done.manifest):
