@@ -76,8 +76,14 @@ def ensure(engine: Engine, configured: str, busybox: str, reporter: Reporter) ->
 
 
 def build(engine: Engine, busybox: str) -> str:
-    """Build the helper image from a static busybox binary with an import; returns its tag."""
+    """Build the helper image from a static busybox binary with an import; returns its tag.
+
+    The tag names the binary's hash: if it is there, that image is this one,
+    and building it again would only leave the old one behind, untagged.
+    """
     tag = built_tag(busybox)
+    if engine.image_exists(tag):
+        return tag
     try:
         applets = (
             subprocess.run([busybox, "--list"], capture_output=True, check=True, timeout=30)

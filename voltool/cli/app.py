@@ -844,7 +844,7 @@ def helper_cmd(
     engine = connect_engine(cfg)
     if build:
         tag = helper_image.build(engine, cfg.busybox)
-        out.print(f"built {tag} from {cfg.busybox}", markup=False)
+        out.print(f"helper image {tag} is built from {cfg.busybox}", markup=False)
         return
     found = helper_image.status(engine, cfg.helper_image, cfg.busybox)
     out.print(f"helper image: {found.how}", markup=False)
