@@ -1,0 +1,483 @@
+"""Benchmarks: voltool against `docker cp | docker cp` and an in-container tar pipe, one run.
+
+Run it with `bash scripts/bench.sh` (which sets up the engine and the
+virtualenv first). For each dataset, in rounds, interleaved (the order of
+voltool and the baselines alternates each round), it times:
+
+- snapshot: `voltool snapshot` (manifest included) / `docker cp SRC:/src/. - |
+  docker cp - DST:/dst` through two created helpers / `tar -C /src -cf - . |
+  tar -C /dst -xf -` inside one container (no data through the client);
+- restore: `voltool restore` total, and the downtime of a container using the
+  volume (engine events: from its "die" to its "start");
+- verify, export (zstd, to /dev/null), export to a file and import of it;
+- list with 200 snapshots present, and the tiny dataset's snapshot end to end.
+
+Every voltool run is a child process; its peak RSS comes from wait4(). The
+report (Markdown, with the machine it ran on) and the raw numbers (JSON) are
+written to docs/. Everything it creates is labelled and removed at the end,
+also on Ctrl-C. Timings are medians; ratios are paired per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from voltool import __version__, helper_image  # noqa: E402
+from voltool.endpoint import resolve  # noqa: E402
+from voltool.engine import Engine  # noqa: E402
+from voltool.report import Reporter  # noqa: E402
+
+LABEL = "io.voltool.bench"
+MiB = 1 << 20
+# ext4 without a journal (this machine's) creates files slowly for a while
+# after a large delete: let the disk settle before timing writes again.
+SETTLE = 30.0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    key: str
+    title: str
+    files: int
+    dirs: int
+    min_size: int
+    max_size: int
+
+
+FULL = {
+    "A": Dataset("A", "2 GiB in 8 files of 256 MiB", 8, 1, 256 * MiB, 256 * MiB),
+    "B": Dataset("B", "100,000 files of 1-8 KiB in 1,000 directories", 100_000, 1000, 1024, 8192),
+    "C": Dataset("C", "10 small files", 10, 1, 100, 1000),
+}
+QUICK = {
+    "A": Dataset("A", "128 MiB in 8 files of 16 MiB (quick)", 8, 1, 16 * MiB, 16 * MiB),
+    "B": Dataset("B", "5,000 files of 1-8 KiB in 50 directories (quick)", 5000, 50, 1024, 8192),
+    "C": Dataset("C", "10 small files", 10, 1, 100, 1000),
+}
+
+
+@dataclass
+class Run:
+    seconds: float
+    rss_mib: float | None = None  # peak RSS of the voltool process
+
+
+@dataclass
+class Results:
+    runs: dict[str, dict[str, list[Run]]] = field(default_factory=dict)
+    downtime: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, dataset: str, op: str, run: Run) -> None:
+        self.runs.setdefault(dataset, {}).setdefault(op, []).append(run)
+
+
+class Bench:
+    def __init__(self, rounds: int, quick: bool, workdir: Path) -> None:
+        self.rounds = rounds
+        self.sets = QUICK if quick else FULL
+        self.workdir = workdir
+        self.client = docker.from_env(timeout=3600)
+        engine = Engine.connect(resolve(None, None), 3600)
+        self.image = helper_image.ensure(engine, "busybox", "/bin/busybox", Reporter())
+        self.results = Results()
+        self.tag = uuid.uuid4().hex[:6]
+        self.env = {**os.environ, "VOLTOOL_STATE_DIR": str(workdir / "state")}
+
+    # -- engine helpers ------------------------------------------------------
+
+    def volume(self, name: str) -> str:
+        full = f"vb-{self.tag}-{name}"
+        self.client.volumes.create(full, labels={LABEL: self.tag})
+        return full
+
+    def sh(self, mounts: dict[str, str], script: str) -> float:
+        """Run a script in a helper container; its wall time (container start included)."""
+        start = time.perf_counter()
+        self.client.containers.run(
+            self.image,
+            ["-c", script],
+            entrypoint=["/bin/sh"],
+            volumes={v: {"bind": p, "mode": "rw"} for v, p in mounts.items()},
+            network_mode="none",
+            remove=True,
+            labels={LABEL: self.tag},
+        )
+        return time.perf_counter() - start
+
+    def fill(self, volume: str, ds: Dataset) -> None:
+        """Write the dataset into `volume`: random content, random sizes in its range."""
+        rng = random.Random(ds.key)
+        path = self.workdir / f"fill-{ds.key}.tar"
+        with tarfile.open(path, "w") as tar:
+            for d in range(ds.dirs):
+                info = tarfile.TarInfo(f"d{d:04}")
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            for i in range(ds.files):
+                size = rng.randint(ds.min_size, ds.max_size)
+                info = tarfile.TarInfo(f"d{i % ds.dirs:04}/f{i:06}")
+                info.size = size
+                tar.addfile(info, _RandomReader(size))
+        holder = self.client.containers.create(
+            self.image,
+            ["true"],
+            volumes={volume: {"bind": "/v", "mode": "rw"}},
+            labels={LABEL: self.tag},
+        )
+        try:
+            with open(path, "rb") as f:
+                holder.put_archive("/v", f)
+        finally:
+            holder.remove(force=True)
+            path.unlink()
+
+    def voltool(self, *args: str, stdout: Any = subprocess.PIPE) -> tuple[Run, str]:
+        """Run voltool as a child; wall time and its own peak RSS (from wait4)."""
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voltool", *args],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+        )
+        out = b""
+        if stdout is subprocess.PIPE:
+            assert proc.stdout is not None
+            out = proc.stdout.read()
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"voltool {' '.join(args)}: exit {proc.returncode}: {err.decode()}")
+        return Run(seconds, usage.ru_maxrss / 1024), out.decode()
+
+    def docker_cp_pipe(self, src: str) -> float:
+        """`docker cp SRC:/src/. - | docker cp - DST:/dst` through two created helpers."""
+        dst = self.volume(f"cp-{uuid.uuid4().hex[:6]}")
+        a = self.client.containers.create(
+            self.image,
+            ["true"],
+            volumes={src: {"bind": "/src", "mode": "ro"}},
+            labels={LABEL: self.tag},
+        )
+        b = self.client.containers.create(
+            self.image,
+            ["true"],
+            volumes={dst: {"bind": "/dst", "mode": "rw"}},
+            labels={LABEL: self.tag},
+        )
+        try:
+            start = time.perf_counter()
+            reader = subprocess.Popen(
+                ["docker", "cp", f"{a.id}:/src/.", "-"], stdout=subprocess.PIPE
+            )
+            writer = subprocess.run(["docker", "cp", "-", f"{b.id}:/dst"], stdin=reader.stdout)
+            assert reader.stdout is not None
+            reader.stdout.close()
+            if reader.wait() != 0 or writer.returncode != 0:
+                raise RuntimeError("docker cp pipe failed")
+            return time.perf_counter() - start
+        finally:
+            a.remove(force=True)
+            b.remove(force=True)
+
+    def tar_pipe(self, src: str) -> float:
+        dst = self.volume(f"tar-{uuid.uuid4().hex[:6]}")
+        return self.sh({src: "/src", dst: "/dst"}, "tar -C /src -cf - . | tar -C /dst -xf -")
+
+    def app(self, volume: str) -> Any:
+        return self.client.containers.run(
+            self.image,
+            ["-c", "trap 'exit 0' TERM; while :; do sleep 0.1; done"],
+            entrypoint=["/bin/sh"],
+            volumes={volume: {"bind": "/data", "mode": "rw"}},
+            network_mode="none",
+            detach=True,
+            labels={LABEL: self.tag},
+        )
+
+    def downtime(self, container_id: str, since: float, until: float) -> float | None:
+        """Seconds from the container's last "die" to its next "start" in [since, until]."""
+        died = started = None
+        for ev in self.client.events(
+            since=int(since) - 1,
+            until=int(until) + 1,
+            filters={"container": container_id},
+            decode=True,
+        ):
+            t = ev.get("timeNano", 0) / 1e9
+            if ev.get("status") == "die" and t >= since - 1:
+                died = t
+            elif ev.get("status") == "start" and died is not None and t >= died:
+                started = t
+        return None if died is None or started is None else started - died
+
+    def cleanup(self) -> None:
+        for c in self.client.containers.list(all=True, filters={"label": LABEL}):
+            c.remove(force=True)
+        for v in self.client.volumes.list(filters={"label": LABEL}):
+            source_of = v.name
+            for s in self.client.volumes.list(
+                filters={"label": f"io.voltool.snapshot.source={source_of}"}
+            ):
+                s.remove(force=True)
+            v.remove(force=True)
+        for s in self.client.volumes.list(filters={"label": "io.voltool.role=snapshot"}):
+            if (
+                (s.attrs.get("Labels") or {})
+                .get("io.voltool.snapshot.source", "")
+                .startswith("vb-")
+            ):
+                s.remove(force=True)
+
+    # -- the measurements ------------------------------------------------------
+
+    def dataset(self, ds: Dataset) -> None:
+        log(f"dataset {ds.key}: {ds.title}: creating")
+        src = self.volume(f"src-{ds.key}")
+        self.fill(src, ds)
+        time.sleep(SETTLE if ds.files > 1000 or ds.max_size > MiB else 0)
+        snapshots: list[str] = []
+        for r in range(self.rounds):
+            log(f"dataset {ds.key}: round {r + 1}/{self.rounds}: snapshot and baselines")
+            order = ["voltool", "cp", "tar"] if r % 2 == 0 else ["tar", "cp", "voltool"]
+            for who in order:
+                if who == "voltool":
+                    run, out = self.voltool("snapshot", "--json", src)
+                    snapshots.append(json.loads(out)[0]["id"])
+                    self.results.add(ds.key, "snapshot", run)
+                elif who == "cp":
+                    self.results.add(ds.key, "docker cp pipe", Run(self.docker_cp_pipe(src)))
+                else:
+                    self.results.add(ds.key, "tar pipe in a container", Run(self.tar_pipe(src)))
+        sid = snapshots[0]
+        app = self.app(src)
+        try:
+            for r in range(self.rounds):
+                log(f"dataset {ds.key}: round {r + 1}/{self.rounds}: restore, verify, export")
+                since = time.time()
+                run, _ = self.voltool("restore", sid, "--yes")
+                until = time.time()
+                self.results.add(ds.key, "restore (total)", run)
+                down = self.downtime(app.id, since, until)
+                if down is not None:
+                    self.results.downtime.setdefault(ds.key, []).append(down)
+                self.results.add(ds.key, "verify", self.voltool("verify", sid)[0])
+                with open(os.devnull, "wb") as null:
+                    self.results.add(
+                        ds.key,
+                        "export zstd > /dev/null",
+                        self.voltool("export", sid, stdout=null)[0],
+                    )
+                path = self.workdir / f"export-{ds.key}.tar.zst"
+                self.results.add(
+                    ds.key, "export -o file", self.voltool("export", sid, "-o", str(path))[0]
+                )
+                run, _ = self.voltool("import", str(path), "--volume", src, "--json")
+                self.results.add(ds.key, "import file", run)
+                path.unlink()
+        finally:
+            app.remove(force=True)
+
+    def listing(self) -> None:
+        log("list: making 200 snapshots of 20 tiny volumes")
+        vols = [self.volume(f"list-{i:02}") for i in range(20)]
+        self.sh({v: f"/v{i}" for i, v in enumerate(vols)}, "for d in /v*; do echo x > $d/f; done")
+        for _ in range(10):
+            self.voltool("snapshot", "--no-quiesce", *vols)
+        count = sum(
+            1 for s in self.client.volumes.list(filters={"label": "io.voltool.role=snapshot"})
+        )
+        for _ in range(self.rounds):
+            self.results.add("list", f"list ({count} snapshots)", self.voltool("list")[0])
+            self.results.add(
+                "list", f"list --json ({count} snapshots)", self.voltool("list", "--json")[0]
+            )
+
+
+class _RandomReader(io.RawIOBase):
+    """`size` random bytes, read in pieces (tarfile reads the content it adds)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self.left)
+        b[:n] = os.urandom(n)
+        self.left -= n
+        return n
+
+
+def log(message: str) -> None:
+    print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def machine(client: docker.DockerClient) -> dict[str, str]:
+    info = client.info()
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    fs = (
+        subprocess.run(
+            ["df", "-T", info.get("DockerRootDir", "/var/lib/docker")],
+            capture_output=True,
+            text=True,
+        )
+        .stdout.splitlines()[-1]
+        .split()
+    )
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{cpu} ({os.cpu_count()} cores)",
+        "memory": f"{info.get('MemTotal', 0) / 2**30:.1f} GiB",
+        "kernel": platform.release(),
+        "engine": f"Docker Engine {info.get('ServerVersion')} ({info.get('Driver')} driver)",
+        "disk": f"{fs[1]} on {fs[0]}" if len(fs) > 1 else "?",
+        "python": platform.python_version(),
+        "voltool": __version__,
+    }
+
+
+# -- the report --------------------------------------------------------------
+
+
+def report(res: Results, info: dict[str, str], sets: dict[str, Dataset], rounds: int) -> str:
+    lines = ["# voltool benchmarks", ""]
+    lines.append(
+        "Made by `bash scripts/bench.sh` in one run: "
+        f"{rounds} rounds, voltool and the baselines interleaved (their order alternating "
+        "each round). Times are wall-clock seconds of the whole command (process start "
+        "included); medians, with the range in brackets. Peak RSS is the voltool "
+        "process's own (wait4), the largest of the rounds."
+    )
+    lines += ["", "## Machine", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    checks: list[tuple[str, str, bool]] = []
+    for key, ops in res.runs.items():
+        title = sets[key].title if key in sets else "list with 200 snapshots"
+        lines += ["", f"## {key if key in sets else 'list'}: {title}", ""]
+        lines += ["| operation | median s | range s | peak RSS MiB |", "|---|---:|---:|---:|"]
+        for op, runs in ops.items():
+            secs = [r.seconds for r in runs]
+            rss = [r.rss_mib for r in runs if r.rss_mib is not None]
+            lines.append(
+                f"| {op} | {statistics.median(secs):.2f} | {min(secs):.2f}-{max(secs):.2f} | "
+                + (f"{max(rss):.0f}" if rss else "-")
+                + " |"
+            )
+            if rss:
+                checks.append(
+                    (f"{key}: {op}: peak RSS <= 64 MiB", f"{max(rss):.0f} MiB", max(rss) <= 64)
+                )
+        if "snapshot" in ops and "docker cp pipe" in ops:
+            snap = [r.seconds for r in ops["snapshot"]]
+            cp = [r.seconds for r in ops["docker cp pipe"]]
+            tar = [r.seconds for r in ops["tar pipe in a container"]]
+            per_cp = [s / c for s, c in zip(snap, cp, strict=True)]
+            per_tar = [s / t for s, t in zip(snap, tar, strict=True)]
+            lines += [
+                "",
+                "snapshot / docker cp pipe, per round: "
+                + ", ".join(f"{x:.2f}" for x in per_cp)
+                + f" (median {statistics.median(per_cp):.2f}x)",
+                "",
+                "snapshot / tar pipe in a container, per round: "
+                + ", ".join(f"{x:.2f}" for x in per_tar)
+                + f" (median {statistics.median(per_tar):.2f}x)",
+            ]
+            if key in ("A", "B"):
+                m = statistics.median(per_cp)
+                checks.append((f"{key}: snapshot <= 1.0x docker cp pipe", f"{m:.2f}x", m <= 1.0))
+            if key == "C":
+                m = statistics.median(snap)
+                checks.append(("C: tiny snapshot end to end <= 0.5 s", f"{m:.2f} s", m <= 0.5))
+        if key in res.downtime:
+            down = res.downtime[key]
+            lines += [
+                "",
+                "restore downtime (container die -> start, engine events), per round: "
+                + ", ".join(f"{x:.2f} s" for x in down),
+            ]
+            checks.append(
+                (f"{key}: restore downtime <= 2 s", f"{max(down):.2f} s (worst)", max(down) <= 2)
+            )
+        if key == "list":
+            for op, runs in ops.items():
+                m = statistics.median(r.seconds for r in runs)
+                checks.append((f"{op} <= 1 s", f"{m:.2f} s", m <= 1.0))
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|:---:|"]
+    lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--datasets", default="A,B,C")
+    p.add_argument("--quick", action="store_true", help="small datasets, to try the script")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    a = p.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="voltool-bench-"))
+    bench = Bench(a.rounds, a.quick, workdir)
+    try:
+        bench.cleanup()
+        info = machine(bench.client)
+        for key in a.datasets.split(","):
+            bench.dataset(bench.sets[key])
+            bench.cleanup()
+            time.sleep(SETTLE if key in ("A", "B") and not a.quick else 0)
+        bench.listing()
+    finally:
+        bench.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report(bench.results, info, bench.sets, a.rounds))
+    raw = {
+        "machine": info,
+        "runs": {
+            k: {op: [r.__dict__ for r in rs] for op, rs in ops.items()}
+            for k, ops in bench.results.runs.items()
+        },
+        "downtime": bench.results.downtime,
+    }
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
+    log(f"report written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

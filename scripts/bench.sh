@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The benchmarks, from a fresh machine: engine, virtualenv, helper image, then scripts/bench.py.
+# Arguments go to bench.py (for example: bash scripts/bench.sh --quick --rounds 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/engine.sh
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/voltool helper --build
+exec .venv/bin/python scripts/bench.py "$@"
