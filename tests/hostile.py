@@ -110,6 +110,15 @@ def _pax_member(records: dict[str, bytes], kind: bytes = tarfile.REGTYPE) -> byt
     return out + entry.tobuf(tarfile.USTAR_FORMAT)
 
 
+def _long_path_manifest() -> bytes:
+    line = json.dumps(
+        {"gid": 0, "mode": 493, "mtime": 0, "path": "p" * 60_000, "type": "dir", "uid": 0},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return line.encode() + b"\n"
+
+
 def _plain_header(name: str) -> bytes:
     info = tarfile.TarInfo(name)
     return info.tobuf(tarfile.USTAR_FORMAT)
@@ -288,6 +297,31 @@ CORPUS = [
         "export-bad-source",
         lambda: make_export(info={"source": "../etc"}),
         "source '../etc' is not a volume name",
+    ),
+    Case(
+        "export-source-with-a-newline",
+        lambda: make_export(info={"source": "pgdata\n"}),
+        "is not a volume name",
+    ),
+    Case(
+        "export-id-with-a-newline",
+        lambda: make_export(info={"id": "0123456789abcdef\n"}),
+        "invalid snapshot id",
+    ),
+    Case(
+        "export-created-not-a-time",
+        lambda: make_export(info={"created": "yesterday, about noon"}),
+        "kind, source or created is malformed",
+    ),
+    Case(
+        "export-manifest-path-too-long",
+        lambda: make_export(replace={MANIFEST: _long_path_manifest()}, info={"entries": 1}),
+        "path is not normalised",
+    ),
+    Case(
+        "pax-header-of-many-records",
+        lambda: _with_end(root_header(), _pax_member({f"k{i}": b"v" for i in range(300)})),
+        "more than 256 records",
     ),
     Case(
         "export-members-out-of-order",

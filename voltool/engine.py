@@ -9,6 +9,7 @@ labels and no network, removed in a `finally` whatever happens.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests
 import requests.exceptions
 
 from voltool import labels as L
@@ -64,6 +66,19 @@ class RunResult:
     exit_code: int
     stdout: bytes
     stderr: bytes
+
+
+def _shut_down(response: requests.Response) -> None:
+    """Make a read in progress on `response` return at once (another thread's read).
+
+    Closing the response would first wait for that read to finish: with a
+    stalled volume, for the whole request timeout.
+    """
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _translated(what: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -332,7 +347,7 @@ class Engine:
                     f"{what}: the engine answered {response.status_code}: {response.text[:200]}"
                 )
             chunks = _translated(what, response.iter_content(ARCHIVE_CHUNK))
-            yield from read_ahead(chunks, READ_AHEAD, response.close)
+            yield from read_ahead(chunks, READ_AHEAD, lambda: _shut_down(response))
         finally:
             response.close()
 

@@ -29,7 +29,7 @@ def new_id() -> str:
 
 
 def is_valid_id(value: str) -> bool:
-    return bool(ID_PATTERN.match(value))
+    return bool(ID_PATTERN.fullmatch(value))
 
 
 def snapshot_volume_name(snapshot_id: str) -> str:
@@ -41,7 +41,7 @@ def snapshot_volume_name(snapshot_id: str) -> str:
 
 def check_volume_name(name: str) -> str:
     """Return `name` if Docker could accept it as a volume name, else raise UsageError."""
-    if not VOLUME_NAME_PATTERN.match(name) or len(name) > 255:
+    if not VOLUME_NAME_PATTERN.fullmatch(name) or len(name) > 255:
         raise UsageError(f"invalid volume name {name!r}")
     return name
 

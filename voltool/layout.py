@@ -13,6 +13,7 @@ and `Meta` parse strictly and raise IntegrityError on anything unexpected.
 from __future__ import annotations
 
 import builtins
+import datetime as dt
 import hashlib
 import json
 import re
@@ -97,21 +98,37 @@ class SnapshotInfo:
             value = getattr(info, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise IntegrityError(f"{SNAPSHOT}: {name} is not a count")
-        if not isinstance(info.tree_digest, str) or not _HEX64.match(info.tree_digest):
+        if not isinstance(info.tree_digest, str) or not _HEX64.fullmatch(info.tree_digest):
             raise IntegrityError(f"{SNAPSHOT}: tree_digest is not a SHA-256")
         if (
             info.kind not in KINDS
             or not isinstance(info.source, str)
-            or not isinstance(info.created, str)
+            or len(info.source) > 255
+            or not _is_time(info.created)
         ):
             raise IntegrityError(f"{SNAPSHOT}: kind, source or created is malformed")
+        if not isinstance(info.voltool, str) or len(info.voltool) > 64:
+            raise IntegrityError(f"{SNAPSHOT}: voltool is malformed")
+        if info.quiesce not in ("pause", "stop", "none"):
+            raise IntegrityError(f"{SNAPSHOT}: quiesce is malformed")
         if info.origin_id is not None and not (
             isinstance(info.origin_id, str) and is_valid_id(info.origin_id)
         ):
             raise IntegrityError(f"{SNAPSHOT}: invalid origin id {info.origin_id!r}")
-        if info.origin_created is not None and not isinstance(info.origin_created, str):
+        if info.origin_created is not None and not _is_time(info.origin_created):
             raise IntegrityError(f"{SNAPSHOT}: origin_created is malformed")
         return info
+
+
+def _is_time(value: object) -> bool:
+    """An ISO 8601 time of at most 64 characters."""
+    if not isinstance(value, str) or len(value) > 64:
+        return False
+    try:
+        dt.datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def manifest_bound(entries: int) -> int:
@@ -172,7 +189,7 @@ class Meta:
 
     def check(self) -> None:
         if self.name is not None and (
-            not isinstance(self.name, str) or not NAME_PATTERN.match(self.name)
+            not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name)
         ):
             raise IntegrityError(f"{META}: invalid name {self.name!r}")
         if self.note is not None and (not isinstance(self.note, str) or len(self.note) > MAX_NOTE):

@@ -68,7 +68,12 @@ def space(rt: Runtime, volume: str) -> Space:
     result = rt.engine.run(
         rt.image, [Mount(volume, "/v", read_only=True)], rt.helper_labels(new_id()), _SPACE
     )
-    lines = result.stdout.decode(errors="replace").split("\n")
+    return parse_space(result.stdout.decode(errors="replace"))
+
+
+def parse_space(out: str) -> Space:
+    """What `_SPACE` printed, read; what cannot be read is unknown (None)."""
+    lines = out.split("\n")
     try:
         available = int(lines[0].split()[3]) * 1024
         used = int(lines[1]) * 1024
@@ -76,7 +81,9 @@ def space(rt: Runtime, volume: str) -> Space:
     except (IndexError, ValueError):
         return Space(None, 0, None, None)
     try:
-        inodes: int | None = int(lines[3].split()[3])
+        fields = lines[3].split()
+        # btrfs and others count no inodes: df shows 0 in all, which means "unknown".
+        inodes: int | None = int(fields[3]) if int(fields[1]) else None
     except (IndexError, ValueError):
-        inodes = None  # some filesystems have no inode count
+        inodes = None
     return Space(available, used, mtime, inodes)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from voltool.errors import IntegrityError
+from voltool.validate import MAX_NAME_BYTES, MAX_NAME_TOTAL, MAX_PATH_BYTES
 
 TYPES = ("file", "dir", "symlink", "char", "block", "fifo")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -78,6 +79,10 @@ class ManifestEntry:
 
         if not isinstance(self.path, str) or not _is_normal_path(self.path):
             raise bad("path is not normalised")
+        if self.target is not None and (
+            not isinstance(self.target, str) or _encoded(self.target) > MAX_PATH_BYTES
+        ):
+            raise bad(f"target is not text of at most {MAX_PATH_BYTES} bytes")
         if self.type not in TYPES:
             raise bad(f"unknown type {self.type!r}")
         for name in ("sha256", "target", "link", "dev"):
@@ -93,7 +98,7 @@ class ManifestEntry:
             raise bad("mode has bits beyond 07777")
         if (self.type == "file") != (self.sha256 is not None):
             raise bad("sha256 belongs to regular files only")
-        if self.sha256 is not None and not _HEX64.match(self.sha256):
+        if self.sha256 is not None and not _HEX64.fullmatch(self.sha256):
             raise bad("sha256 is not 64 hex digits")
         if (self.type == "symlink") != isinstance(self.target, str):
             raise bad("target belongs to symlinks only")
@@ -110,11 +115,18 @@ def _canonical(d: dict[str, Any]) -> str:
 
 
 def _is_normal_path(path: str) -> bool:
+    """Relative, normalised, and within the validator's length bounds."""
     if path == ".":
         return True
-    if not path or path.startswith("/") or "\0" in path:
+    if not path or path.startswith("/") or "\0" in path or _encoded(path) > MAX_PATH_BYTES:
         return False
-    return all(part not in ("", ".", "..") for part in path.split("/"))
+    return all(
+        part not in ("", ".", "..") and _encoded(part) <= MAX_NAME_BYTES for part in path.split("/")
+    )
+
+
+def _encoded(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
 
 
 # The longest canonical line: a path and a link target of 4032 bytes each, every
@@ -188,6 +200,7 @@ class Manifest:
         other spelling of the same JSON), and there are at most `max_entries`.
         """
         entries: list[ManifestEntry] = []
+        names = 0  # bounded as the validator bounds the names it remembers
         for raw in lines:
             if max_entries is not None and len(entries) >= max_entries:
                 raise IntegrityError(f"manifest has more than {max_entries} entries")
@@ -198,6 +211,9 @@ class Manifest:
             entry = ManifestEntry.from_line(text)
             if entry.line() != text:
                 raise IntegrityError(f"manifest line is not canonical: {text[:80]!r}")
+            names += len(entry.path) + len(entry.target or "") + len(entry.link or "")
+            if names > MAX_NAME_TOTAL:
+                raise IntegrityError(f"manifest names take more than {MAX_NAME_TOTAL} bytes")
             entries.append(entry)
         m = cls(entries)
         m._check_links()

@@ -19,14 +19,14 @@ _POLL = 0.05  # seconds between looks at the stop flag while the queue is full
 
 
 def read_ahead(
-    chunks: Iterable[bytes], depth: int, close: Callable[[], None]
+    chunks: Iterable[bytes], depth: int, wake: Callable[[], None]
 ) -> Generator[bytes, None, None]:
     """Yield `chunks`, read up to `depth` chunks ahead by a thread.
 
     An error in the reading thread is raised here, in the caller's. When the
-    generator is closed or exhausted, `close` is called (it must unblock a
-    read in progress: close the response) and the thread is gone before it
-    returns.
+    generator is closed or exhausted, `wake` is called, which must make a read
+    in progress return (shut the socket down: closing it would wait for the
+    read), and the thread is joined.
     """
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -63,5 +63,8 @@ def read_ahead(
             yield item
     finally:
         stop.set()
-        close()
-        thread.join(10)
+        try:
+            if thread.is_alive():  # cut short: its read may be waiting on the socket
+                wake()
+        finally:
+            thread.join(10)

@@ -307,8 +307,9 @@ def _parse_header(block: bytes, after: str) -> tarfile.TarInfo:
         info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
     except tarfile.HeaderError as e:
         raise IntegrityError(f"archive is corrupt: bad header after {after!r} ({e})") from None
-    if block[257:265] != b"ustar\x0000" and info.type not in tarfile.GNU_TYPES:
-        # Only POSIX ustar has a name prefix (GNU keeps times there, v7 nothing);
+    if block[257:263] != b"ustar\x00" and info.type not in tarfile.GNU_TYPES:
+        # Only POSIX ustar ("ustar\0" magic, whatever the version) has a name
+        # prefix (GNU keeps times there, v7 nothing);
         # GNU tar and Go ignore those bytes, and so must we, or we import another name.
         name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
         info.name = name.rstrip("/") if info.isdir() else name
@@ -316,10 +317,16 @@ def _parse_header(block: bytes, after: str) -> tarfile.TarInfo:
 
 
 _PAX_RECORD = re.compile(rb"(\d{1,8}) ")
+# The PAX keys voltool reads (and GNU.sparse.*, to refuse sparse members); the
+# rest are dropped as they are parsed, so that a header of thousands of
+# records costs nothing per entry after it.
+_PAX_KEYS = frozenset({"path", "linkpath", "size", "uid", "gid", "mtime"})
+MAX_PAX_RECORDS = 256
 
 
 def _parse_pax(data: bytes, after: str) -> dict[str, str]:
     records: dict[str, str] = {}
+    count = 0
     pos = 0
     end_of_records = len(data.rstrip(b"\0"))  # once: a per-record check is quadratic
     while pos < end_of_records:
@@ -333,7 +340,12 @@ def _parse_pax(data: bytes, after: str) -> dict[str, str]:
         key, eq, value = data[m.end() : end - 1].partition(b"=")
         if not eq:
             raise IntegrityError(f"archive is corrupt: malformed PAX record after {after!r}")
-        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        count += 1
+        if count > MAX_PAX_RECORDS:
+            raise ArchiveRejected(after, f"a PAX header of more than {MAX_PAX_RECORDS} records")
+        name = key.decode("utf-8", "surrogateescape")
+        if name in _PAX_KEYS or name.startswith("GNU.sparse."):
+            records[name] = value.decode("utf-8", "surrogateescape")
         pos = end
     return records
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -25,6 +26,7 @@ from voltool.compression import Compression
 from voltool.errors import ExitCode, IntegrityError, NoSpace, UsageError, VoltoolError
 from voltool.importer import ImportRequest, Incoming, read_archive
 from voltool.manifest import Manifest
+from voltool.readahead import read_ahead
 from voltool.validate import Limits
 
 
@@ -295,11 +297,7 @@ def test_control_characters_are_escaped_before_they_reach_a_terminal() -> None:
     assert printable("two\nlines") == "two\\x0alines"
 
 
-def test_read_ahead_passes_errors_and_closes_its_source() -> None:
-    from voltool.readahead import read_ahead
-
-    closed: list[bool] = []
-
+def test_read_ahead_passes_errors_on() -> None:
     def source() -> Iterator[bytes]:
         yield b"one"
         yield b"two"
@@ -307,11 +305,45 @@ def test_read_ahead_passes_errors_and_closes_its_source() -> None:
 
     got = []
     with pytest.raises(IntegrityError, match="cut"):
-        for chunk in read_ahead(source(), 1, lambda: closed.append(True)):
+        for chunk in read_ahead(source(), 1, lambda: None):
             got.append(chunk)
-    assert got == [b"one", b"two"] and closed == [True]
+    assert got == [b"one", b"two"]
 
-    endless = read_ahead(iter(lambda: b"x", None), 2, lambda: closed.append(True))
-    assert next(endless) == b"x"
-    endless.close()  # the reading thread stops; the source is closed
-    assert closed == [True, True]
+
+def test_closing_read_ahead_wakes_a_stalled_read_and_stops_its_thread() -> None:
+    stalled = threading.Event()
+    woken = threading.Event()
+
+    def source() -> Iterator[bytes]:
+        yield b"first"
+        stalled.set()
+        woken.wait(30)  # a read that returns only when the socket is shut down
+        yield b"late"
+
+    reader = read_ahead(source(), 4, woken.set)
+    assert next(reader) == b"first"
+    stalled.wait(30)
+    reader.close()
+    assert woken.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "voltool-read-ahead"]
+
+
+def test_filesystems_without_inode_counts_have_unknown_inodes() -> None:
+    from voltool.live import parse_space
+
+    df = "fs 1000 10 990 1% /v\n8\n1700000000\n"
+    assert parse_space(df + "fs 0 0 0 - /v\n").inodes is None  # btrfs
+    assert parse_space(df + "fs 100 40 60 40% /v\n").inodes == 60
+    assert parse_space(df + "fs 100 40 60 40% /v\n").available == 990 * 1024
+
+
+def test_a_ustar_prefix_counts_whatever_the_version() -> None:
+    # GNU tar, Go and busybox check the "ustar\0" magic only.
+    info = tarfile.TarInfo("x" * 10)
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    block[263:265] = b"\0\0"
+    block[345:352] = b"prefix\0"
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    m = _all(_read(root_header() + bytes(block) + b"\0" * 1024))
+    assert sorted(e.path for e in m) == [".", "prefix", "prefix/" + "x" * 10]
