@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from voltool.errors import IntegrityError
@@ -45,7 +45,9 @@ class ManifestEntry:
     dev: str | None = None  # "major,minor" of char and block devices
 
     def as_dict(self, with_mtime: bool = True) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if v is not None}
+        # Not dataclasses.asdict: it deep-copies every value, and this runs
+        # twice per entry (a third of a snapshot's CPU time for small files).
+        d = {k: v for k in _FIELDS if (v := getattr(self, k)) is not None}
         if not with_mtime:
             d.pop("mtime", None)
         return d
