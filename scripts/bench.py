@@ -12,7 +12,7 @@ voltool and the baselines alternates each round), it times:
 - verify, export (zstd, to /dev/null), export to a file and import of it;
 - list with 200 snapshots present, and the tiny dataset's snapshot end to end.
 
-Every voltool run is a child process; its peak RSS comes from wait4(). The
+Every voltool run is a child process; its peak RSS is its own VmHWM. The
 report (Markdown, with the machine it ran on) and the raw numbers (JSON) are
 written to docs/. Everything it creates is labelled and removed at the end,
 also on Ctrl-C. Timings are medians; ratios are paired per round.
@@ -51,6 +51,20 @@ from voltool.engine import Engine  # noqa: E402
 from voltool.report import Reporter  # noqa: E402
 
 LABEL = "io.voltool.bench"
+# voltool, run so that it reports its own peak RSS as it exits: VmHWM of its
+# own address space. (wait4's ru_maxrss would also count the pages of this
+# script, which the child held between fork and exec.)
+_MEASURED = """
+import atexit, os, re, runpy, sys
+def report():
+    status = open("/proc/self/status").read()
+    kib = re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)
+    with open(os.environ["VOLTOOL_BENCH_RSS"], "w") as f:
+        f.write(kib)
+atexit.register(report)
+sys.argv = ["voltool", *sys.argv[1:]]
+runpy.run_module("voltool", run_name="__main__")
+"""
 MiB = 1 << 20
 # ext4 without a journal (this machine's) creates files slowly for a while
 # after a large delete: let the disk settle before timing writes again.
@@ -156,14 +170,16 @@ class Bench:
             path.unlink()
 
     def voltool(self, *args: str, stdout: Any = subprocess.PIPE) -> tuple[Run, str]:
-        """Run voltool as a child; wall time and its own peak RSS (from wait4)."""
+        """Run voltool as a child; wall time and its own peak RSS (its VmHWM at exit)."""
+        rss_file = self.workdir / "rss"
+        rss_file.unlink(missing_ok=True)
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "voltool", *args],
+            [sys.executable, "-c", _MEASURED, *args],
             stdout=stdout,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            env=self.env,
+            env={**self.env, "VOLTOOL_BENCH_RSS": str(rss_file)},
         )
         out = b""
         if stdout is subprocess.PIPE:
@@ -171,12 +187,11 @@ class Bench:
             out = proc.stdout.read()
         assert proc.stderr is not None
         err = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
         seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise RuntimeError(f"voltool {' '.join(args)}: exit {proc.returncode}: {err.decode()}")
-        return Run(seconds, usage.ru_maxrss / 1024), out.decode()
+        return Run(seconds, int(rss_file.read_text()) / 1024), out.decode()
 
     def docker_cp_pipe(self, src: str) -> float:
         """`docker cp SRC:/src/. - | docker cp - DST:/dst` through two created helpers."""
@@ -367,8 +382,15 @@ def machine(client: docker.DockerClient) -> dict[str, str]:
         "engine": f"Docker Engine {info.get('ServerVersion')} ({info.get('Driver')} driver)",
         "disk": f"{fs[1]} on {fs[0]}" if len(fs) > 1 else "?",
         "python": platform.python_version(),
-        "voltool": __version__,
+        "voltool": f"{__version__} (commit {_commit()})",
     }
+
+
+def _commit() -> str:
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return out.stdout.strip() or "?"
 
 
 # -- the report --------------------------------------------------------------
@@ -380,8 +402,8 @@ def report(res: Results, info: dict[str, str], sets: dict[str, Dataset], rounds:
         "Made by `bash scripts/bench.sh` in one run: "
         f"{rounds} rounds, voltool and the baselines interleaved (their order alternating "
         "each round). Times are wall-clock seconds of the whole command (process start "
-        "included); medians, with the range in brackets. Peak RSS is the voltool "
-        "process's own (wait4), the largest of the rounds."
+        "included); medians, with the range. Peak RSS is the voltool process's own "
+        "(VmHWM as it exits), the largest of the rounds."
     )
     lines += ["", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in info.items()]
