@@ -321,7 +321,7 @@ CORPUS = [
     Case(
         "pax-header-of-many-records",
         lambda: _with_end(root_header(), _pax_member({f"k{i}": b"v" for i in range(300)})),
-        "more than 256 records",
+        "more than 64 records",
     ),
     Case(
         "export-members-out-of-order",

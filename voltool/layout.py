@@ -120,13 +120,16 @@ class SnapshotInfo:
         return info
 
 
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})", re.ASCII)
+
+
 def _is_time(value: object) -> bool:
-    """An ISO 8601 time of at most 64 characters."""
-    if not isinstance(value, str) or len(value) > 64:
+    """A time as voltool writes it: ISO 8601, to the second, with an offset."""
+    if not isinstance(value, str) or not _TIME.fullmatch(value):
         return False
     try:
-        dt.datetime.fromisoformat(value)
-    except ValueError:
+        dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return False
     return True
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from voltool.errors import IntegrityError
-from voltool.validate import MAX_NAME_BYTES, MAX_NAME_TOTAL, MAX_PATH_BYTES
+from voltool.validate import MAX_NAME_BYTES, MAX_NAME_TOTAL, MAX_PATH_BYTES, stored_size
 
 TYPES = ("file", "dir", "symlink", "char", "block", "fifo")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -213,7 +213,7 @@ class Manifest:
             entry = ManifestEntry.from_line(text)
             if entry.line() != text:
                 raise IntegrityError(f"manifest line is not canonical: {text[:80]!r}")
-            names += len(entry.path) + len(entry.target or "") + len(entry.link or "")
+            names += sum(stored_size(t) for t in (entry.path, entry.target, entry.link) if t)
             if names > MAX_NAME_TOTAL:
                 raise IntegrityError(f"manifest names take more than {MAX_NAME_TOTAL} bytes")
             entries.append(entry)

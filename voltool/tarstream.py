@@ -321,7 +321,7 @@ _PAX_RECORD = re.compile(rb"(\d{1,8}) ")
 # rest are dropped as they are parsed, so that a header of thousands of
 # records costs nothing per entry after it.
 _PAX_KEYS = frozenset({"path", "linkpath", "size", "uid", "gid", "mtime"})
-MAX_PAX_RECORDS = 256
+MAX_PAX_RECORDS = 64  # GNU tar --posix writes 5-8, and one per extended attribute
 
 
 def _parse_pax(data: bytes, after: str) -> dict[str, str]:
@@ -409,8 +409,8 @@ def _entry(
         size=_pax_int(pax, "size", info.size, name),
         mtime=_pax_mtime(pax, info.mtime, name),
         linkname=linkname if is_link else "",  # a link name on anything else is noise
-        uname=pax.get("uname", info.uname),
-        gname=pax.get("gname", info.gname),
+        uname=info.uname,
+        gname=info.gname,
         devmajor=info.devmajor,
         devminor=info.devminor,
     )

@@ -86,7 +86,7 @@ class EntryValidator:
             if self.bytes > self._limits.max_bytes:
                 raise ArchiveRejected(name, f"more than {self._limits.max_bytes} bytes of content")
         self._check_room(name)
-        self._count_names(name, len(rel) + len(entry.linkname))
+        self._count_names(name, stored_size(rel) + stored_size(entry.linkname))
         if entry.type in _SPECIAL and not self._limits.allow_special:
             raise ArchiveRejected(name, f"{entry.type.value} entries are not allowed")
         if entry.type is EntryType.SYMLINK:
@@ -160,7 +160,7 @@ class EntryValidator:
             if parent in self._implied:
                 return
             self._implied.add(parent)
-            self._count_names(name, len(parent))
+            self._count_names(name, stored_size(parent))
             parent = parent.rpartition("/")[0]
 
     def _count_names(self, name: str, n: int) -> None:
@@ -181,6 +181,12 @@ class EntryValidator:
             raise NoSpace(
                 f"archive has more entries than the {inodes} free inodes (stopped at {name!r})"
             )
+
+
+def stored_size(text: str) -> int:
+    """About what `text` costs in memory: Python keeps a string of any non-ASCII
+    character at up to 4 bytes per character."""
+    return len(text) if text.isascii() else 4 * len(text)
 
 
 def _check_link_climb(name: str, rel: str, target: str) -> None:

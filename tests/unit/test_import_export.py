@@ -347,3 +347,29 @@ def test_a_ustar_prefix_counts_whatever_the_version() -> None:
     block[148:156] = b"%06o\0 " % sum(block)
     m = _all(_read(root_header() + bytes(block) + b"\0" * 1024))
     assert sorted(e.path for e in m) == [".", "prefix", "prefix/" + "x" * 10]
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        "2026-01-01",
+        "2026-W01-1",
+        "2026-01-01\nT00:00:00+00:00",
+        "2026-01-01x00:00:00+00:00",
+        "0001-01-01T00:00:00+14:00",
+        "2026-13-45T00:00:00+00:00",
+    ],
+)
+def test_snapshot_json_times_are_exactly_as_voltool_writes_them(created: str) -> None:
+    with pytest.raises(IntegrityError, match="kind, source or created is malformed"):
+        _read(make_export(info={"created": created}))
+
+
+def test_non_ascii_names_are_charged_what_they_cost_in_memory() -> None:
+    name = "\U0001f600" + "x" * 200  # one emoji: the string is stored at 4 bytes a character
+    members = [d("./"), *[f(f"./{name}{i}") for i in range(20)]]
+    plain = [d("./"), *[f(f"./{'y' * 201}{i}") for i in range(20)]]
+    budget = Limits(max_names=20 * 210 * 2)
+    _all(_read(make_tar(plain), ImportRequest(limits=budget)))  # fits
+    with pytest.raises(IntegrityError, match="names and link targets take more than"):
+        _all(_read(make_tar(members), ImportRequest(limits=budget)))
