@@ -46,7 +46,7 @@ def head_members(info: SnapshotInfo, manifest: Manifest, meta: Meta) -> Iterator
     """The export's metadata members, in order (the data follows; no end-of-archive)."""
     mtime = _timestamp(info.created)
     yield from file_member(SNAPSHOT, [info.to_json()], mtime)
-    yield from file_member(MANIFEST, list(manifest.lines()), mtime)
+    yield from file_member(MANIFEST, manifest.chunks(), mtime, manifest.summary.size)
     yield from file_member(META, [meta.to_json()], mtime)
 
 

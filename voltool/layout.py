@@ -155,12 +155,17 @@ def check_manifest(manifest: Manifest, info: SnapshotInfo) -> None:
         )
     if manifest.root is None or manifest.root.type != "dir":
         raise IntegrityError(f"snapshot {info.id}: manifest has no root directory")
+    known_dir = "."  # the last parent found to be a directory: siblings come together
     for e in manifest:
         if e.path == ".":
             continue
-        parent = manifest.get(e.path.rpartition("/")[0] or ".")
+        path = e.path.rpartition("/")[0] or "."
+        if path == known_dir:
+            continue
+        parent = manifest.get(path)
         if parent is None or parent.type != "dir":
             raise IntegrityError(f"manifest entry {e.path!r}: its parent is not a directory")
+        known_dir = path
 
 
 @dataclass(frozen=True)

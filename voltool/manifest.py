@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from voltool.errors import IntegrityError
+from voltool.spill import Duplicate, Table
 from voltool.validate import MAX_NAME_BYTES, MAX_NAME_TOTAL, MAX_PATH_BYTES, stored_size
 
 TYPES = ("file", "dir", "symlink", "char", "block", "fifo")
@@ -58,6 +59,11 @@ class ManifestEntry:
 
     def digest_line(self) -> str:
         return _canonical(self.as_dict(with_mtime=False))
+
+    @classmethod
+    def trusted(cls, line: str) -> ManifestEntry:
+        """An entry from a line voltool checked before it stored it."""
+        return cls(**json.loads(line))
 
     @classmethod
     def from_line(cls, line: str) -> ManifestEntry:
@@ -154,45 +160,84 @@ def path_key(path: str) -> bytes:
 
 
 class Manifest:
-    """An immutable set of entries keyed by path, in canonical (sorted) order."""
+    """An immutable set of entries keyed by path, in canonical (sorted) order.
 
-    def __init__(self, entries: Iterable[ManifestEntry]) -> None:
-        self._by_path: dict[str, ManifestEntry] = {}
-        for e in sorted(entries, key=lambda e: path_key(e.path)):
-            if e.path in self._by_path:
-                raise IntegrityError(f"manifest lists {e.path!r} twice")
-            self._by_path[e.path] = e
+    Held in a `spill.Table` (path key -> canonical line), not on the heap: a
+    manifest of millions of entries costs a bounded amount of memory.
+    """
+
+    def __init__(self, entries: Iterable[ManifestEntry] = ()) -> None:
+        self._table = Table()
+        for e in entries:
+            self._add(e.path, e.line())
+        self._add(None)  # a duplicate raises here, not at first use
+        self._summary: Summary | None = None
+
+    def _add(self, path: str | None, line: str = "") -> None:
+        """Add an entry's line (None: only flush what is batched); a path twice is an error."""
+        try:
+            if path is None:
+                self._table.flush()
+            else:
+                self._table.add(path_key(path), line)
+        except Duplicate as e:
+            raise IntegrityError(f"manifest lists {_path_of(e.args[0])!r} twice") from None
+
+    @classmethod
+    def _of(cls, table: Table, summary: Summary | None = None) -> Manifest:
+        m = cls.__new__(cls)
+        m._table = table
+        m._summary = summary
+        return m
 
     def __len__(self) -> int:
-        return len(self._by_path)
+        return self.summary.entries
 
     def __iter__(self) -> Iterator[ManifestEntry]:
-        return iter(self._by_path.values())
+        for line in self._table.values():
+            yield ManifestEntry.trusted(line)
 
     def __contains__(self, path: object) -> bool:
-        return path in self._by_path
+        return isinstance(path, str) and path_key(path) in self._table
 
     def get(self, path: str) -> ManifestEntry | None:
-        return self._by_path.get(path)
+        line = self._table.get(path_key(path))
+        return None if line is None else ManifestEntry.trusted(line)
 
     @property
     def root(self) -> ManifestEntry | None:
-        return self._by_path.get(".")
+        return self.get(".")
+
+    @property
+    def summary(self) -> Summary:
+        """Entry count, content bytes, tree digest and manifest size, from one pass."""
+        if self._summary is None:
+            self._summary = _summarize(self._table.values(), check=False)
+        return self._summary
 
     def content_bytes(self) -> int:
         """Bytes of content, each hard-link group counted once."""
-        return sum(e.size for e in self if e.type == "file" and e.link in (None, e.path))
+        return self.summary.content
 
     def digest(self) -> str:
-        h = hashlib.sha256()
-        for e in self:
-            h.update(e.digest_line().encode())
-            h.update(b"\n")
-        return h.hexdigest()
+        return self.summary.digest
 
     def lines(self) -> Iterator[bytes]:
-        for e in self:
-            yield e.line().encode() + b"\n"
+        for line in self._table.values():
+            yield line.encode() + b"\n"
+
+    def chunks(self, size: int = 64 * 1024) -> Iterator[bytes]:
+        """manifest.jsonl (`summary.size` bytes) in pieces of about `size` bytes."""
+        out: list[bytes] = []
+        n = 0
+        for line in self.lines():
+            out.append(line)
+            n += len(line)
+            if n >= size:
+                yield b"".join(out)
+                out, n = [], 0
+        if out:
+            yield b"".join(out)
 
     @classmethod
     def parse(cls, lines: Iterable[bytes], max_entries: int | None = None) -> Manifest:
@@ -201,10 +246,10 @@ class Manifest:
         Strict: every line is one entry in canonical form (no blank lines, no
         other spelling of the same JSON), and there are at most `max_entries`.
         """
-        entries: list[ManifestEntry] = []
+        m = cls()
         names = 0  # bounded as the validator bounds the names it remembers
-        for raw in lines:
-            if max_entries is not None and len(entries) >= max_entries:
+        for count, raw in enumerate(lines):
+            if max_entries is not None and count >= max_entries:
                 raise IntegrityError(f"manifest has more than {max_entries} entries")
             try:
                 text = raw.decode("ascii")  # canonical lines are pure ASCII
@@ -213,11 +258,11 @@ class Manifest:
             entry = ManifestEntry.from_line(text)
             if entry.line() != text:
                 raise IntegrityError(f"manifest line is not canonical: {text[:80]!r}")
-            names += sum(stored_size(t) for t in (entry.path, entry.target, entry.link) if t)
+            names += sum(stored_size(t) for t in (entry.path, entry.target or "", entry.link or ""))
             if names > MAX_NAME_TOTAL:
                 raise IntegrityError(f"manifest names take more than {MAX_NAME_TOTAL} bytes")
-            entries.append(entry)
-        m = cls(entries)
+            m._add(entry.path, text)
+        m._add(None)
         m._check_links()
         return m
 
@@ -230,7 +275,7 @@ class Manifest:
         for e in self:
             if e.link is None:
                 continue
-            head = self._by_path.get(e.link)
+            head = self.get(e.link)
             if head is None or head.link != e.link or head.sha256 != e.sha256:
                 raise IntegrityError(f"manifest entry {e.path!r}: broken hard-link group")
             if path_key(e.link) > path_key(e.path):
@@ -239,37 +284,120 @@ class Manifest:
                 )
 
 
+@dataclass(frozen=True)
+class Summary:
+    entries: int
+    content: int  # bytes of content, each hard-link group once
+    digest: str  # the tree digest
+    size: int  # bytes of manifest.jsonl
+    linked: int  # entries in hard-link groups
+
+
+def _summarize(lines: Iterable[str], check: bool) -> Summary:
+    h = hashlib.sha256()
+    entries = content = size = linked = 0
+    for line in lines:
+        e = ManifestEntry.trusted(line)
+        if check:
+            e.check()
+        entries += 1
+        size += len(line) + 1
+        if e.type == "file" and e.link in (None, e.path):
+            content += e.size
+        linked += e.link is not None
+        h.update(_without_mtime(line).encode())
+        h.update(b"\n")
+    return Summary(entries, content, h.hexdigest(), size, linked)
+
+
+# In a canonical line the keys are sorted and "mode" always precedes "mtime": the
+# first ',"mtime":' is the key (a quote inside a string value is escaped).
+_MTIME = re.compile(r',"mtime":-?[0-9]+')
+
+
+def _without_mtime(line: str) -> str:
+    """`ManifestEntry.trusted(line).digest_line()`, without parsing the line."""
+    return _MTIME.sub("", line, count=1)
+
+
+def _path_of(key: bytes) -> str:
+    return key.decode("utf-8", "surrogateescape")
+
+
+def merge(a: Manifest, b: Manifest) -> Iterator[tuple[ManifestEntry | None, ManifestEntry | None]]:
+    """The entries of `a` and `b` paired by path, in path order (None where one lacks it)."""
+    left, right = iter(a), iter(b)
+    x, y = next(left, None), next(right, None)
+    while x is not None or y is not None:
+        kx = path_key(x.path) if x is not None else None
+        ky = path_key(y.path) if y is not None else None
+        if ky is None or (kx is not None and kx < ky):
+            yield x, None
+            x = next(left, None)
+        elif kx is None or ky < kx:
+            yield None, y
+            y = next(right, None)
+        else:
+            yield x, y
+            x, y = next(left, None), next(right, None)
+
+
 class ManifestBuilder:
-    """Collects entries as a stream arrives and resolves hard-link groups at the end."""
+    """Collects entries as a stream arrives and resolves hard-link groups at the end.
+
+    Like `Manifest`, it keeps its entries in tables, not on the heap.
+    """
 
     def __init__(self) -> None:
-        self._entries: dict[str, ManifestEntry] = {}
-        self._link_to: dict[str, str] = {}  # hard-link path -> the path it links to
+        self._entries = Table()  # path key -> canonical line
+        # (the group's first file's key, NUL, the link's key) -> "": a group's members
+        # are adjacent, in path order.
+        self._links = Table()
 
     def add(self, entry: ManifestEntry) -> None:
-        self._entries[entry.path] = entry
+        self._entries[path_key(entry.path)] = entry.line()
 
-    def add_hardlink(self, path: str, target: str, mtime: int) -> None:
-        head = self._entries[target]
-        self._entries[path] = replace(head, path=path, mtime=mtime)
-        self._link_to[path] = self._link_to.get(target, target)  # the group's first file
+    def add_hardlink(self, path: str, target: str, mtime: int) -> ManifestEntry:
+        """Record `path` as a hard link to the earlier file `target`; return its entry.
+
+        Until `build`, a group's members name the group's first file as `link`.
+        """
+        head = self.get(target)
+        if head is None:
+            raise KeyError(target)
+        first = head.link or target  # a link to a link joins the first file's group
+        if head.link is None:
+            self._entries[path_key(target)] = replace(head, link=first).line()
+        entry = replace(head, path=path, mtime=mtime, link=first)
+        self._entries[path_key(path)] = entry.line()
+        self._links[path_key(first) + b"\0" + path_key(path)] = ""
+        return entry
 
     def get(self, path: str) -> ManifestEntry | None:
-        return self._entries.get(path)
+        line = self._entries.get(path_key(path))
+        return None if line is None else ManifestEntry.trusted(line)
 
     def build(self) -> Manifest:
-        groups: dict[str, list[str]] = {}
-        for path, target in self._link_to.items():
-            root = target  # add_hardlink stored the group's first file: no chains to walk
-            groups.setdefault(root, [root]).append(path)
-        for members in groups.values():
-            smallest = min(members, key=path_key)
-            for p in members:
-                self._entries[p] = replace(self._entries[p], link=smallest)
+        """The manifest: each group's members name its smallest path; every entry checked."""
+        group = b""
+        smallest = ""
+        for key, _ in self._links.items():
+            first, _, member = key.partition(b"\0")
+            if first != group:
+                # Members come in path order: the first of a group is its smallest link.
+                group = first
+                smallest = _path_of(min(first, member))
+                self._relink(_path_of(first), smallest)
+            self._relink(_path_of(member), smallest)
+        self._links.close()
         # Never commit what could not be read back.
-        for e in self._entries.values():
-            e.check()
-        return Manifest(self._entries.values())
+        summary = _summarize(self._entries.values(), check=True)
+        return Manifest._of(self._entries, summary)
+
+    def _relink(self, path: str, smallest: str) -> None:
+        entry = self.get(path)
+        assert entry is not None
+        self._entries[path_key(path)] = replace(entry, link=smallest).line()
 
 
 @dataclass(frozen=True)
@@ -279,17 +407,42 @@ class Change:
     what: tuple[str, ...] = ()  # for "changed": the fields that differ
 
 
-def diff(old: Manifest, new: Manifest) -> list[Change]:
-    """What turns `old` into `new`, by path; mtime-only differences do not count."""
-    changes: list[Change] = []
-    for e in old:
-        other = new.get(e.path)
-        if other is None:
-            changes.append(Change(e.path, "removed"))
-        elif e.digest_line() != other.digest_line():
-            a, b = e.as_dict(False), other.as_dict(False)
-            fields = tuple(k for k in _FIELDS if a.get(k) != b.get(k))
-            changes.append(Change(e.path, "changed", fields))
-    changes.extend(Change(e.path, "added") for e in new if e.path not in old)
-    changes.sort(key=lambda c: path_key(c.path))
-    return changes
+def diff(old: Manifest, new: Manifest) -> Iterator[Change]:
+    """What turns `old` into `new`, in path order; mtime-only differences do not count."""
+    for a, b in merge(old, new):
+        if b is None:
+            assert a is not None
+            yield Change(a.path, "removed")
+        elif a is None:
+            yield Change(b.path, "added")
+        elif a.digest_line() != b.digest_line():
+            x, y = a.as_dict(False), b.as_dict(False)
+            yield Change(a.path, "changed", tuple(k for k in _FIELDS if x.get(k) != y.get(k)))
+
+
+@dataclass(frozen=True)
+class ChangeSummary:
+    """How many entries a diff adds, changes and removes, and the first few of them."""
+
+    added: int
+    changed: int
+    removed: int
+    first: tuple[Change, ...]
+
+    @property
+    def total(self) -> int:
+        return self.added + self.changed + self.removed
+
+    def counts(self) -> dict[str, int]:
+        return {"added": self.added, "changed": self.changed, "removed": self.removed}
+
+
+def summarize(changes: Iterable[Change], keep: int = 20) -> ChangeSummary:
+    """Counts and the first `keep` changes: bounded memory however large the diff."""
+    counts = {"added": 0, "changed": 0, "removed": 0}
+    first: list[Change] = []
+    for c in changes:
+        counts[c.kind] += 1
+        if len(first) < keep:
+            first.append(c)
+    return ChangeSummary(counts["added"], counts["changed"], counts["removed"], tuple(first))

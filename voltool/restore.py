@@ -54,7 +54,7 @@ from voltool.layout import (
     manifest_bound,
 )
 from voltool.locks import volume_lock
-from voltool.manifest import Change, Manifest, ManifestEntry, diff
+from voltool.manifest import ChangeSummary, Manifest, ManifestEntry, diff, summarize
 from voltool.runtime import Runtime
 from voltool.signals import deferred_interrupts
 from voltool.snapshot import Commit, fix_modes, stream_volume
@@ -87,18 +87,13 @@ class RestorePlan:
     target: str
     create: bool  # the target does not exist yet and will be created
     containers: tuple[ContainerInfo, ...]  # running containers to stop and start
-    changes: tuple[Change, ...] | None  # None when not computed
+    changes: ChangeSummary | None  # None when not computed
     needed: int  # bytes the target's filesystem must have free
     available: int | None
     target_mtime: int | None  # the target root's mtime before anything was staged
 
     def counts(self) -> dict[str, int] | None:
-        if self.changes is None:
-            return None
-        out = {"added": 0, "changed": 0, "removed": 0}
-        for c in self.changes:
-            out[c.kind] += 1
-        return out
+        return None if self.changes is None else self.changes.counts()
 
 
 @dataclass(frozen=True)
@@ -146,7 +141,7 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
                 )
         containers = tuple(quiesce.running_users(rt.engine, [target]))
         if opts.summary:
-            changes = tuple(diff(live.manifest_of(rt, target), manifest))
+            changes = summarize(diff(live.manifest_of(rt, target), manifest))
     room = live.space(rt, snapshot.volume if create else target)
     available, used, target_mtime = room.available, room.used, room.root_mtime
     needed = info.bytes + info.entries * PER_ENTRY_COST + _FIXED_SLACK

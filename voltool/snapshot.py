@@ -245,10 +245,12 @@ def receive(
         m = transfer.manifest
         info = describe(sid, source, created, m, commit)
         received.append(Received(sid, volume, source, created, m, info))
-        members = [(MANIFEST, list(m.lines())), (META, [commit.meta.to_json()])]
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        yield from file_member(MANIFEST, m.chunks(), now, m.summary.size)
+        yield from file_member(META, [commit.meta.to_json()], now)
         if not needs_fixed_modes(m):
-            members.append((SNAPSHOT, [info.to_json()]))
-        yield from small_tar(members)
+            yield from file_member(SNAPSHOT, [info.to_json()], now)
+        yield END_OF_ARCHIVE
 
     with rt.engine.helper(rt.image, [mount], rt.helper_labels(op)) as dst:
         # Mounted by the helper, the volume cannot be removed until it is gone;
@@ -303,6 +305,8 @@ _CHMOD = 'while [ "$#" -gt 1 ]; do chmod "$1" "$2" || exit 1; shift 2; done'
 
 def needs_fixed_modes(manifest: Manifest) -> bool:
     """True if the tree has hard-linked setuid/setgid files (see fix_modes)."""
+    if not manifest.summary.linked:
+        return False  # no need to read every entry back
     return any(e.link is not None and e.mode & 0o6000 for e in manifest)
 
 

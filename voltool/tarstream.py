@@ -108,11 +108,24 @@ def padding(size: int) -> bytes:
     return b"\0" * (-size % BLOCK)
 
 
-def file_member(name: str, chunks: list[bytes], mtime: int) -> Iterator[bytes]:
-    """A whole regular-file member (mode 0644, owned by root) holding `chunks`."""
-    size = sum(len(c) for c in chunks)
+def file_member(
+    name: str, chunks: Iterable[bytes], mtime: int, size: int | None = None
+) -> Iterator[bytes]:
+    """A whole regular-file member (mode 0644, owned by root) holding `chunks`.
+
+    With `size`, the chunks are streamed, and must add up to it; without, they are
+    gathered first to count them.
+    """
+    if size is None:
+        chunks = list(chunks)
+        size = sum(len(c) for c in chunks)
     yield header_bytes(TarEntry(name, EntryType.FILE, 0o644, 0, 0, size, mtime))
-    yield from chunks
+    sent = 0
+    for chunk in chunks:
+        sent += len(chunk)
+        yield chunk
+    if sent != size:
+        raise RuntimeError(f"{name}: {sent} bytes sent for a member of {size}")
     yield padding(size)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from voltool.errors import IntegrityError
-from voltool.manifest import Manifest, ManifestBuilder, ManifestEntry
+from voltool.manifest import Manifest, ManifestBuilder, ManifestEntry, merge
 from voltool.tarstream import END_OF_ARCHIVE, EntryType, TarEntry, TarReader, header_bytes, padding
 from voltool.validate import EntryValidator
 
@@ -98,7 +98,7 @@ class Transfer:
                     raise IntegrityError(f"{rel!r} is a hard link to a skipped entry")
                 # dockerd applies a link header's owner, mode and mtime to the shared
                 # inode: send the target's, so the disk is what the manifest records.
-                self._builder.add_hardlink(rel, target, head.mtime)
+                got = self._builder.add_hardlink(rel, target, head.mtime)
                 header = TarEntry(
                     self._dest(rel),
                     EntryType.HARDLINK,
@@ -109,14 +109,15 @@ class Transfer:
                     head.mtime,
                     linkname=self._dest(target),
                 )
-                self._check_expected(rel, entry)
+                self._check_expected(rel, entry, got, self._want(rel))
                 out.append(header_bytes(header))
                 size += len(out[-1])
                 if size >= _FLUSH:
                     yield b"".join(out)
                     out, size = [], 0
                 continue
-            self._check_header(rel, entry)  # before one byte of its content goes out
+            want = self._want(rel)
+            self._check_header(rel, entry, want)  # before one byte of its content goes out
             header = entry.renamed(self._dest(rel))
             if rel == "." and self._root_override is not None:
                 o = self._root_override
@@ -140,8 +141,9 @@ class Transfer:
                 out.append(padding(entry.size))
                 size += len(out[-1])
                 digest = h.hexdigest()
-            self._builder.add(_manifest_entry(rel, entry, digest))
-            self._check_expected(rel, entry)
+            got = _manifest_entry(rel, entry, digest)
+            self._builder.add(got)
+            self._check_expected(rel, entry, got, want)
             if size >= _FLUSH:
                 yield b"".join(out)
                 out, size = [], 0
@@ -179,11 +181,13 @@ class Transfer:
         for p in reversed(missing):
             yield TarEntry(self._validator.name_of(p), EntryType.DIR, 0o755, 0, 0, 0, mtime)
 
-    def _check_header(self, rel: str, entry: TarEntry) -> None:
+    def _want(self, rel: str) -> ManifestEntry | None:
+        return None if self._expect is None else self._expect.get(rel)
+
+    def _check_header(self, rel: str, entry: TarEntry, want: ManifestEntry | None) -> None:
         """Compare an entry's header with the manifest's claim, before its content is read."""
         if self._expect is None:
             return
-        want = self._expect.get(rel)
         if want is None:
             raise IntegrityError(f"snapshot data has {rel!r}, which its manifest does not list")
         got = _manifest_entry(rel, entry, None)
@@ -191,13 +195,13 @@ class Transfer:
             if getattr(got, field) != getattr(want, field):
                 raise IntegrityError(f"{rel!r} does not match its manifest ({field} differs)")
 
-    def _check_expected(self, rel: str, entry: TarEntry) -> None:
+    def _check_expected(
+        self, rel: str, entry: TarEntry, got: ManifestEntry, want: ManifestEntry | None
+    ) -> None:
         """Compare one arrived entry with the manifest's claim, before the next is read."""
         if self._expect is None:
             return
-        want = self._expect.get(rel)
-        got = self._builder.get(rel)
-        if want is None or got is None:
+        if want is None:
             raise IntegrityError(f"snapshot data has {rel!r}, which its manifest does not list")
         if entry.type is EntryType.HARDLINK and want.link is None:
             raise IntegrityError(f"{rel!r} arrived as a hard link; the manifest lists a lone file")
@@ -236,14 +240,24 @@ def _manifest_entry(rel: str, entry: TarEntry, digest: str | None) -> ManifestEn
 
 
 def _check_complete(got: Manifest, want: Manifest) -> None:
-    missing = [e.path for e in want if e.path not in got]
+    """Every entry `want` lists arrived, in the same hard-link group.
+
+    Each arrived entry was held to `want` as it came (`_check_expected`), but
+    for its group: a group is known only once the stream has ended.
+    """
+    missing, first, regrouped = 0, "", ""
+    for w, g in merge(want, got):
+        if w is None:
+            continue  # cannot be: an entry `want` does not list is refused as it arrives
+        if g is None:
+            missing += 1
+            first = first or w.path
+        elif g != w:
+            regrouped = regrouped or w.path
     if missing:
         raise IntegrityError(
-            f"snapshot data lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} "
-            f"its manifest lists, first {missing[0]!r}"
+            f"snapshot data lacks {missing} entr{'y' if missing == 1 else 'ies'} "
+            f"its manifest lists, first {first!r}"
         )
-    for e in want:
-        if got.get(e.path) != e:
-            raise IntegrityError(
-                f"{e.path!r} does not match its manifest (hard-link group differs)"
-            )
+    if regrouped:
+        raise IntegrityError(f"{regrouped!r} does not match its manifest (hard-link group differs)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from voltool.errors import ArchiveRejected, NoSpace
+from voltool.spill import Table
 from voltool.tarstream import EntryType, TarEntry
 
 # PATH_MAX is 4096 for the full path the engine extracts to; keep room for
@@ -29,7 +30,8 @@ MAX_NAME_BYTES = 255
 DEFAULT_MAX_ENTRIES = 10_000_000
 DEFAULT_MAX_BYTES = 1 << 40  # 1 TiB
 # What the validator remembers is the names it has seen: bound them in total,
-# so that long names cannot buy memory that the entry cap does not count.
+# so that long names cannot buy temporary disk (spill.py) that the entry cap
+# does not count.
 MAX_NAME_TOTAL = 256 << 20
 # What the engine's filesystem spends on an entry beyond its content (inode,
 # directory entry, blocks rounded up): charged against the free space.
@@ -48,6 +50,7 @@ class Limits:
 
 
 _SPECIAL = (EntryType.CHAR, EntryType.BLOCK, EntryType.FIFO)
+_IMPLIED = "implied"
 
 
 class EntryValidator:
@@ -60,8 +63,10 @@ class EntryValidator:
     def __init__(self, top: str | None, limits: Limits = Limits()) -> None:
         self._top = top
         self._limits = limits
-        self._types: dict[str, EntryType] = {}  # every path seen, hard links as FILE
-        self._implied: set[str] = set()  # directories implied by deeper entries
+        # Every path seen: its type's value (hard links as "file"), or _IMPLIED for a
+        # directory only deeper entries named. On disk past a bound (spill.py).
+        self._seen = Table()
+        self._last_dir = ""  # the last parent found to be a directory: siblings come together
         self.entries = 0
         self.bytes = 0
         self._names = 0  # bytes of names and link targets remembered
@@ -72,7 +77,13 @@ class EntryValidator:
 
     def seen(self, rel: str) -> bool:
         """True if `rel` was an entry, or a directory implied by one, of this stream."""
-        return rel in self._types or rel in self._implied
+        return self._kind(rel) is not None
+
+    def _kind(self, rel: str) -> str | None:
+        return self._seen.get(rel.encode("utf-8", "surrogateescape"))
+
+    def _mark(self, rel: str, kind: str) -> None:
+        self._seen[rel.encode("utf-8", "surrogateescape")] = kind
 
     def check(self, entry: TarEntry) -> str:
         """Return the entry's path relative to the tree ("." for its root), or raise."""
@@ -98,18 +109,21 @@ class EntryValidator:
                 raise ArchiveRejected(name, "the root of the tree must be a directory")
         else:
             self._check_ancestors(name, rel)
-        seen = self._types.get(rel)
-        if seen is not None and not (seen is EntryType.DIR and entry.type is EntryType.DIR):
-            raise ArchiveRejected(name, f"duplicate entry (first seen as a {seen.value})")
-        if rel in self._implied and entry.type is not EntryType.DIR:
-            raise ArchiveRejected(name, "a non-directory replaces a directory of earlier entries")
+        seen = self._kind(rel)
+        if seen == _IMPLIED:
+            if entry.type is not EntryType.DIR:
+                raise ArchiveRejected(
+                    name, "a non-directory replaces a directory of earlier entries"
+                )
+        elif seen is not None and not (seen == "dir" and entry.type is EntryType.DIR):
+            raise ArchiveRejected(name, f"duplicate entry (first seen as a {seen})")
         if entry.type is EntryType.HARDLINK:
             target = self.relative(entry.linkname, name)
-            if self._types.get(target) is not EntryType.FILE or target == rel:
+            if self._kind(target) != "file" or target == rel:
                 raise ArchiveRejected(name, f"hard link to {entry.linkname!r}, not an earlier file")
-            self._types[rel] = EntryType.FILE
-        else:
-            self._types[rel] = entry.type
+            self._mark(rel, "file")
+        elif seen != entry.type.value:
+            self._mark(rel, entry.type.value)
         return rel
 
     def link_target(self, entry: TarEntry) -> str:
@@ -149,19 +163,21 @@ class EntryValidator:
 
     def _check_ancestors(self, name: str, rel: str) -> None:
         parent = rel.rpartition("/")[0]
+        if parent == self._last_dir:
+            return  # a directory stays one: a later entry of its path must be a directory
+        self._last_dir = ""
         while parent:
-            seen = self._types.get(parent)
-            if seen is EntryType.DIR:
-                return  # its own ancestors were checked when it arrived
-            if seen is EntryType.SYMLINK:
+            seen = self._kind(parent)
+            if seen == "dir" or seen == _IMPLIED:
+                break  # its own ancestors were checked when it arrived
+            if seen == "symlink":
                 raise ArchiveRejected(name, f"written through the symlink {parent!r}")
             if seen is not None:
                 raise ArchiveRejected(name, f"parent {parent!r} is not a directory")
-            if parent in self._implied:
-                return
-            self._implied.add(parent)
+            self._mark(parent, _IMPLIED)
             self._count_names(name, stored_size(parent))
             parent = parent.rpartition("/")[0]
+        self._last_dir = rel.rpartition("/")[0]
 
     def _count_names(self, name: str, n: int) -> None:
         self._names += n
@@ -184,8 +200,8 @@ class EntryValidator:
 
 
 def stored_size(text: str) -> int:
-    """About what `text` costs in memory: Python keeps a string of any non-ASCII
-    character at up to 4 bytes per character."""
+    """About what `text` costs to keep: a string of any non-ASCII character
+    takes up to 4 bytes per character."""
     return len(text) if text.isascii() else 4 * len(text)
 
 

@@ -17,6 +17,7 @@ from voltool.errors import IntegrityError
 from voltool.ids import new_id
 from voltool.layout import DATA_DIR
 from voltool.locks import volume_lock
+from voltool.manifest import merge
 from voltool.runtime import Runtime
 
 
@@ -49,15 +50,16 @@ def verify(rt: Runtime, snapshot: Snapshot, wait: float | None = 30) -> Report:
         except IntegrityError as e:
             return Report(snapshot, problem=str(e))
     missing, extra, altered = [], [], []
-    for w in want:
-        g = got.get(w.path)
+    for w, g in merge(want, got):
         if g is None:
+            assert w is not None
             missing.append(w.path)
+        elif w is None:
+            extra.append(g.path)
         elif g != w:
             a, b = w.as_dict(), g.as_dict()
             fields = tuple(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
             altered.append((w.path, fields))
-    extra = [g.path for g in got if g.path not in want]
     report = Report(snapshot, tuple(missing), tuple(extra), tuple(altered), checked=len(want))
     if report.ok and got.digest() != info.tree_digest:  # cannot differ if all matched
         return Report(snapshot, problem="tree digest differs", checked=len(want))

@@ -419,7 +419,7 @@ def diff_cmd(
     target = volume or snap.info.source
     catalog.user_volume(rt, target)
     rt.journal.refuse_pending(target)
-    changes = diff(restore.read_manifest(rt, snap, snap.info), live.manifest_of(rt, target))
+    changes = list(diff(restore.read_manifest(rt, snap, snap.info), live.manifest_of(rt, target)))
     if as_json:
         render.print_json(
             {"snapshot": snap.id, "volume": target, "changes": [c.__dict__ for c in changes]}

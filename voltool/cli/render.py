@@ -154,11 +154,12 @@ def print_restore_plan(plan: RestorePlan, stream: Console = out) -> None:
         )
         assert plan.changes is not None
         marks = {"added": "+", "removed": "-", "changed": "~"}
-        for c in plan.changes[:20]:
+        for c in plan.changes.first:
             stream.print(f"    {marks[c.kind]} {printable(c.path)}", markup=False)
-        if len(plan.changes) > 20:
+        if plan.changes.total > len(plan.changes.first):
             stream.print(
-                f"    ... and {len(plan.changes) - 20} more (voltool diff {s.id[:12]})",
+                f"    ... and {plan.changes.total - len(plan.changes.first)} more "
+                f"(voltool diff {s.id[:12]})",
                 markup=False,
             )
     free = human_bytes(plan.available) if plan.available is not None else "unknown"
