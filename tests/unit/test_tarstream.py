@@ -9,7 +9,16 @@ from hypothesis import strategies as st
 
 from tests.tarbuild import M, chunked, d, f, hard, make_tar, sym
 from voltool.errors import ArchiveRejected, IntegrityError
-from voltool.tarstream import END_OF_ARCHIVE, EntryType, TarEntry, TarReader, header_bytes, padding
+from voltool.tarstream import (
+    END_OF_ARCHIVE,
+    EntryType,
+    TarEntry,
+    TarReader,
+    _plain_ustar,
+    _tarfile_header,
+    header_bytes,
+    padding,
+)
 
 LONG = "d" * 120 + "/" + "n" * 200
 
@@ -209,3 +218,39 @@ def test_pre_1970_mtime_round_trips() -> None:
     e = TarEntry("old", EntryType.FILE, 0o644, 0, 0, 0, -315_619_200)
     ((back, _),) = read_all(header_bytes(e) + END_OF_ARCHIVE)
     assert back.mtime == -315_619_200
+
+
+_NAMES = st.sampled_from(["a", "dir/x", "é", "x" * 99, "x" * 100, "y" * 101, "d/", "sp ace"])
+_NUMS = st.sampled_from([0, 1, 0o7777777, 0o10000000, 2**33, 8**11 - 1, 8**11])
+
+
+@settings(max_examples=400)
+@given(
+    st.sampled_from(list(EntryType)),
+    _NAMES,
+    st.sampled_from(["", "t", "x" * 100, "x" * 101, "ü"]),
+    st.integers(0, 0o17777),
+    _NUMS,
+    _NUMS,
+    _NUMS,
+    _NUMS,
+)
+def test_fast_headers_are_what_tarfile_writes(
+    kind: EntryType, name: str, link: str, mode: int, uid: int, gid: int, size: int, mtime: int
+) -> None:
+    """The hand-built ustar block equals tarfile's PAX output wherever it is used."""
+    linked = kind in (EntryType.SYMLINK, EntryType.HARDLINK)
+    e = TarEntry(
+        name,
+        kind,
+        mode,
+        uid,
+        gid,
+        size if kind is EntryType.FILE else 0,
+        mtime,
+        linkname=link if linked else "",
+    )
+    fast = _plain_ustar(e)
+    if fast is not None:
+        assert fast == _tarfile_header(e)
+    assert header_bytes(e) == _tarfile_header(e)
