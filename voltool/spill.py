@@ -11,8 +11,11 @@ ends. Small trees never touch the disk.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
+
+from voltool.errors import NoSpace, VoltoolError
 
 # Each table's page cache; a process holds at most a handful of tables at once.
 CACHE_KIB = 2048
@@ -24,16 +27,30 @@ class Duplicate(KeyError):
     """`Table.add` was given a key the table already holds."""
 
 
+@contextlib.contextmanager
+def _reported() -> Iterator[None]:
+    """SQLite's failures as voltool's: a full or unwritable temporary directory is
+    the user's to fix, not a bug."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        where = "the temporary directory ($SQLITE_TMPDIR, $TMPDIR or /tmp)"
+        if "full" in str(e):
+            raise NoSpace(f"{where} is full: voltool keeps per-entry state there") from None
+        raise VoltoolError(f"temporary per-entry state in {where} failed: {e}") from None
+
+
 class Table:
     """A map from byte-string keys to text values, iterated in key (byte) order."""
 
     def __init__(self) -> None:
-        # "": a private, temporary database, gone when the connection closes.
-        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
-        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        self._db.execute("PRAGMA journal_mode=MEMORY")  # OFF would make ROLLBACK undefined
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE t (k BLOB PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID")
+        with _reported():
+            # "": a private, temporary database, gone when the connection closes.
+            self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._db.execute("PRAGMA journal_mode=MEMORY")  # OFF makes ROLLBACK undefined
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute("CREATE TABLE t (k BLOB PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID")
         self._pending: dict[bytes, str] = {}
         self._new: set[bytes] = set()  # keys of _pending that must not replace a stored one
 
@@ -58,7 +75,8 @@ class Table:
         value = self._pending.get(key)
         if value is not None:
             return value
-        row = self._db.execute("SELECT v FROM t WHERE k = ?", (key,)).fetchone()
+        with _reported():
+            row = self._db.execute("SELECT v FROM t WHERE k = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def __contains__(self, key: bytes) -> bool:
@@ -66,7 +84,8 @@ class Table:
 
     def __len__(self) -> int:
         self.flush()
-        return int(self._db.execute("SELECT count(*) FROM t").fetchone()[0])
+        with _reported():
+            return int(self._db.execute("SELECT count(*) FROM t").fetchone()[0])
 
     def items(self, start: bytes | None = None) -> Iterator[tuple[bytes, str]]:
         """(key, value) in key order, from `start` on if given."""
@@ -76,10 +95,14 @@ class Table:
         sql, args = "SELECT k, v FROM t ORDER BY k", ()
         if start is not None:
             sql, args = "SELECT k, v FROM t WHERE k >= ? ORDER BY k", (start,)  # type: ignore[assignment]
-        cursor = self._db.execute(sql, args)
-        while rows := cursor.fetchmany(512):
+        with _reported():
+            cursor = self._db.execute(sql, args)
+            rows = cursor.fetchmany(512)
+        while rows:
             for k, v in rows:
                 yield bytes(k), str(v)
+            with _reported():
+                rows = cursor.fetchmany(512)
 
     def values(self) -> Iterator[str]:
         for _, v in self.items():
@@ -91,7 +114,7 @@ class Table:
             return
         pending, new = self._pending, self._new
         self._pending, self._new = {}, set()
-        with self._db:  # one transaction for the batch
+        with _reported(), self._db:  # one transaction for the batch
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT OR REPLACE INTO t VALUES (?, ?)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -11,7 +12,7 @@ import textwrap
 import pytest
 
 from tests.tarbuild import chunked, d, f, hard, make_tar, sym
-from voltool.errors import ArchiveRejected, IntegrityError
+from voltool.errors import ArchiveRejected, IntegrityError, NoSpace
 from voltool.manifest import Manifest, ManifestEntry, diff, summarize
 from voltool.spill import _BATCH, Duplicate, Table
 from voltool.tarstream import EntryType, TarEntry
@@ -182,3 +183,26 @@ def test_memory_stays_flat_with_the_number_of_entries(tmp_path: pytest.TempPathF
     grown_kib = int(out.stdout)
     # On the heap, 60,601 entries took about 35 MiB; spilled, a few MiB of page cache.
     assert grown_kib < 16 * 1024, f"peak RSS grew by {grown_kib} KiB"
+
+
+class _FullDisk:
+    def execute(self, *args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    executemany = execute
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def test_a_full_temporary_directory_is_no_space_not_a_bug() -> None:
+    t = Table()
+    t._db = _FullDisk()  # type: ignore[assignment]
+    with pytest.raises(NoSpace, match="temporary directory"):
+        t.get(b"x")
+    t[b"a"] = "1"
+    with pytest.raises(NoSpace, match="is full"):
+        t.flush()
