@@ -400,6 +400,11 @@ if [ ! -e "$M" ]; then
     chmod "$(stat -c %a .)" "$O.new"
     mv -T "$O.new" "$O"
   fi
+  # In bulk first: one mv, not one per entry, so that downtime does not grow with
+  # the number of entries. -n leaves a name already in the old directory where
+  # it is; the loop below, the authority, deals with whatever is left.
+  find . -mindepth 1 -maxdepth 1 ! -name "$S" ! -name "$O" ! -name "$M" ! -name "$O.new" \
+    -print0 | xargs -0 -r mv -n -t "$O" -- 2>/dev/null || true
   for e in * .[!.]* ..?*; do
     { [ -e "$e" ] || [ -L "$e" ]; } || continue
     case "$e" in "$S"|"$O"|"$M"|"$O.new") continue;; esac
@@ -414,6 +419,7 @@ if [ ! -e "$M" ]; then
 fi
 # Phase 2: the staged entries into place.
 if [ -d "$S" ]; then
+  find "$S" -mindepth 1 -maxdepth 1 -print0 | xargs -0 -r mv -n -t . -- 2>/dev/null || true
   for e in "$S"/* "$S"/.[!.]* "$S"/..?*; do
     { [ -e "$e" ] || [ -L "$e" ]; } || continue
     n=${e#"$S"/}

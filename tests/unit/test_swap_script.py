@@ -160,3 +160,15 @@ def test_a_time_busybox_cannot_set_does_not_jam_the_swap(volume: Path) -> None:
     run_swap(volume, mtime=-1, old_mtime="-1")  # busybox: "touch: invalid date '@-1'"
     top, old = split(volume)
     assert top == RESTORED and old == OLD
+
+
+def test_many_entries_with_any_names_move_in_bulk_and_exactly(volume: Path) -> None:
+    names = [f"f{i}" for i in range(300)] + ["with\nnewline", " lead", "-n", "..x", "*"]
+    for n in names:
+        (volume / n).write_text("old " + n)
+        (volume / NAMES.stage / n).write_text("new " + n)
+    os.symlink("/nowhere", volume / "dangling")  # a dangling symlink moves too
+    run_swap(volume)
+    top, old = split(volume)
+    assert top == {**RESTORED, **{n: "new " + n for n in names}}
+    assert old == {**OLD, **{n: "old " + n for n in names}, "dangling": "->/nowhere"}
