@@ -134,7 +134,17 @@ def _is_normal_path(path: str) -> bool:
 
 
 def _encoded(text: str) -> int:
-    return len(text.encode("utf-8", "surrogateescape"))
+    """The bytes `text` takes as a name on disk; more than any bound if it has no
+    spelling of its own in bytes (a surrogate that the "surrogateescape" round
+    trip would not give back as it is: "\\udcc3\\udca9" would be "é" on disk)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return _UNSPELLABLE
+    return len(raw) if raw.decode("utf-8", "surrogateescape") == text else _UNSPELLABLE
+
+
+_UNSPELLABLE = 1 << 62
 
 
 # The longest canonical line: a path and a link target of 4032 bytes each, every

@@ -400,11 +400,14 @@ if [ ! -e "$M" ]; then
     chmod "$(stat -c %a .)" "$O.new"
     mv -T "$O.new" "$O"
   fi
-  # In bulk first: one mv, not one per entry, so that downtime does not grow with
-  # the number of entries. -n leaves a name already in the old directory where
-  # it is; the loop below, the authority, deals with whatever is left.
-  find . -mindepth 1 -maxdepth 1 ! -name "$S" ! -name "$O" ! -name "$M" ! -name "$O.new" \
-    -print0 | xargs -0 -r mv -n -t "$O" -- 2>/dev/null || true
+  # In bulk first, into an empty old directory only (the first run, not a rerun):
+  # one mv, not one per entry, so that downtime does not grow with the number
+  # of entries. Only an empty destination is safe: busybox mv -n replaces a
+  # dangling symlink. The loop below, the authority, deals with what is left.
+  if [ -z "$(ls -A -- "$O")" ]; then
+    find . -mindepth 1 -maxdepth 1 ! -name "$S" ! -name "$O" ! -name "$M" ! -name "$O.new" \
+      -print0 | xargs -0 -r mv -n -t "$O" -- 2>/dev/null || true
+  fi
   for e in * .[!.]* ..?*; do
     { [ -e "$e" ] || [ -L "$e" ]; } || continue
     case "$e" in "$S"|"$O"|"$M"|"$O.new") continue;; esac
@@ -419,7 +422,11 @@ if [ ! -e "$M" ]; then
 fi
 # Phase 2: the staged entries into place.
 if [ -d "$S" ]; then
-  find "$S" -mindepth 1 -maxdepth 1 -print0 | xargs -0 -r mv -n -t . -- 2>/dev/null || true
+  # In bulk only if the top holds nothing but voltool's own three (a name with a
+  # newline counts twice: no bulk then either).
+  if [ -d "$O" ] && [ -e "$M" ] && [ "$(ls -A | wc -l)" -eq 3 ]; then
+    find "$S" -mindepth 1 -maxdepth 1 -print0 | xargs -0 -r mv -n -t . -- 2>/dev/null || true
+  fi
   for e in "$S"/* "$S"/.[!.]* "$S"/..?*; do
     { [ -e "$e" ] || [ -L "$e" ]; } || continue
     n=${e#"$S"/}

@@ -34,7 +34,7 @@ def _reported() -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as e:
-        where = "the temporary directory ($SQLITE_TMPDIR, $TMPDIR or /tmp)"
+        where = "the temporary directory ($SQLITE_TMPDIR, else $TMPDIR, else /var/tmp or /tmp)"
         if "full" in str(e):
             raise NoSpace(f"{where} is full: voltool keeps per-entry state there") from None
         raise VoltoolError(f"temporary per-entry state in {where} failed: {e}") from None
@@ -121,7 +121,7 @@ class Table:
                 self._db.executemany("INSERT INTO t VALUES (?, ?)", ((k, pending[k]) for k in new))
             except sqlite3.IntegrityError:
                 self._db.execute("ROLLBACK")
-                raise Duplicate(next(k for k in new if self.get(k) is not None)) from None
+                raise Duplicate(next((k for k in new if self.get(k) is not None), b"")) from None
 
     def close(self) -> None:
         self._pending.clear()

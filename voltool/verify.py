@@ -17,22 +17,65 @@ from voltool.errors import IntegrityError
 from voltool.ids import new_id
 from voltool.layout import DATA_DIR
 from voltool.locks import volume_lock
-from voltool.manifest import merge
+from voltool.manifest import Manifest, merge
 from voltool.runtime import Runtime
+
+# Differences listed per kind; beyond that they are only counted, so that a
+# snapshot volume rewritten wholesale cannot make verify hold millions of paths.
+LISTED = 1000
 
 
 @dataclass(frozen=True)
 class Report:
     snapshot: Snapshot
-    missing: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()  # the first LISTED of each kind, in path order
     extra: tuple[str, ...] = ()
     altered: tuple[tuple[str, tuple[str, ...]], ...] = ()  # path, fields that differ
     problem: str | None = None  # what stopped the check before it could compare
     checked: int = 0  # entries compared
+    counts: tuple[int, int, int] = (0, 0, 0)  # all missing, extra and altered entries
 
     @property
     def ok(self) -> bool:
         return self.problem is None and not (self.missing or self.extra or self.altered)
+
+
+@dataclass(frozen=True)
+class Differences:
+    missing: tuple[str, ...]
+    extra: tuple[str, ...]
+    altered: tuple[tuple[str, tuple[str, ...]], ...]
+    counts: tuple[int, int, int]
+
+
+def compare(want: Manifest, got: Manifest, listed: int = LISTED) -> Differences:
+    """What differs between a manifest and the data read back.
+
+    Memory is bounded: past `listed` differences of a kind, they are only counted.
+    """
+    missing: list[str] = []
+    extra: list[str] = []
+    altered: list[tuple[str, tuple[str, ...]]] = []
+    counts = [0, 0, 0]
+    for w, g in merge(want, got):
+        if g is None:
+            assert w is not None
+            counts[0] += 1
+            if len(missing) < listed:
+                missing.append(w.path)
+        elif w is None:
+            counts[1] += 1
+            if len(extra) < listed:
+                extra.append(g.path)
+        elif g != w:
+            counts[2] += 1
+            if len(altered) < listed:
+                a, b = w.as_dict(), g.as_dict()
+                fields = tuple(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+                altered.append((w.path, fields))
+    return Differences(
+        tuple(missing), tuple(extra), tuple(altered), (counts[0], counts[1], counts[2])
+    )
 
 
 def verify(rt: Runtime, snapshot: Snapshot, wait: float | None = 30) -> Report:
@@ -49,18 +92,8 @@ def verify(rt: Runtime, snapshot: Snapshot, wait: float | None = 30) -> Report:
             got = live.manifest_of(rt, snapshot.volume, sub=DATA_DIR)
         except IntegrityError as e:
             return Report(snapshot, problem=str(e))
-    missing, extra, altered = [], [], []
-    for w, g in merge(want, got):
-        if g is None:
-            assert w is not None
-            missing.append(w.path)
-        elif w is None:
-            extra.append(g.path)
-        elif g != w:
-            a, b = w.as_dict(), g.as_dict()
-            fields = tuple(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
-            altered.append((w.path, fields))
-    report = Report(snapshot, tuple(missing), tuple(extra), tuple(altered), checked=len(want))
+    d = compare(want, got)
+    report = Report(snapshot, d.missing, d.extra, d.altered, checked=len(want), counts=d.counts)
     if report.ok and got.digest() != info.tree_digest:  # cannot differ if all matched
         return Report(snapshot, problem="tree digest differs", checked=len(want))
     return report

@@ -68,6 +68,7 @@ def test_each_kind_of_damage_is_reported(
     assert [a for a in altered if a["fields"]] == expect.get("altered", [])
     assert bad["missing"] == expect.get("missing", [])
     assert bad["extra"] == expect.get("extra", [])
+    assert bad["counts"] == {k: len(bad[k]) for k in ("missing", "extra", "altered")}
     text = voltool("verify", "--all")
     assert text.code == 6 and f"FAIL  {s['id']}" in text.out
 

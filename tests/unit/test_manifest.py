@@ -164,6 +164,10 @@ def test_pre_1970_files_make_a_manifest_that_reads_back() -> None:
         + b"0" * 64
         + b'","link":5}\n',
         b'{"path":"x","type":"symlink","mode":511,"uid":0,"gid":0,"mtime":0,"target":7}\n',
+        # Surrogates with no spelling of their own on disk: "\udcc3\udca9" is "\xc3\xa9".
+        b'{"gid":0,"mode":493,"mtime":0,"path":"\\udcc3\\udca9","type":"dir","uid":0}\n',
+        b'{"gid":0,"mode":493,"mtime":0,"path":"\\ud800","type":"dir","uid":0}\n',
+        b'{"gid":0,"mode":511,"mtime":0,"path":"s","target":"\\ud800","type":"symlink","uid":0}\n',
     ],
 )
 def test_hostile_manifest_lines_are_integrity_errors(raw: bytes) -> None:

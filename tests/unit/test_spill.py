@@ -202,3 +202,14 @@ def test_a_full_temporary_directory_is_no_space_not_a_bug() -> None:
     t[b"a"] = "1"
     with pytest.raises(NoSpace, match="is full"):
         t.flush()
+
+
+def test_verify_lists_the_first_differences_and_counts_them_all() -> None:
+    from voltool.verify import compare
+
+    want = _manifest_of([d("."), *(f(f"w{i}", b"1") for i in range(5)), f("same", b"s")])
+    got = _manifest_of([d("."), *(f(f"g{i}", b"1") for i in range(4)), f("same", b"S")])
+    diff_ = compare(want, got, listed=2)
+    assert diff_.counts == (5, 4, 1)
+    assert diff_.missing == ("w0", "w1") and diff_.extra == ("g0", "g1")
+    assert diff_.altered == (("same", ("sha256",)),)

@@ -172,3 +172,24 @@ def test_many_entries_with_any_names_move_in_bulk_and_exactly(volume: Path) -> N
     top, old = split(volume)
     assert top == {**RESTORED, **{n: "new " + n for n in names}}
     assert old == {**OLD, **{n: "old " + n for n in names}, "dangling": "->/nowhere"}
+
+
+def test_phase_2_keeps_a_dangling_symlink_that_appeared(volume: Path) -> None:
+    """busybox mv -n replaces a dangling symlink: the bulk move must not run here."""
+    run_swap_phase_1_only(volume)
+    os.symlink("/run/nonexistent", volume / "db.txt")
+    run_swap(volume)
+    top, kept = split(volume)
+    assert top == RESTORED
+    assert kept[".voltool-late-0/db.txt"] == "->/run/nonexistent"
+
+
+def test_phase_1_rerun_keeps_a_dangling_symlink_it_moved(volume: Path) -> None:
+    old = volume / NAMES.old
+    old.mkdir()
+    os.symlink("/run/x", old / "cfg")  # moved there by a cut first run ...
+    (volume / "cfg").write_text("written since")  # ... and the name written again
+    run_swap(volume)
+    top, kept = split(volume)
+    assert top == RESTORED
+    assert kept["cfg"] == "->/run/x" and kept[".voltool-late-0/cfg"] == "written since"

@@ -224,6 +224,7 @@ def verify_record(r: Report) -> dict[str, Any]:
         "missing": list(r.missing),
         "extra": list(r.extra),
         "altered": [{"path": p, "fields": list(f)} for p, f in r.altered],
+        "counts": dict(zip(("missing", "extra", "altered"), r.counts, strict=True)),
         "problem": r.problem,
     }
 
@@ -236,11 +237,17 @@ def print_verify_report(r: Report) -> None:
     if r.problem:
         out.print(f"FAIL  {s.id}  {s.source}: {r.problem}", markup=False)
         return
-    counts = f"{len(r.missing)} missing, {len(r.extra)} extra, {len(r.altered)} altered"
-    out.print(f"FAIL  {s.id}  {s.source}: {counts}", markup=False)
+    missing, extra, altered = r.counts
+    out.print(
+        f"FAIL  {s.id}  {s.source}: {missing} missing, {extra} extra, {altered} altered",
+        markup=False,
+    )
     for p in r.missing:
         out.print(f"  missing  {printable(p)}", markup=False)
     for p in r.extra:
         out.print(f"  extra    {printable(p)}", markup=False)
     for p, fields in r.altered:
         out.print(f"  altered  {printable(p)}  ({', '.join(fields)})", markup=False)
+    listed = len(r.missing) + len(r.extra) + len(r.altered)
+    if listed < sum(r.counts):
+        out.print(f"  ... {sum(r.counts) - listed} more not listed", markup=False)
