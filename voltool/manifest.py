@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -24,7 +25,13 @@ from typing import Any
 
 from voltool.errors import IntegrityError
 from voltool.spill import Duplicate, Table
-from voltool.validate import MAX_NAME_BYTES, MAX_NAME_TOTAL, MAX_PATH_BYTES, stored_size
+from voltool.validate import (
+    MAX_NAME_BYTES,
+    MAX_NAME_TOTAL,
+    MAX_PATH_BYTES,
+    path_key,
+    stored_size,
+)
 
 TYPES = ("file", "dir", "symlink", "char", "block", "fifo")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -164,11 +171,6 @@ def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[b
         raise IntegrityError("manifest does not end with a newline")
 
 
-def path_key(path: str) -> bytes:
-    """Sort key: the path's bytes, so order does not depend on the locale."""
-    return path.encode("utf-8", "surrogateescape")
-
-
 class Manifest:
     """An immutable set of entries keyed by path, in canonical (sorted) order.
 
@@ -178,20 +180,11 @@ class Manifest:
 
     def __init__(self, entries: Iterable[ManifestEntry] = ()) -> None:
         self._table = Table()
-        for e in entries:
-            self._add(e.path, e.line())
-        self._add(None)  # a duplicate raises here, not at first use
+        with _no_duplicates():
+            for e in entries:
+                self._table.add(path_key(e.path), e.line())
+            self._table.flush()  # a duplicate raises here, not at first use
         self._summary: Summary | None = None
-
-    def _add(self, path: str | None, line: str = "") -> None:
-        """Add an entry's line (None: only flush what is batched); a path twice is an error."""
-        try:
-            if path is None:
-                self._table.flush()
-            else:
-                self._table.add(path_key(path), line)
-        except Duplicate as e:
-            raise IntegrityError(f"manifest lists {_path_of(e.args[0])!r} twice") from None
 
     @classmethod
     def _of(cls, table: Table, summary: Summary | None = None) -> Manifest:
@@ -257,6 +250,12 @@ class Manifest:
         other spelling of the same JSON), and there are at most `max_entries`.
         """
         m = cls()
+        with _no_duplicates():
+            m._add_lines(lines, max_entries)
+        m._check_links()
+        return m
+
+    def _add_lines(self, lines: Iterable[bytes], max_entries: int | None) -> None:
         names = 0  # bounded as the validator bounds the names it remembers
         for count, raw in enumerate(lines):
             if max_entries is not None and count >= max_entries:
@@ -271,10 +270,8 @@ class Manifest:
             names += sum(stored_size(t) for t in (entry.path, entry.target or "", entry.link or ""))
             if names > MAX_NAME_TOTAL:
                 raise IntegrityError(f"manifest names take more than {MAX_NAME_TOTAL} bytes")
-            m._add(entry.path, text)
-        m._add(None)
-        m._check_links()
-        return m
+            self._table.add(path_key(entry.path), text)
+        self._table.flush()
 
     @classmethod
     def read(cls, chunks: Iterable[bytes], max_entries: int) -> Manifest:
@@ -328,6 +325,15 @@ _MTIME = re.compile(r',"mtime":-?[0-9]+')
 def _without_mtime(line: str) -> str:
     """`ManifestEntry.trusted(line).digest_line()`, without parsing the line."""
     return _MTIME.sub("", line, count=1)
+
+
+@contextlib.contextmanager
+def _no_duplicates() -> Iterator[None]:
+    """A path added twice to a manifest's table, as the integrity error it is."""
+    try:
+        yield
+    except Duplicate as e:
+        raise IntegrityError(f"manifest lists {_path_of(e.args[0])!r} twice") from None
 
 
 def _path_of(key: bytes) -> str:

@@ -245,12 +245,13 @@ def receive(
         m = transfer.manifest
         info = describe(sid, source, created, m, commit)
         received.append(Received(sid, volume, source, created, m, info))
-        now = int(dt.datetime.now(dt.UTC).timestamp())
-        yield from file_member(MANIFEST, m.chunks(), now, m.summary.size)
-        yield from file_member(META, [commit.meta.to_json()], now)
+        members: list[Member] = [
+            (MANIFEST, m.chunks(), m.summary.size),
+            (META, [commit.meta.to_json()], None),
+        ]
         if not needs_fixed_modes(m):
-            yield from file_member(SNAPSHOT, [info.to_json()], now)
-        yield END_OF_ARCHIVE
+            members.append((SNAPSHOT, [info.to_json()], None))
+        yield from small_tar(members)
 
     with rt.engine.helper(rt.image, [mount], rt.helper_labels(op)) as dst:
         # Mounted by the helper, the volume cannot be removed until it is gone;
@@ -268,7 +269,9 @@ def receive(
         done = received[0]
         if needs_fixed_modes(done.manifest):
             fix_modes(rt, op, mount, f"/snap/{DATA_DIR}", done.manifest)
-            rt.engine.put_archive(dst, "/snap", small_tar([(SNAPSHOT, [done.info.to_json()])]))
+            rt.engine.put_archive(
+                dst, "/snap", small_tar([(SNAPSHOT, [done.info.to_json()], None)])
+            )
     return done
 
 
@@ -292,11 +295,16 @@ def describe(
     )
 
 
-def small_tar(files: Iterable[tuple[str, list[bytes]]]) -> Iterator[bytes]:
-    """A tar of regular files (mode 0644, root) whose contents are given as lists of chunks."""
+# A member of small_tar: name, content in chunks, and its size if the chunks are
+# to be streamed (else they are counted first).
+Member = tuple[str, Iterable[bytes], int | None]
+
+
+def small_tar(files: Iterable[Member]) -> Iterator[bytes]:
+    """A tar of regular files (mode 0644, root)."""
     now = int(dt.datetime.now(dt.UTC).timestamp())
-    for name, chunks in files:
-        yield from file_member(name, chunks, now)
+    for name, chunks, size in files:
+        yield from file_member(name, chunks, now, size)
     yield END_OF_ARCHIVE
 
 

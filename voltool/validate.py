@@ -80,10 +80,10 @@ class EntryValidator:
         return self._kind(rel) is not None
 
     def _kind(self, rel: str) -> str | None:
-        return self._seen.get(rel.encode("utf-8", "surrogateescape"))
+        return self._seen.get(path_key(rel))
 
     def _mark(self, rel: str, kind: str) -> None:
-        self._seen[rel.encode("utf-8", "surrogateescape")] = kind
+        self._seen[path_key(rel)] = kind
 
     def check(self, entry: TarEntry) -> str:
         """Return the entry's path relative to the tree ("." for its root), or raise."""
@@ -197,6 +197,11 @@ class EntryValidator:
             raise NoSpace(
                 f"archive has more entries than the {inodes} free inodes (stopped at {name!r})"
             )
+
+
+def path_key(path: str) -> bytes:
+    """Sort and lookup key: the path's bytes, so order does not depend on the locale."""
+    return path.encode("utf-8", "surrogateescape")
 
 
 def stored_size(text: str) -> int:

@@ -26,26 +26,23 @@ LISTED = 1000
 
 
 @dataclass(frozen=True)
-class Report:
-    snapshot: Snapshot
+class Differences:
     missing: tuple[str, ...] = ()  # the first LISTED of each kind, in path order
     extra: tuple[str, ...] = ()
     altered: tuple[tuple[str, tuple[str, ...]], ...] = ()  # path, fields that differ
-    problem: str | None = None  # what stopped the check before it could compare
-    checked: int = 0  # entries compared
     counts: tuple[int, int, int] = (0, 0, 0)  # all missing, extra and altered entries
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None and not (self.missing or self.extra or self.altered)
 
 
 @dataclass(frozen=True)
-class Differences:
-    missing: tuple[str, ...]
-    extra: tuple[str, ...]
-    altered: tuple[tuple[str, tuple[str, ...]], ...]
-    counts: tuple[int, int, int]
+class Report:
+    snapshot: Snapshot
+    found: Differences = Differences()
+    problem: str | None = None  # what stopped the check before it could compare
+    checked: int = 0  # entries compared
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and not any(self.found.counts)
 
 
 def compare(want: Manifest, got: Manifest, listed: int = LISTED) -> Differences:
@@ -92,8 +89,7 @@ def verify(rt: Runtime, snapshot: Snapshot, wait: float | None = 30) -> Report:
             got = live.manifest_of(rt, snapshot.volume, sub=DATA_DIR)
         except IntegrityError as e:
             return Report(snapshot, problem=str(e))
-    d = compare(want, got)
-    report = Report(snapshot, d.missing, d.extra, d.altered, checked=len(want), counts=d.counts)
+    report = Report(snapshot, compare(want, got), checked=len(want))
     if report.ok and got.digest() != info.tree_digest:  # cannot differ if all matched
         return Report(snapshot, problem="tree digest differs", checked=len(want))
     return report

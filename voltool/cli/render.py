@@ -221,10 +221,10 @@ def verify_record(r: Report) -> dict[str, Any]:
         "source": r.snapshot.source,
         "ok": r.ok,
         "checked": r.checked,
-        "missing": list(r.missing),
-        "extra": list(r.extra),
-        "altered": [{"path": p, "fields": list(f)} for p, f in r.altered],
-        "counts": dict(zip(("missing", "extra", "altered"), r.counts, strict=True)),
+        "missing": list(r.found.missing),
+        "extra": list(r.found.extra),
+        "altered": [{"path": p, "fields": list(f)} for p, f in r.found.altered],
+        "counts": dict(zip(("missing", "extra", "altered"), r.found.counts, strict=True)),
         "problem": r.problem,
     }
 
@@ -237,17 +237,18 @@ def print_verify_report(r: Report) -> None:
     if r.problem:
         out.print(f"FAIL  {s.id}  {s.source}: {r.problem}", markup=False)
         return
-    missing, extra, altered = r.counts
+    f = r.found
+    missing, extra, altered = f.counts
     out.print(
         f"FAIL  {s.id}  {s.source}: {missing} missing, {extra} extra, {altered} altered",
         markup=False,
     )
-    for p in r.missing:
+    for p in f.missing:
         out.print(f"  missing  {printable(p)}", markup=False)
-    for p in r.extra:
+    for p in f.extra:
         out.print(f"  extra    {printable(p)}", markup=False)
-    for p, fields in r.altered:
+    for p, fields in f.altered:
         out.print(f"  altered  {printable(p)}  ({', '.join(fields)})", markup=False)
-    listed = len(r.missing) + len(r.extra) + len(r.altered)
-    if listed < sum(r.counts):
-        out.print(f"  ... {sum(r.counts) - listed} more not listed", markup=False)
+    listed = len(f.missing) + len(f.extra) + len(f.altered)
+    if listed < sum(f.counts):
+        out.print(f"  ... {sum(f.counts) - listed} more not listed", markup=False)
