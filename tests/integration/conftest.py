@@ -57,6 +57,7 @@ def volume(dk: Docker) -> Iterator[Callable[..., str]]:
     Fails the test if voltool left a helper or lock container behind.
     """
     made: list[str] = []
+    dk.scope = made
 
     def make(script: str | None = None, labels: dict[str, str] | None = None) -> str:
         name = f"vt-{uuid.uuid4().hex[:12]}"
@@ -67,20 +68,22 @@ def volume(dk: Docker) -> Iterator[Callable[..., str]]:
         return name
 
     yield make
-    leftovers = [
-        c["Names"][0].lstrip("/")
-        for c in dk.client.api.containers(all=True, filters={"label": "io.voltool.managed=true"})
-    ]
+    leftovers = dk.managed_containers()
+    # Only what concerns this test's volumes: other tests (or a developer's own
+    # voltool) may be using the same engine at the same time.
+    related = dk.related(made)
     for c in dk.client.api.containers(all=True, filters={"label": "io.voltool.managed=true"}):
-        # NotFound, or 409 "removal already in progress": gone or going either way.
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-            dk.client.api.remove_container(c["Id"], force=True)
+        if dk.ours(c, related):
+            # NotFound, or 409 "removal already in progress": gone or going either way.
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                dk.client.api.remove_container(c["Id"], force=True)
     for name in made:
         for c in dk.client.containers.list(all=True, filters={"volume": name}):
             c.remove(force=True)
         for snap in dk.snapshot_volumes(name):
             dk.client.volumes.get(snap).remove(force=True)
         dk.client.volumes.get(name).remove(force=True)
+    dk.scope = []
     assert not leftovers, f"voltool left containers behind: {leftovers}"
 
 

@@ -87,6 +87,9 @@ class Docker:
     def __init__(self, client: docker.DockerClient, image: str) -> None:
         self.client = client
         self.image = image
+        # The volumes the running test made (set by the `volume` fixture): what
+        # `managed_containers` and the teardown look at, and nothing else.
+        self.scope: list[str] = []
 
     def run(self, mounts: dict[str, str], script: str, *args: str, check: bool = True) -> str:
         out = self.client.containers.run(
@@ -147,10 +150,38 @@ class Docker:
         found = self.client.api.containers(all=True, filters={"label": "io.voltool.role=helper"})
         return any(m.get("Name") == volume for c in found for m in c.get("Mounts") or [])
 
-    def managed_containers(self) -> list[str]:
-        """Names of voltool's containers; one list call, so nothing races with a removal."""
+    def related(self, volumes: list[str]) -> set[str]:
+        """`volumes` and every snapshot volume of theirs."""
+        names = set(volumes)
+        for v in volumes:
+            names.update(self.snapshot_volumes(v))
+        return names
+
+    def ours(self, c: dict[str, Any], volumes: set[str]) -> bool:
+        """True if voltool's container `c` (an API list entry) concerns one of `volumes`:
+        it mounts one, or is the lock or operation record of one."""
+        labels = c.get("Labels") or {}
+        if labels.get("io.voltool.lock.volume") in volumes:
+            return True
+        if set(labels.get("io.voltool.volumes", "").split(",")) & volumes:
+            return True
+        return any(m.get("Name") in volumes for m in c.get("Mounts") or [])
+
+    def managed_containers(
+        self, roles: tuple[str, ...] = ("helper", "lock", "record")
+    ) -> list[str]:
+        """Names of voltool's containers that concern this test's volumes (`scope`).
+
+        One list call, so nothing races with a removal. Scoped, so that tests
+        running at the same time on one engine do not see each other's.
+        """
+        volumes = self.related(self.scope)
         found = self.client.api.containers(all=True, filters={"label": "io.voltool.managed=true"})
-        return [str(c["Names"][0]).lstrip("/") for c in found]
+        return [
+            str(c["Names"][0]).lstrip("/")
+            for c in found
+            if (c.get("Labels") or {}).get("io.voltool.role") in roles and self.ours(c, volumes)
+        ]
 
     def fake_snapshot_volume(
         self,
