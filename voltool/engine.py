@@ -48,6 +48,7 @@ class ContainerInfo:
     name: str
     status: str  # created | running | paused | restarting | exited | dead
     labels: dict[str, str]
+    volumes: tuple[str, ...] = ()  # the volumes it mounts
 
     @property
     def short_id(self) -> str:
@@ -195,8 +196,12 @@ class Engine:
         infos = [_container_info(c) for c in found]
         return [c for c in infos if c.labels.get(L.MANAGED) != "true"]
 
-    def managed_containers(self, role: str | None = None) -> list[ContainerInfo]:
+    def managed_containers(
+        self, role: str | None = None, op: str | None = None
+    ) -> list[ContainerInfo]:
+        """voltool's containers, of one role and one operation if given."""
         label = [f"{L.MANAGED}=true"] + ([f"{L.ROLE}={role}"] if role else [])
+        label += [f"{L.OP}={op}"] if op else []
         with translated("list voltool containers"):
             found = self._api.containers(all=True, filters={"label": label})
         return [_container_info(c) for c in found]
@@ -223,6 +228,7 @@ class Engine:
             name=data["Name"].lstrip("/"),
             status=data["State"]["Status"],
             labels=data["Config"].get("Labels") or {},
+            volumes=_mounted_volumes(data),
         )
 
     def pause(self, cid: str) -> None:
@@ -236,6 +242,19 @@ class Engine:
     def stop(self, cid: str, timeout: int) -> None:
         with translated(f"stop container {cid[:12]}"):
             self._api.stop(cid, timeout=timeout)
+
+    def wait_not_running(self, cid: str, seconds: float) -> str:
+        """Wait up to `seconds` for the container to leave the running state; its status then.
+
+        A stop that the engine began for a client that has since died goes on:
+        this is how to see it end before starting the container again.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            status = self.container(cid).status
+            if status != "running" or time.monotonic() >= deadline:
+                return status
+            time.sleep(0.1)
 
     def start(self, cid: str) -> None:
         with translated(f"start container {cid[:12]}"):
@@ -423,4 +442,9 @@ def _container_info(c: dict[str, Any]) -> ContainerInfo:
         name=names[0].lstrip("/"),
         status=c.get("State", ""),
         labels=c.get("Labels") or {},
+        volumes=_mounted_volumes(c),
     )
+
+
+def _mounted_volumes(c: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(m["Name"]) for m in c.get("Mounts") or [] if m.get("Type") == "volume")

@@ -1,4 +1,4 @@
-"""The write-ahead journal: append-only JSON lines, fsynced before each step they announce.
+"""The write-ahead journal: every step of an operation recorded durably before it starts.
 
 Invariant: for every operation that changed anything, the journal holds a
 record of each step *before* that step starts, and a terminal record
@@ -6,19 +6,22 @@ record of each step *before* that step starts, and a terminal record
 complete or undone. An operation with no terminal record is pending, and
 `voltool recover` finishes or undoes it from what the records say.
 
-A line torn by a crash (the last one, usually) is skipped and reported; it
-cannot hide an earlier step, because every step is its own line.
+The records live in the engine (voltool.records), beside the locks, so that
+anyone who reaches the engine can recover: another user, another `$HOME`,
+another host. A local file in the state directory logs the same records for
+people to read; nothing depends on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from voltool.errors import PendingOperation, VoltoolError
 from voltool.owner import Owner, current
@@ -36,10 +39,11 @@ class Operation:
     steps: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     started: str = ""
+    records: list[dict[str, Any]] = field(default_factory=list)  # every record, in order
 
     @property
     def finished(self) -> bool:
-        return bool(self.steps) and self.steps[-1] in TERMINAL
+        return any(step in TERMINAL for step in self.steps)
 
     @property
     def owner(self) -> Owner | None:
@@ -54,17 +58,36 @@ class Operation:
     def reached(self, step: str) -> bool:
         return step in self.steps
 
+    def all_of(self, step: str, key: str) -> list[Any]:
+        """The value of `key` in every record of `step`, in order."""
+        return [r[key] for r in self.records if r.get("step") == step and key in r]
 
-class Journal:
+
+class RecordStore(Protocol):
+    """Where the journal's records are kept."""
+
+    problems: list[str]
+
+    def write(self, record: dict[str, Any], volumes: list[str]) -> None: ...
+
+    def read(self) -> Iterator[dict[str, Any]]: ...
+
+    def forget(self, op: str) -> None: ...
+
+
+class FileRecords:
+    """Records as JSON lines appended to a local file (the log; also a store for tests).
+
+    A line torn by a crash (the last one, usually) is skipped and reported; it
+    cannot hide an earlier step, because every step is its own line.
+    """
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problems: list[str] = []
 
-    def append(self, op: str, step: str, **data: Any) -> None:
-        """Durably record that operation `op` reaches `step` (write, fsync, then return)."""
-        record = {"op": op, "step": step, "at": _now(), **data}
-        if step == "begin":
-            record["owner"] = current().token()
+    def write(self, record: dict[str, Any], volumes: list[str]) -> None:
+        """Append one line durably (write, fsync, then return)."""
         line = (json.dumps(record, sort_keys=True, ensure_ascii=True) + "\n").encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,9 +100,8 @@ class Journal:
                 os.close(fd)
         except OSError as e:
             raise VoltoolError(f"cannot write the journal {self.path}: {e.strerror}") from None
-        hold_for_tests(step)
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def read(self) -> Iterator[dict[str, Any]]:
         self.problems = []
         try:
             with open(self.path, "rb") as f:
@@ -97,9 +119,63 @@ class Journal:
         except OSError as e:
             raise VoltoolError(f"cannot read the journal {self.path}: {e.strerror}") from None
 
+    def forget(self, op: str) -> None:
+        """A log keeps everything."""
+
+
+class Journal:
+    """Appends records to a store (the engine's, in use) and copies them to a local log.
+
+    The log is best effort: a state directory that cannot be written costs the
+    log, never an operation; `warn` hears of it once.
+    """
+
+    def __init__(
+        self,
+        store: RecordStore,
+        log: FileRecords | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.log = log
+        self._warn = warn
+        self._log_failed = False
+        self._volumes: dict[str, list[str]] = {}
+
+    @property
+    def problems(self) -> list[str]:
+        return self.store.problems
+
+    def append(self, op: str, step: str, **data: Any) -> None:
+        """Durably record that operation `op` reaches `step` (stored, then return)."""
+        record = {"op": op, "step": step, "at": _now(), **data}
+        if step == "begin":
+            record["owner"] = current().token()
+            self._volumes[op] = [str(v) for v in data.get("volumes", [])]
+        self.store.write(record, self._volumes.get(op, []))
+        self._to_log(record)
+        if step in TERMINAL:
+            self.forget(op)
+        hold_for_tests(step)
+
+    def forget(self, op: str) -> None:
+        """Drop a finished operation's records from the store; what stays, recover removes."""
+        with contextlib.suppress(VoltoolError):
+            self.store.forget(op)
+
+    def _to_log(self, record: dict[str, Any]) -> None:
+        if self.log is None or self._log_failed:
+            return
+        try:
+            self.log.write(record, [])
+        except VoltoolError as e:
+            self._log_failed = True
+            if self._warn:
+                self._warn(f"{e}; the operation goes on (its record is in the engine)")
+
     def operations(self) -> dict[str, Operation]:
         ops: dict[str, Operation] = {}
-        for rec in self.records():
+        for rec in self.store.read():
             op = ops.get(rec["op"])
             if op is None:
                 op = ops[rec["op"]] = Operation(
@@ -109,7 +185,10 @@ class Journal:
                     started=str(rec.get("at", "")),
                 )
             op.steps.append(str(rec["step"]))
+            op.records.append(rec)
             op.data.update({k: v for k, v in rec.items() if k not in ("op", "step", "at")})
+        for op in ops.values():
+            self._volumes.setdefault(op.id, op.volumes)
         return ops
 
     def interrupted(self) -> list[Operation]:
@@ -137,20 +216,21 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-_held: list[str] = []
+_held: set[str] = set()
 
 
 def hold_for_tests(step: str) -> None:
-    """Crash tests: wait at a named point (each journaled step, or `staging-data`), so a test
-    can look, or SIGKILL us there.
+    """Crash tests: wait at a named point (each journaled step, `staging-data` or
+    `streaming-data`, or `locking`), so a test can look, or SIGKILL us there.
 
-    With VOLTOOL_TEST_HOLD_AT=<step> and VOLTOOL_TEST_HOLD_FILE=<path>, the
-    process writes its pid to the file and waits until the file is removed,
-    the first time it reaches that step. Never set in normal use.
+    With VOLTOOL_TEST_HOLD_AT=<step>[,<step>...] and VOLTOOL_TEST_HOLD_FILE=<path>,
+    the process writes its pid to the file and waits until the file is removed,
+    the first time it reaches each of those steps. Never set in normal use.
     """
-    if os.environ.get("VOLTOOL_TEST_HOLD_AT") != step or _held:
+    wanted = os.environ.get("VOLTOOL_TEST_HOLD_AT", "").split(",")
+    if step not in wanted or step in _held:
         return
-    _held.append(step)
+    _held.add(step)
     hold = Path(os.environ.get("VOLTOOL_TEST_HOLD_FILE", ""))
     if not hold.name:
         return
@@ -159,3 +239,18 @@ def hold_for_tests(step: str) -> None:
     hold.write_text(str(os.getpid()))
     while hold.exists():
         time.sleep(0.02)
+
+
+def held_after(advance: Callable[[int], None], point: str) -> Callable[[int], None]:
+    """`advance`, and a hold point `point` once 16 MiB went by (crash tests stop us mid-stream
+    there, deterministically, however fast the machine)."""
+    sent = 0
+
+    def step(n: int) -> None:
+        nonlocal sent
+        advance(n)
+        sent += n
+        if sent >= 16 << 20:
+            hold_for_tests(point)
+
+    return step

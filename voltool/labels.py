@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 MANAGED = "io.voltool.managed"  # "true" on every helper, lock and snapshot volume
-ROLE = "io.voltool.role"  # "helper" | "lock" | "snapshot"
+ROLE = "io.voltool.role"  # "helper" | "lock" | "record" | "snapshot"
 OP = "io.voltool.op"  # id of the operation that created it
 OWNER = "io.voltool.owner"  # the creating process, see voltool.owner
 
 ROLE_HELPER = "helper"
 ROLE_LOCK = "lock"
+ROLE_RECORD = "record"
 ROLE_SNAPSHOT = "snapshot"
 
 # Snapshot volumes: what is known at creation, so that listing needs no helper.
@@ -22,6 +23,15 @@ KIND = "io.voltool.snapshot.kind"
 LOCK_VOLUME = "io.voltool.lock.volume"
 LOCK_KIND = "io.voltool.lock.kind"
 LOCK_SINCE = "io.voltool.lock.since"
+
+# Operation records (see voltool.records): one journal record each.
+RECORD = "io.voltool.record"  # the record, canonical JSON
+RECORD_SEQ = "io.voltool.record.seq"  # orders an operation's records
+VOLUMES = "io.voltool.volumes"  # the volumes the operation works on, comma-separated
+
+# A volume a restore created (--create): the id of that restore. Only that
+# restore's rollback, or `recover` acting for it, may ever remove the volume.
+CREATED_BY = "io.voltool.created-by"
 
 
 def managed(role: str, op: str, owner: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from voltool import labels as L
 from voltool.config import Config
 from voltool.engine import Engine
-from voltool.journal import Journal
+from voltool.journal import FileRecords, Journal
 from voltool.owner import Owner, current
 from voltool.report import Reporter
 
@@ -38,8 +38,15 @@ def connect_engine(config: Config) -> Engine:
 def open_runtime(config: Config, reporter: Reporter, engine: Engine | None = None) -> Runtime:
     """Connect, make sure the helper image is there, and open the journal."""
     from voltool import helper_image
-    from voltool.state import journal_path
 
     engine = engine or connect_engine(config)
     image = helper_image.ensure(engine, config.helper_image, config.busybox, reporter)
-    return Runtime(engine, config, Journal(journal_path()), reporter, image)
+    return Runtime(engine, config, open_journal(engine, image, reporter), reporter, image)
+
+
+def open_journal(engine: Engine, image: str, reporter: Reporter) -> Journal:
+    """The journal: records in the engine, logged to the state directory."""
+    from voltool.records import EngineRecords
+    from voltool.state import journal_path
+
+    return Journal(EngineRecords(engine, image), FileRecords(journal_path()), reporter.warn)

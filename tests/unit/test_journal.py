@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from voltool.journal import Journal
+from voltool.journal import FileRecords, Journal
 from voltool.owner import Owner, current
 
 
@@ -13,7 +13,7 @@ def dead_owner() -> str:
 
 
 def test_steps_merge_into_operations(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "j.jsonl")
+    j = Journal(FileRecords(tmp_path / "j.jsonl"))
     j.append("op1", "begin", kind="snapshot", volumes=["v"])
     j.append("op1", "quiesce", containers=[{"id": "c"}])
     j.append("op2", "begin", kind="snapshot", volumes=["w"])
@@ -26,7 +26,7 @@ def test_steps_merge_into_operations(tmp_path: Path) -> None:
 
 def test_only_ops_of_dead_processes_are_interrupted(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
-    j = Journal(path)
+    j = Journal(FileRecords(path))
     j.append("mine", "begin", kind="snapshot", volumes=["v"])  # this process: alive
     with open(path, "a") as fh:
         fh.write(
@@ -47,7 +47,7 @@ def test_only_ops_of_dead_processes_are_interrupted(tmp_path: Path) -> None:
 
 def test_torn_and_garbage_lines_are_skipped_and_reported(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
-    j = Journal(path)
+    j = Journal(FileRecords(path))
     j.append("a", "begin", kind="snapshot", volumes=["v"])
     with open(path, "a") as fh:
         fh.write('[1,2]\n{"op": "a", "ste')
@@ -57,4 +57,4 @@ def test_torn_and_garbage_lines_are_skipped_and_reported(tmp_path: Path) -> None
 
 
 def test_missing_journal_is_empty(tmp_path: Path) -> None:
-    assert Journal(tmp_path / "none.jsonl").operations() == {}
+    assert Journal(FileRecords(tmp_path / "none.jsonl")).operations() == {}
