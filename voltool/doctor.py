@@ -10,11 +10,10 @@ from voltool.config import Config
 from voltool.endpoint import resolve
 from voltool.engine import Engine
 from voltool.errors import VoltoolError
-from voltool.journal import Journal
 from voltool.recover import find_leftovers
 from voltool.report import Reporter
-from voltool.runtime import Runtime
-from voltool.state import journal_path, state_dir
+from voltool.runtime import Runtime, open_journal
+from voltool.state import state_dir
 
 
 @dataclass(frozen=True)
@@ -78,8 +77,8 @@ def run_checks(config: Config) -> list[Check]:
         )
     )
 
-    journal = Journal(journal_path())
     if found.image:
+        journal = open_journal(engine, found.image, Reporter())
         rt = Runtime(engine, config, journal, Reporter(), found.image)
         left = find_leftovers(rt)
         for problem in journal.problems:
@@ -90,6 +89,17 @@ def run_checks(config: Config) -> list[Check]:
             + [f"stale lock on {h.volume!r} ({h.describe()})" for h in left.locks]
             + [f"incomplete snapshot {s.id} of {s.source!r}" for s in left.incomplete]
         )
+        for f in left.frozen:
+            done = "paused" if f.container.action == "pause" else "stopped"
+            checks.append(
+                Check(
+                    "containers",
+                    "fail",
+                    f"container {f.container.name} was {done} by {f.op.kind} {f.op.id} "
+                    "and not brought back",
+                    "voltool recover",
+                )
+            )
         for s in catalog.list_snapshots(rt):
             if s.state == "damaged":
                 checks.append(

@@ -8,7 +8,8 @@ or stopped stays as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from voltool.engine import ContainerInfo, Engine
@@ -51,16 +52,70 @@ def plan(containers: Iterable[ContainerInfo], mode: str) -> list[Quiesced]:
     return [Quiesced(c.id, c.name, mode) for c in containers]
 
 
-def apply(engine: Engine, targets: list[Quiesced], stop_timeout: int) -> None:
+def apply(
+    engine: Engine,
+    targets: list[Quiesced],
+    stop_timeout: int,
+    before_stop: Callable[[Quiesced], None] | None = None,
+) -> None:
     """Pause or stop every target, in order; raises at the first that fails.
 
-    The caller resumes all targets in every outcome (`resume` skips those not reached).
+    `before_stop` hears of each stop before it is asked of the engine (the
+    journal records it: a stop the engine began goes on if we die, and
+    recovery must wait for it to end). The caller resumes all targets in every
+    outcome (`resume` skips those not reached).
     """
     for q in targets:
         if q.action == "pause":
             engine.pause(q.id)
         else:
+            if before_stop:
+                before_stop(q)
             engine.stop(q.id, stop_timeout)
+
+
+class Revival(enum.StrEnum):
+    """How to bring back a container that an operation quiesced and did not resume."""
+
+    UNPAUSE = "unpause"
+    START = "start"
+    # The engine may still be stopping it for a process that has died: wait for
+    # that stop to end, then start it (started now, the stop would take it down).
+    AWAIT_STOP_THEN_START = "await-stop"
+
+
+def revival(q: Quiesced, status: str | None, stop_begun: bool) -> Revival | None:
+    """What brings `q` back, given its status now (None: gone); None if nothing is to be done.
+
+    A container no longer as we would have left it (running again, paused by
+    someone else, restarting, removed) is left alone.
+    """
+    if status is None:
+        return None
+    if q.action == "pause":
+        if status == "paused":
+            return Revival.UNPAUSE
+        # Stopped while frozen (the engine or the machine restarted): it was running.
+        return Revival.START if status in ("exited", "created") else None
+    if status in ("exited", "created"):
+        return Revival.START
+    if status == "running" and stop_begun:
+        return Revival.AWAIT_STOP_THEN_START
+    return None
+
+
+def revive(engine: Engine, q: Quiesced, how: Revival, stop_timeout: int) -> str | None:
+    """Bring `q` back as `how` says; None if that was done, else what was done instead."""
+    if how is Revival.UNPAUSE:
+        engine.unpause(q.id)
+        return None
+    if how is Revival.AWAIT_STOP_THEN_START:
+        # The engine kills the container once the stop timeout is over: a little more.
+        status = engine.wait_not_running(q.id, stop_timeout + 10)
+        if status == "running":
+            return f"left container {q.name} running: its stop never took effect"
+    engine.start(q.id)
+    return None
 
 
 def resume(engine: Engine, targets: Iterable[Quiesced]) -> list[str]:

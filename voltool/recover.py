@@ -2,22 +2,36 @@
 
 `recover` is safe to run at any time and any number of times: it acts only on
 operations whose process is provably gone, and on helpers, locks and
-incomplete snapshot volumes whose creator is provably gone. Each operation
-is handled under its volumes' locks, which it may take over from the dead.
+incomplete snapshot volumes whose creator is provably gone. It works from the
+operation records in the engine alone (voltool.records), so whoever reaches
+the engine can run it.
+
+Order, and why:
+1. Containers first: every container an interrupted operation paused or
+   stopped is brought back before anything else is tried, each on its own
+   (except those of a restore cut inside its swap: they come back once the
+   swap is finished, never onto half a tree).
+2. Then each operation on its own, under its volumes' locks (taken over from
+   the dead): one that cannot be finished is reported and stays pending,
+   and the others are still recovered.
+3. Then the leftovers that belong to no interrupted operation.
+
+Every step is planned from what is there now, as an `Action` whose words are
+what `--dry-run` prints; run for real, each prints what it actually did.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from voltool import catalog, quiesce
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
-from voltool.errors import NotFound
+from voltool.errors import NotFound, VoltoolError
 from voltool.ids import is_valid_id, new_id, snapshot_volume_name
 from voltool.journal import Operation
 from voltool.layout import Names
@@ -28,10 +42,42 @@ from voltool.runtime import Runtime
 
 
 @dataclass(frozen=True)
+class Action:
+    """One step of recovery: `what` is said before it is done; `run` may say what it did."""
+
+    what: str
+    run: Callable[[], str | None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What recovering one operation takes; `unrecoverable` says why it cannot be finished."""
+
+    actions: list[Action]
+    unrecoverable: str | None = None
+
+
+@dataclass
+class Report:
+    done: list[str] = field(default_factory=list)  # what was done (or, dry, would be)
+    failures: list[str] = field(default_factory=list)  # one line each
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """A container an interrupted operation paused or stopped and did not bring back."""
+
+    op: Operation
+    container: quiesce.Quiesced
+    how: quiesce.Revival
+
+
+@dataclass(frozen=True)
 class Leftovers:
     interrupted: list[Operation]
-    helpers: list[ContainerInfo]  # helpers whose creator is gone
-    locks: list[Holder]  # locks whose holder is gone
+    frozen: list[Frozen]  # containers still paused or stopped by them
+    helpers: list[ContainerInfo]  # helpers whose creator is gone, of no interrupted op
+    locks: list[Holder]  # locks whose holder is gone, of no interrupted op
     incomplete: list[Snapshot]  # snapshot volumes without snapshot.json whose creator is gone
 
     @property
@@ -44,36 +90,115 @@ def _gone(token: str) -> bool:
     return owner is None or not owner.is_alive()
 
 
-def find_leftovers(rt: Runtime) -> Leftovers:
+@dataclass(frozen=True)
+class Scope:
+    """What `recover` may touch: everything, or what concerns some volumes only."""
+
+    volumes: frozenset[str] | None = None  # None: everything
+
+    def op(self, op: Operation) -> bool:
+        if self.volumes is None:
+            return True
+        touched = set(op.volumes) | set(dict(op.data.get("snapshots", {})))
+        return bool(touched & self.volumes) or op.data.get("target") in self.volumes
+
+    def snapshot(self, s: Snapshot) -> bool:
+        return self.volumes is None or s.source in self.volumes
+
+    def volume(self, name: str, snapshots: dict[str, Snapshot]) -> bool:
+        """A volume in scope, or a snapshot volume of one."""
+        if self.volumes is None or name in self.volumes:
+            return True
+        return name in snapshots and snapshots[name].source in self.volumes
+
+
+EVERYTHING = Scope()
+
+
+def find_leftovers(rt: Runtime, scope: Scope = EVERYTHING) -> Leftovers:
+    interrupted = [op for op in rt.journal.interrupted() if scope.op(op)]
+    ours = {op.id for op in interrupted}
+    claimed = {sid for op in interrupted for sid in _snapshot_ids(op)}
+    found = catalog.find(rt)
+    by_volume = {s.volume: s for s in found}
     helpers = [
-        c for c in rt.engine.managed_containers(L.ROLE_HELPER) if _gone(c.labels.get(L.OWNER, ""))
+        c
+        for c in rt.engine.managed_containers(L.ROLE_HELPER)
+        if _gone(c.labels.get(L.OWNER, ""))
+        and c.labels.get(L.OP) not in ours
+        and any(scope.volume(v, by_volume) for v in c.volumes or ("",))
     ]
-    stale = [h for h in lock_holders(rt) if h.owner is None or not h.owner.is_alive()]
-    candidates = [s for s in catalog.find(rt) if _gone(s.owner)]
+    stale = [
+        h
+        for h in lock_holders(rt)
+        if (h.owner is None or not h.owner.is_alive())
+        and h.op not in ours
+        and scope.volume(h.volume, by_volume)
+    ]
+    candidates = [s for s in found if _gone(s.owner) and s.id not in claimed and scope.snapshot(s)]
     # Only a snapshot.json that is provably absent makes a snapshot incomplete.
     # One that is there but does not read well (damaged, or from a newer
     # voltool) is never removed here.
     incomplete = [s for s in catalog.with_metadata(rt, candidates) if not s.committed]
-    return Leftovers(rt.journal.interrupted(), helpers, stale, incomplete)
+    frozen = [f for op in interrupted for f in _frozen(rt, op, mid_swap_too=True)]
+    return Leftovers(interrupted, frozen, helpers, stale, incomplete)
 
 
-def recover(rt: Runtime, dry_run: bool = False) -> list[str]:
-    """Finish or roll back every interrupted operation, then clear leftovers.
+def recover(rt: Runtime, dry_run: bool = False, scope: Scope = EVERYTHING) -> Report:
+    """Finish or roll back every interrupted operation in `scope`, then clear its leftovers.
 
-    Returns what was done, or with `dry_run` what would be done.
+    Never stops at the first failure: each operation and each leftover is
+    handled on its own, and what failed is in the report's `failures`.
     """
-    done: list[str] = []
+    report = Report()
+    ops = {k: op for k, op in rt.journal.operations().items() if scope.op(op)}
+    for op in ops.values():
+        if op.finished or not op.reached("begin"):
+            # A finished operation whose records were not all removed, or
+            # records with no operation: nothing to do but tidy them away.
+            _run(rt, [_forget(rt, op)], dry_run, report)
+    interrupted = [op for op in ops.values() if op.interrupted and op.reached("begin")]
+    for op in interrupted:
+        _run(rt, [_revive(rt, f) for f in _frozen(rt, op, mid_swap_too=False)], dry_run, report)
+    for op in interrupted:
+        _recover_one(rt, op, dry_run, report)
 
-    def act(what: str, fn: Callable[[], object]) -> None:
-        if not dry_run:
-            fn()
-        done.append(what)
+    left = find_leftovers(rt, scope)
+    for c in left.helpers:
+        what = f"remove orphaned helper {c.short_id}"
+        _run(rt, [Action(what, partial(rt.engine.remove_container, c.id))], dry_run, report)
+    for h in left.locks:
+        what = f"release stale lock on {h.volume!r} ({h.describe()})"
+        _run(
+            rt, [Action(what, partial(rt.engine.remove_container, h.container_id))], dry_run, report
+        )
+    for s in left.incomplete:
+        what = f"remove incomplete snapshot {s.id} of {s.source!r}"
+        _run(rt, [Action(what, partial(_remove_incomplete, rt, s))], dry_run, report)
+    return report
 
-    for op in rt.journal.interrupted():
-        handler = _HANDLERS.get(op.kind)
-        if handler is None:
-            rt.reporter.warn(f"operation {op.id} of unknown kind {op.kind!r} left as it is")
+
+def _run(rt: Runtime, actions: list[Action], dry_run: bool, report: Report) -> bool:
+    """Do `actions` in order, stopping at the first that fails; False if one did."""
+    for a in actions:
+        if dry_run:
+            report.done.append(a.what)
             continue
+        try:
+            said = a.run()
+        except VoltoolError as e:
+            report.failures.append(f"could not {a.what}: {e}")
+            return False
+        report.done.append(said or a.what)
+    return True
+
+
+def _recover_one(rt: Runtime, op: Operation, dry_run: bool, report: Report) -> None:
+    planner = _PLANNERS.get(op.kind)
+    if planner is None:
+        report.failures.append(f"operation {op.id} of unknown kind {op.kind!r} left as it is")
+        return
+    try:
         with contextlib.ExitStack() as locks:
             if not dry_run:
                 for v in sorted(op.volumes):
@@ -85,28 +210,127 @@ def recover(rt: Runtime, dry_run: bool = False) -> list[str]:
                 # move the restored data away.
                 fresh = rt.journal.operations().get(op.id)
                 if fresh is None or not fresh.interrupted:
-                    continue
+                    return
                 op = fresh
-            handler(rt, op, act)
-            act(
-                f"mark operation {op.id} recovered",
-                partial(rt.journal.append, op.id, "recovered"),
-            )
+            plan = planner(rt, op)
+            if not _run(rt, plan.actions, dry_run, report):
+                return  # stays pending: the next recover tries again
+            if plan.unrecoverable:
+                report.failures.append(f"{op.kind} {op.id}: {plan.unrecoverable}")
+                end = Action(
+                    f"mark operation {op.id} failed",
+                    partial(rt.journal.append, op.id, "failed", error=plan.unrecoverable),
+                )
+            else:
+                end = Action(
+                    f"mark operation {op.id} recovered",
+                    partial(rt.journal.append, op.id, "recovered"),
+                )
+            _run(rt, [end], dry_run, report)
+    except VoltoolError as e:
+        report.failures.append(f"{op.kind} {op.id}: {e}")
 
-    left = find_leftovers(rt)
-    for c in left.helpers:
-        act(f"remove orphaned helper {c.short_id}", partial(rt.engine.remove_container, c.id))
-    for h in left.locks:
-        act(
+
+# -- containers ------------------------------------------------------------
+
+
+def _quiesced(op: Operation) -> list[quiesce.Quiesced]:
+    """The containers `op` set out to pause or stop (recorded before it touched any)."""
+    key = "quiesce" if op.kind != "restore" else "stop"
+    return [quiesce.Quiesced.from_record(r) for recs in op.all_of(key, "containers") for r in recs]
+
+
+def _mid_swap(op: Operation) -> bool:
+    return op.kind == "restore" and op.reached("swap") and not op.reached("swapped")
+
+
+def _frozen(rt: Runtime, op: Operation, mid_swap_too: bool) -> list[Frozen]:
+    """The containers of `op` that still wait to be brought back, and how."""
+    if op.reached("resumed") or op.reached("started"):
+        return []
+    if _mid_swap(op) and not mid_swap_too:
+        return []  # after the swap is finished: see _plan_restore
+    begun = {str(c) for c in op.all_of("stopping", "container")}
+    found = []
+    for q in _quiesced(op):
+        try:
+            status: str | None = rt.engine.container(q.id).status
+        except NotFound:
+            status = None
+        how = quiesce.revival(q, status, q.id in begun)
+        if how is not None:
+            found.append(Frozen(op, q, how))
+    return found
+
+
+def _revive(rt: Runtime, f: Frozen) -> Action:
+    q, op = f.container, f.op
+    whose = f"({op.kind} {op.id})"
+    timeout = op.data.get("stop_timeout")
+    timeout = timeout if isinstance(timeout, int) else rt.config.stop_timeout
+    words = {
+        quiesce.Revival.UNPAUSE: f"unpause container {q.name} {whose}",
+        quiesce.Revival.START: f"start container {q.name} {whose}",
+        quiesce.Revival.AWAIT_STOP_THEN_START: (
+            f"wait for the stop of container {q.name} to end, then start it {whose}"
+        ),
+    }
+
+    def run() -> str | None:
+        instead = quiesce.revive(rt.engine, q, f.how, timeout)
+        return f"{instead} {whose}" if instead else None
+
+    return Action(words[f.how], run)
+
+
+# -- operations ------------------------------------------------------------
+
+
+def _forget(rt: Runtime, op: Operation) -> Action:
+    return Action(
+        f"remove the records of finished operation {op.id}", partial(rt.journal.store.forget, op.id)
+    )
+
+
+def _snapshot_ids(op: Operation) -> list[str]:
+    """The ids of the snapshots `op` was making (a restore's pre-restore snapshot too)."""
+    ids = [*list(dict(op.data.get("snapshots", {})).values()), op.data.get("safety")]
+    return [i for i in ids if isinstance(i, str) and is_valid_id(i)]
+
+
+def _helper_removals(rt: Runtime, op: Operation) -> list[Action]:
+    """Remove `op`'s helpers, and the locks it held on volumes other than its own (a
+    restore locks its snapshot too); its own volumes' locks are recover's until it is done."""
+    helpers = [
+        Action(f"remove helper {c.short_id} of {op.id}", partial(rt.engine.remove_container, c.id))
+        for c in rt.engine.managed_containers(L.ROLE_HELPER, op=op.id)
+    ]
+    locks = [
+        Action(
             f"release stale lock on {h.volume!r} ({h.describe()})",
             partial(rt.engine.remove_container, h.container_id),
         )
-    for s in left.incomplete:
-        act(
-            f"remove incomplete snapshot {s.id} of {s.source!r}",
-            partial(_remove_incomplete, rt, s),
-        )
-    return done
+        for h in lock_holders(rt)
+        if h.op == op.id and h.volume not in op.volumes and h.stale
+    ]
+    return helpers + locks
+
+
+def _plan_snapshot(rt: Runtime, op: Operation) -> Plan:
+    """A snapshot never changes its source: what it quiesced is back already (see `recover`);
+    drop what it did not commit."""
+    actions = _helper_removals(rt, op)
+    ids = _snapshot_ids(op)
+    known = [s for s in catalog.find(rt) if s.id in ids]
+    for s in catalog.with_metadata(rt, known):
+        if not s.committed:
+            actions.append(
+                Action(
+                    f"remove incomplete snapshot {s.id} of {s.source!r}",
+                    partial(_remove_incomplete, rt, s, s.volume in op.volumes),
+                )
+            )
+    return Plan(actions)
 
 
 def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
@@ -122,88 +346,50 @@ def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
             rt.engine.remove_volume(s.volume)
 
 
-Act = Callable[[str, Callable[[], object]], None]
-
-
-def _recover_snapshot(rt: Runtime, op: Operation, act: Act) -> None:
-    """A snapshot never changes its source: resume what it quiesced, drop what it did not commit."""
-    if op.reached("quiesce") and not op.reached("resumed"):
-        targets = [quiesce.Quiesced.from_record(r) for r in op.data.get("containers", [])]
-        for q in targets:
-            verb = "unpause" if q.action == "pause" else "start"
-            act(f"{verb} container {q.name} ({op.kind} {op.id})", partial(_resume_one, rt, q))
-    _remove_helpers_of(rt, op, act)
-    ids = [
-        i
-        for i in dict(op.data.get("snapshots", {})).values()
-        if isinstance(i, str) and is_valid_id(i)
-    ]
-    known = {s.id: s for s in catalog.find(rt) if s.id in ids}
-    for s in catalog.with_metadata(rt, list(known.values())):
-        if not s.committed:
-            act(
-                f"remove incomplete snapshot {s.id} of {s.source!r}",
-                partial(_remove_incomplete, rt, s, s.volume in op.volumes),
-            )
-
-
-def _resume_one(rt: Runtime, q: quiesce.Quiesced) -> None:
-    for failure in quiesce.resume(rt.engine, [q]):
-        rt.reporter.warn(f"could not resume {failure}")
-
-
-def _remove_helpers_of(rt: Runtime, op: Operation, act: Act) -> None:
-    for c in rt.engine.managed_containers(L.ROLE_HELPER):
-        if c.labels.get(L.OP) == op.id:
-            act(
-                f"remove helper {c.short_id} of {op.id}",
-                partial(rt.engine.remove_container, c.id),
-            )
-
-
-def _recover_restore(rt: Runtime, op: Operation, act: Act) -> None:
+def _plan_restore(rt: Runtime, op: Operation) -> Plan:
     """Before "swap": roll back. From "swap" on: roll forward. Each step done is journaled."""
     from voltool import restore
 
     d = op.data
     target = str(d.get("target", ""))
-    names = Names.for_op(op.id)  # derived from the id, not read back from the journal
-    stopped = [quiesce.Quiesced.from_record(r) for r in d.get("containers", [])]
-    _remove_helpers_of(rt, op, act)  # also stops a swap helper that is still running
-    try:
-        rt.engine.volume(target)
-    except NotFound:
-        return  # nothing of it is left to finish or undo
+    names = Names.for_op(op.id)  # derived from the id, not read back from the records
     old_mtime = d.get("old_mtime")
     old_mtime = old_mtime if isinstance(old_mtime, int) else None
-    if not op.reached("swap"):
-        if op.reached("create"):
-            act(
-                f"remove the volume {target!r} that restore {op.id} created",
-                partial(rt.engine.remove_volume, target),
-            )
-        else:
-            act(
-                f"remove the staging directory of restore {op.id} from {target!r}",
-                partial(restore.drop_stage, rt, op.id, target, names, old_mtime),
-            )
-        for q in stopped:
-            act(f"start container {q.name} (restore {op.id})", partial(_resume_one, rt, q))
-        return
-    root = d["root"]
-    if not op.reached("swapped"):
-        act(
-            f"finish the swap of restore {op.id} in {target!r}",
-            _recorded(
-                rt,
-                op,
-                "swapped",
-                partial(restore.swap, rt, op.id, target, names, _root_entry(root), old_mtime),
-            ),
+    actions = _helper_removals(rt, op)  # also stops a swap helper that is still running
+    try:
+        volume = rt.engine.volume(target)
+    except NotFound:
+        if not op.reached("swap") and op.reached("create"):
+            return Plan(actions)  # the volume it made is gone already: rolled back
+        return Plan(
+            actions,
+            unrecoverable=f"its target volume {target!r} no longer exists; "
+            "nothing is left to finish or undo",
         )
-    if not op.reached("started"):
-        for q in stopped:
-            act(f"start container {q.name} (restore {op.id})", partial(_resume_one, rt, q))
+    if not op.reached("swap"):
+        if volume.labels.get(L.CREATED_BY) == op.id:
+            what = f"remove the volume {target!r} that restore {op.id} created"
+            actions.append(Action(what, partial(restore.remove_created, rt, op.id, target, names)))
+        else:
+            what = f"remove the staging directory of restore {op.id} from {target!r}"
+            actions.append(
+                Action(what, partial(restore.drop_stage, rt, op.id, target, names, old_mtime))
+            )
+        return Plan(actions)
+    root = _root_entry(d.get("root"))
+    if not op.reached("swapped"):
+        actions.append(
+            Action(
+                f"finish the swap of restore {op.id} in {target!r}",
+                _recorded(
+                    rt,
+                    op,
+                    "swapped",
+                    partial(restore.swap, rt, op.id, target, names, root, old_mtime),
+                ),
+            )
+        )
+        actions += [_revive(rt, f) for f in _frozen(rt, op, mid_swap_too=True)]
     safety = d.get("safety")
     if isinstance(safety, str) and is_valid_id(safety) and not op.reached("saved"):
         existing = catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id == safety])
@@ -211,29 +397,46 @@ def _recover_restore(rt: Runtime, op: Operation, act: Act) -> None:
         # this op's own partial work, and the old data must not rest on it.
         if not (existing and existing[0].state == "complete"):
             if existing:
-                act(
-                    f"remove the partial pre-restore snapshot {safety}",
-                    partial(rt.engine.remove_volume, snapshot_volume_name(safety)),
+                actions.append(
+                    Action(
+                        f"remove the partial pre-restore snapshot {safety}",
+                        partial(rt.engine.remove_volume, snapshot_volume_name(safety)),
+                    )
                 )
-            act(
-                f"keep the old data of {target!r} as pre-restore snapshot {safety}",
-                _recorded(
-                    rt,
-                    op,
-                    "saved",
-                    partial(
-                        restore.save_old, rt, op.id, target, names, safety, str(d.get("snapshot"))
+            actions.append(
+                Action(
+                    f"keep the old data of {target!r} as pre-restore snapshot {safety}",
+                    _recorded(
+                        rt,
+                        op,
+                        "saved",
+                        partial(
+                            restore.save_old,
+                            rt,
+                            op.id,
+                            target,
+                            names,
+                            safety,
+                            str(d.get("snapshot")),
+                        ),
                     ),
-                ),
+                )
             )
-    act(
-        f"remove the old data of restore {op.id} from {target!r}",
-        partial(restore.cleanup, rt, op.id, target, names, int(root["mtime"])),
+    actions.append(
+        Action(
+            f"remove the old data of restore {op.id} from {target!r}",
+            partial(restore.cleanup, rt, op.id, target, names, root.mtime),
+        )
     )
+    return Plan(actions)
 
 
-def _root_entry(root: dict[str, int]) -> ManifestEntry:
-    """The snapshot's root entry, as the restore journaled it."""
+def _root_entry(root: object) -> ManifestEntry:
+    """The snapshot's root entry, as the restore recorded it."""
+    if not isinstance(root, dict) or not all(
+        isinstance(root.get(k), int) for k in ("mode", "uid", "gid", "mtime")
+    ):
+        raise VoltoolError("its record of the snapshot's root is unreadable")
     return ManifestEntry(
         ".", "dir", int(root["mode"]), int(root["uid"]), int(root["gid"]), 0, int(root["mtime"])
     )
@@ -251,8 +454,8 @@ def _recorded(
     return run
 
 
-_HANDLERS: dict[str, Callable[[Runtime, Operation, Act], None]] = {
-    "snapshot": _recover_snapshot,
-    "import": _recover_snapshot,  # the same: drop what was not committed
-    "restore": _recover_restore,
+_PLANNERS: dict[str, Callable[[Runtime, Operation], Plan]] = {
+    "snapshot": _plan_snapshot,
+    "import": _plan_snapshot,  # the same: drop what was not committed
+    "restore": _plan_restore,
 }

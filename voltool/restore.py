@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from voltool import catalog, journal, live, quiesce
+from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo, Mount
 from voltool.errors import (
+    Busy,
     EngineError,
     IntegrityError,
     NoSpace,
@@ -182,17 +183,21 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
     """Carry out a plan: lock, journal, stage, stop, swap, start, keep the old data."""
     op = new_id()
     names = Names.for_op(op)
-    # A volume this restore creates holds nothing before it: no old data to keep.
-    safety = new_id() if opts.safety_snapshot and not p.create else None
     root = p.manifest.root
     assert root is not None
     stopped: list[quiesce.Quiesced] = []
     times: dict[str, float] = {}
     with contextlib.ExitStack() as locks:
+        journal.hold_for_tests("locking")
         # Locks first: one that cannot be had changes nothing and needs no record.
         for v in sorted({p.target, p.snapshot.volume}):
             locks.enter_context(volume_lock(rt, v, op, "restore", opts.wait))
         rt.journal.refuse_pending(p.target)  # the plan was made before the locks
+        # Decide again, under the lock, from what exists now: the volume may have
+        # been made (by another restore, by compose) since the plan was.
+        create, old_mtime = _recheck_target(rt, p, opts)
+        # A volume this restore creates holds nothing before it: no old data to keep.
+        safety = new_id() if opts.safety_snapshot and not create else None
         rt.journal.append(
             op,
             "begin",
@@ -203,15 +208,23 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
             snapshot_volume=p.snapshot.volume,
             names={"stage": names.stage, "old": names.old, "mark": names.mark},
             root={"mode": root.mode, "uid": root.uid, "gid": root.gid, "mtime": root.mtime},
-            old_mtime=p.target_mtime,
+            old_mtime=old_mtime,
             offline=opts.offline,
             safety=safety,
-            create=p.create,
+            create=create,
+            stop_timeout=rt.config.stop_timeout,
         )
         try:
-            if p.create:
+            if create:
                 rt.journal.append(op, "create")
-                rt.engine.create_volume(p.target, {})
+                made = rt.engine.create_volume(p.target, {L.CREATED_BY: op})
+                if made.labels.get(L.CREATED_BY) != op:
+                    # The engine hands back a volume someone made a moment ago
+                    # as if it were new: it is not ours, and holds their data.
+                    raise Busy(
+                        f"volume {p.target!r} was created by someone else while this "
+                        "restore started; nothing was restored: run it again"
+                    )
             if opts.offline:
                 _stop(rt, op, p.target, times, stopped)
             rt.journal.append(op, "stage")
@@ -228,7 +241,7 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
                         f"not {opts.if_match}; nothing was restored"
                     )
         except BaseException as e:
-            _roll_back(rt, op, p.target, names, p.target_mtime, stopped, e, p.create)
+            _roll_back(rt, op, p.target, names, old_mtime, stopped, e)
             raise
         swapped = False
         try:
@@ -236,7 +249,7 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
             # together against Ctrl-C: a swap cut in two would need recover.
             with deferred_interrupts():
                 rt.journal.append(op, "swap")
-                swap(rt, op, p.target, names, root, p.target_mtime)
+                swap(rt, op, p.target, names, root, old_mtime)
                 rt.journal.append(op, "swapped")
                 swapped = True
                 rt.journal.append(op, "start")
@@ -266,6 +279,25 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
     )
 
 
+def _recheck_target(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> tuple[bool, int | None]:
+    """Whether the restore creates its target, and the target root's mtime, decided now.
+
+    Called under the target's lock. A volume that appeared since the plan is
+    restored into like any other (its data kept as a pre-restore snapshot);
+    one that vanished is made again only with --create.
+    """
+    try:
+        catalog.user_volume(rt, p.target)
+    except NotFound:
+        if not opts.create:
+            raise NotFound(f"no volume named {p.target!r} (--create makes it)") from None
+        return True, None
+    if not p.create:
+        return False, p.target_mtime
+    rt.reporter.warn(f"volume {p.target!r} was created meanwhile: restoring into it as it is")
+    return False, live.space(rt, p.target).root_mtime
+
+
 def _stop(
     rt: Runtime, op: str, target: str, times: dict[str, float], stopped: list[quiesce.Quiesced]
 ) -> None:
@@ -277,7 +309,12 @@ def _stop(
     for q in targets:
         rt.reporter.note(f"stopping {q.name}")
     times["stopped"] = _now()
-    quiesce.apply(rt.engine, targets, rt.config.stop_timeout)
+    quiesce.apply(
+        rt.engine,
+        targets,
+        rt.config.stop_timeout,
+        before_stop=lambda q: rt.journal.append(op, "stopping", container=q.id),
+    )
 
 
 def _start(rt: Runtime, stopped: list[quiesce.Quiesced], times: dict[str, float]) -> None:
@@ -299,16 +336,16 @@ def _roll_back(
     root_mtime: int | None,
     stopped: list[quiesce.Quiesced],
     error: BaseException,
-    created: bool = False,
 ) -> None:
-    """Before the swap: drop the staging directory and restart; the target is as it was.
+    """Before the swap: drop the staging directory (or the volume this restore made, if
+    nothing else was written into it) and restart; the target is as it was.
 
     Best effort, never raising: if something stays, the op stays pending for recover.
     """
     failures = rt.engine.remove_helpers_of(op)
     try:
-        if created:
-            rt.engine.remove_volume(target)  # it did not exist before this restore
+        if _created_by(rt, target) == op:
+            remove_created(rt, op, target, names)
         else:
             drop_stage(rt, op, target, names, root_mtime)
     except VoltoolError as e:
@@ -317,7 +354,17 @@ def _roll_back(
     for f in failures:
         rt.reporter.warn(f"could not roll back fully ({f}); `voltool recover` will")
     if not failures:
-        rt.journal.append(op, "failed", error=str(error) or type(error).__name__)
+        # The engine may be gone too: its error must not hide the one that matters.
+        with contextlib.suppress(VoltoolError):
+            rt.journal.append(op, "failed", error=str(error) or type(error).__name__)
+
+
+def _created_by(rt: Runtime, volume: str) -> str | None:
+    """The restore that created `volume` (its label), if any; None if it is gone too."""
+    try:
+        return rt.engine.volume(volume).labels.get(L.CREATED_BY)
+    except NotFound:
+        return None
 
 
 # -- the steps, each usable by recover -------------------------------------
@@ -340,7 +387,7 @@ def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: boo
             names.stage,
             expect=p.manifest,
             root_override=RootOverride(0o700),
-            on_bytes=_staging_progress(rt),
+            on_bytes=journal.held_after(rt.reporter.advance, "staging-data"),
         )
         rt.reporter.begin(f"staging {p.target}", p.info.bytes)
         try:
@@ -348,20 +395,6 @@ def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: boo
         finally:
             rt.reporter.end()
     fix_modes(rt, op, target, f"/v/{names.stage}", p.manifest)
-
-
-def _staging_progress(rt: Runtime) -> Callable[[int], None]:
-    """Report staged bytes; crash tests can hold us (and kill us) once 16 MiB are on their way."""
-    sent = 0
-
-    def advance(n: int) -> None:
-        nonlocal sent
-        rt.reporter.advance(n)
-        sent += n
-        if sent >= 16 << 20:
-            journal.hold_for_tests("staging-data")
-
-    return advance
 
 
 # Staging created and removed an entry at the top: put the root's mtime back too.
@@ -372,6 +405,30 @@ def drop_stage(rt: Runtime, op: str, target: str, names: Names, root_mtime: int 
     """Remove the staging directory: the target is then as it was before the restore."""
     args = [names.stage, "" if root_mtime is None else str(root_mtime)]
     _run(rt, op, target, _DROP, args, "remove the staging directory")
+
+
+# Exit 0 if the volume holds nothing once the staging directory is gone.
+_DROP_AND_CHECK_EMPTY = 'cd /v && rm -rf -- "$1" && [ -z "$(ls -A /v)" ]'
+
+
+def remove_created(rt: Runtime, op: str, target: str, names: Names) -> str:
+    """Undo the creation of `target` by restore `op`: remove the volume, but only if it
+    carries `op`'s label and nothing but the staging directory was written into it.
+    Returns what was done."""
+    if _created_by(rt, target) != op:
+        raise VoltoolError(f"volume {target!r} was not created by restore {op}: left as it is")
+    mounts = [Mount(target, "/v")]
+    result = rt.engine.run(
+        rt.image, mounts, rt.helper_labels(op), _DROP_AND_CHECK_EMPTY, [names.stage]
+    )
+    if result.exit_code != 0:
+        drop_stage(rt, op, target, names, None)
+        return (
+            f"kept the volume {target!r} that restore {op} created: something else was "
+            "written into it; its staging directory is removed"
+        )
+    rt.engine.remove_volume(target)
+    return f"removed the volume {target!r} that restore {op} created"
 
 
 # Idempotent: run it again after a cut at any point and it finishes the swap.

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from voltool import __version__, catalog, quiesce
+from voltool import __version__, catalog, journal, quiesce
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import Mount
@@ -110,11 +111,21 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
         resumed = False
         try:
             targets = quiesce.plan(quiesce.running_users(rt.engine, volumes), req.quiesce)
-            rt.journal.append(op, "quiesce", containers=[q.as_record() for q in targets])
+            rt.journal.append(
+                op,
+                "quiesce",
+                containers=[q.as_record() for q in targets],
+                stop_timeout=rt.config.stop_timeout,
+            )
             try:
                 for q in targets:
                     rt.reporter.note(f"{'pausing' if q.action == 'pause' else 'stopping'} {q.name}")
-                quiesce.apply(rt.engine, targets, rt.config.stop_timeout)
+                quiesce.apply(
+                    rt.engine,
+                    targets,
+                    rt.config.stop_timeout,
+                    before_stop=lambda q: rt.journal.append(op, "stopping", container=q.id),
+                )
                 for v in volumes:
                     mount = Mount(v, "/data", read_only=True)
                     staged.append(stream_volume(rt, op, ids[v], v, mount, "/data", "data", commit))
@@ -126,7 +137,15 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
                     rt.reporter.warn(f"could not resume {f}")
                 resumed = not failures
                 if resumed:
-                    rt.journal.append(op, "resumed")
+                    try:
+                        rt.journal.append(op, "resumed")
+                    except VoltoolError as e:
+                        # Only on the way out of a failure may this go unrecorded
+                        # (recover finds them running); on success it must not.
+                        if sys.exc_info()[0] is None:
+                            raise
+                        resumed = False
+                        rt.reporter.warn(f"could not record the resume ({e})")
             committed += [s.record(rt.owner.token(), meta) for s in staged]
         except BaseException as e:
             # Still under the locks. If anything stays (a container not resumed,
@@ -134,7 +153,9 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
             done = {c.id for c in committed}
             left = [ids[v] for v in volumes if ids[v] not in done]
             if abandon(rt, op, left) and resumed:
-                rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
+                # The engine may be gone too: its error must not hide the one that matters.
+                with contextlib.suppress(VoltoolError):
+                    rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
             raise
         rt.journal.append(op, "done")
     return committed
@@ -190,7 +211,7 @@ def stream_volume(
             stream,
             EntryValidator(top, Limits(allow_special=True)),
             DATA_DIR,
-            on_bytes=rt.reporter.advance,
+            on_bytes=journal.held_after(rt.reporter.advance, "streaming-data"),
             close=False,
         )
         rt.reporter.begin(source, None)

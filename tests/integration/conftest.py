@@ -31,15 +31,21 @@ def engine_client() -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_volumes_left_behind(engine_client: docker.DockerClient) -> Iterator[None]:
-    """At the end of the run, no test volume (vt-*) or snapshot of one may remain."""
+def no_volumes_left_behind(engine_client: docker.DockerClient, dk: Docker) -> Iterator[None]:
+    """At the end of the run, no volume this run made, nor one named after one (`<vol>-x`), nor
+    a snapshot of either may remain. Other runs on the same engine are none of its business."""
     yield
-    left = [
-        v.name
-        for v in engine_client.volumes.list()
-        if v.name.startswith("vt-")
-        or (v.attrs.get("Labels") or {}).get("io.voltool.snapshot.source", "").startswith("vt-")
-    ]
+    made = tuple(dk.made)
+    left = (
+        [
+            v.name
+            for v in engine_client.volumes.list()
+            if v.name.startswith(made)
+            or (v.attrs.get("Labels") or {}).get("io.voltool.snapshot.source", "").startswith(made)
+        ]
+        if made
+        else []
+    )
     assert not left, f"tests left volumes behind: {left}"
 
 
@@ -63,6 +69,7 @@ def volume(dk: Docker) -> Iterator[Callable[..., str]]:
         name = f"vt-{uuid.uuid4().hex[:12]}"
         dk.client.volumes.create(name, labels=labels or {})
         made.append(name)
+        dk.made.append(name)
         if script:
             dk.run({name: "/v"}, script)
         return name
@@ -82,8 +89,9 @@ def volume(dk: Docker) -> Iterator[Callable[..., str]]:
             c.remove(force=True)
         for snap in dk.snapshot_volumes(name):
             dk.client.volumes.get(snap).remove(force=True)
-        dk.client.volumes.get(name).remove(force=True)
-    dk.scope = []
+        with contextlib.suppress(docker.errors.NotFound):  # a test may remove its own
+            dk.client.volumes.get(name).remove(force=True)
+    dk.scope, dk.also = [], []
     assert not leftovers, f"voltool left containers behind: {leftovers}"
 
 

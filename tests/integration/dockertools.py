@@ -90,6 +90,8 @@ class Docker:
         # The volumes the running test made (set by the `volume` fixture): what
         # `managed_containers` and the teardown look at, and nothing else.
         self.scope: list[str] = []
+        self.also: list[str] = []  # volumes the test made otherwise (restore --create)
+        self.made: list[str] = []  # every volume the `volume` fixture made in this run
 
     def run(self, mounts: dict[str, str], script: str, *args: str, check: bool = True) -> str:
         out = self.client.containers.run(
@@ -175,7 +177,7 @@ class Docker:
         One list call, so nothing races with a removal. Scoped, so that tests
         running at the same time on one engine do not see each other's.
         """
-        volumes = self.related(self.scope)
+        volumes = self.related(self.scope + self.also)
         found = self.client.api.containers(all=True, filters={"label": "io.voltool.managed=true"})
         return [
             str(c["Names"][0]).lstrip("/")

@@ -282,7 +282,7 @@ def test_an_import_cut_short_leaves_nothing_after_recover(
     if how == "SIGKILL":
         proc.kill()
         proc.wait(30)
-        r = voltool("recover")
+        r = voltool("recover", home)
         assert r.code == 0, r.err
         assert "remove incomplete snapshot" in r.out + r.err
     else:
@@ -291,5 +291,5 @@ def test_an_import_cut_short_leaves_nothing_after_recover(
         assert proc.returncode == 130, err
     assert dk.snapshot_volumes(home) == []
     assert dk.managed_containers() == []
-    r = voltool("recover", "--dry-run")
+    r = voltool("recover", home, "--dry-run")
     assert r.code == 0 and "remove" not in r.out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,19 +83,21 @@ def test_failure_mid_operation_resumes_and_leaves_nothing(
     assert dk.managed_containers() == []
 
 
-def _streaming(dk: Docker, vol: str) -> bool:
-    """True once a helper is reading `vol` (the stream is under way)."""
-    return dk.helper_mounts(vol)
+def mid_stream(vol: str, tmp_path: Path) -> subprocess.Popen[str]:
+    """A snapshot of `vol` held once 16 MiB of its data are on their way."""
+    env, f = hold("streaming-data", tmp_path)
+    proc = start_voltool("snapshot", vol, env=env)
+    wait_for(f.exists, timeout=120, what="the stream to be under way")
+    return proc
 
 
 def test_sigint_mid_stream_cleans_up_everything(
-    dk: Docker, volume: Callable[..., str], container: Callable[..., str]
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
 ) -> None:
     vol = volume(BIG)
     app = container([vol])
-    proc = start_voltool("snapshot", vol)
-    wait_for(lambda: _streaming(dk, vol), what="the stream to start")
-    wait_for(lambda: dk.status(app) == "paused", what="the pause")
+    proc = mid_stream(vol, tmp_path)
+    assert dk.status(app) == "paused"
     proc.send_signal(signal.SIGINT)
     code = proc.wait(60)
     err = proc.stderr.read() if proc.stderr else ""
@@ -105,10 +108,11 @@ def test_sigint_mid_stream_cleans_up_everything(
     assert dk.managed_containers() == []
 
 
-def test_sigterm_is_handled_like_ctrl_c(dk: Docker, volume: Callable[..., str]) -> None:
+def test_sigterm_is_handled_like_ctrl_c(
+    dk: Docker, volume: Callable[..., str], tmp_path: Path
+) -> None:
     vol = volume(BIG)
-    proc = start_voltool("snapshot", vol)
-    wait_for(lambda: _streaming(dk, vol), what="the stream to start")
+    proc = mid_stream(vol, tmp_path)
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(60)
     err = proc.stderr.read() if proc.stderr else ""
@@ -116,44 +120,51 @@ def test_sigterm_is_handled_like_ctrl_c(dk: Docker, volume: Callable[..., str]) 
     assert dk.snapshot_volumes(vol) == [] and dk.managed_containers() == [], err
 
 
+@pytest.mark.parametrize("fresh_state", [False, True], ids=["same-state", "other-state"])
 def test_sigkill_mid_stream_leaves_what_doctor_reports_and_recover_clears(
-    dk: Docker, volume: Callable[..., str], container: Callable[..., str]
+    dk: Docker,
+    volume: Callable[..., str],
+    container: Callable[..., str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_state: bool,
 ) -> None:
     vol = volume(BIG)
     app = container([vol])
-    proc = start_voltool("snapshot", vol)
-    wait_for(lambda: _streaming(dk, vol), what="the stream to start")
+    proc = mid_stream(vol, tmp_path)
     proc.kill()
     proc.wait(30)
     assert dk.status(app) == "paused"  # nobody resumed it: that is recover's job
+    if fresh_state:
+        # What another user, another $HOME or another host sees: no local journal.
+        monkeypatch.setenv("VOLTOOL_STATE_DIR", str(tmp_path / "elsewhere"))
 
     doctor = voltool("doctor", "--json")
-    assert doctor.code == 0, doctor.err
-    found = [
-        c["detail"]
-        for c in json.loads(doctor.out)
-        if c["name"] == "leftovers" and c["status"] == "warn"
-    ]
-    kinds = " | ".join(found)
-    assert "interrupted snapshot" in kinds and "orphaned helper" in kinds
-    assert "stale lock" in kinds and "incomplete snapshot" in kinds
-    assert all(
-        c["fix"] == "voltool recover" for c in json.loads(doctor.out) if c["status"] == "warn"
-    )
+    assert doctor.code == 1, doctor.err  # a container left paused is a failed check
+    checks = json.loads(doctor.out)
+    (frozen,) = [c for c in checks if c["name"] == "containers"]
+    assert frozen["status"] == "fail" and frozen["fix"] == "voltool recover"
+    assert f"container {app} was paused by snapshot" in frozen["detail"]
+    found = [c["detail"] for c in checks if c["name"] == "leftovers" and c["status"] == "warn"]
+    assert any("interrupted snapshot" in d and vol in d for d in found), found
+    assert all(c["fix"] == "voltool recover" for c in checks if c["status"] != "ok")
 
     refused = voltool("snapshot", vol)
     assert refused.code == 9 and "voltool recover" in refused.err
 
-    dry = voltool("recover", "--dry-run")
-    assert dry.code == 0 and "would unpause container" in dry.out
+    dry = voltool("recover", vol, "--dry-run")
+    assert dry.code == 0 and f"would unpause container {app}" in dry.out
     assert dk.status(app) == "paused" and dk.snapshot_volumes(vol) != []
 
-    rec = voltool("recover")
+    rec = voltool("recover", vol)
     assert rec.code == 0, rec.err
+    # Exactly what the dry run said, each once, in the same order.
+    assert rec.out.splitlines() == [line.removeprefix("would ") for line in dry.out.splitlines()]
+    assert f"unpause container {app}" in rec.out
     assert dk.status(app) == "running"
     assert dk.snapshot_volumes(vol) == []
     assert dk.managed_containers() == []
-    again = voltool("recover")
+    again = voltool("recover", vol)
     assert (again.code, again.out.strip()) == (0, "nothing to recover")
     ok = voltool("snapshot", vol)
     assert ok.code == 0, ok.err

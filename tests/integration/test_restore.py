@@ -346,7 +346,7 @@ def test_damaged_snapshots_are_never_removed_by_recover(
     dk.run({str(broken["volume"]): "/s"}, "printf '{not json' > /s/snapshot.json")
     states = {s["id"]: s["state"] for s in json.loads(voltool("list", "--json", vol).out)}
     assert states == {newer["id"]: "damaged", broken["id"]: "damaged"}
-    r = voltool("recover")
+    r = voltool("recover", vol)
     assert r.code == 0 and "remove" not in r.out
     assert len(dk.snapshot_volumes(vol)) == 2
     refused = restore("--yes", str(newer["id"]))

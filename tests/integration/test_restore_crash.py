@@ -77,17 +77,29 @@ def begin_record(op: str) -> dict[str, object]:
     raise AssertionError(f"no begin record for {op}")
 
 
+def elsewhere(tmp_path: Path) -> dict[str, str]:
+    """What another user, another $HOME or another host has: none of our local state."""
+    other = tmp_path / f"elsewhere-{len(list(tmp_path.glob('elsewhere-*')))}"
+    return {"VOLTOOL_STATE_DIR": str(other)}
+
+
 def recover_and_check(dk: Docker, scene: Scene, forward: bool, op: str) -> None:
-    r = voltool("recover")
+    env = elsewhere(Path(os.environ["VOLTOOL_STATE_DIR"]).parent)
+    dry = voltool("recover", scene.volume, "--dry-run", env=env)
+    assert dry.code == 0, dry.err
+    r = voltool("recover", scene.volume, env=env)
     assert r.code == 0, r.err
     assert "Traceback" not in r.err
+    # Exactly what the dry run said, each once, in the same order.
+    assert r.out.splitlines() == [line.removeprefix("would ") for line in dry.out.splitlines()]
+    assert f"mark operation {op} recovered" in r.out
     want = scene.snapshot_tree if forward else scene.current_tree
     got = dk.listing(scene.volume)
     assert got.entries == want.entries  # exact: no staging, old or marker entry either
     assert got.links == want.links
     assert dk.status(scene.app) == "running"
     assert dk.managed_containers() == []
-    again = voltool("recover")
+    again = voltool("recover", scene.volume)
     assert (again.code, again.out.strip()) == (0, "nothing to recover")
     pre = [
         s
@@ -166,7 +178,7 @@ def test_killed_mid_stream_rolls_back(
     assert any(p.startswith(".voltool-stage-") for p in staged.split()), staged
     proc.kill()
     proc.wait(30)
-    rec = voltool("recover")
+    rec = voltool("recover", vol)
     assert rec.code == 0, rec.err
     assert dk.listing(vol).entries == before.entries
     assert dk.status(app) == "running"
@@ -177,13 +189,13 @@ def test_two_recovers_at_once_finish_the_restore_once(
     dk: Docker, scene: Scene, tmp_path: Path
 ) -> None:
     op = kill_at("swap", scene, tmp_path)
-    a = start_voltool("recover")
-    b = start_voltool("recover")
+    a = start_voltool("recover", scene.volume)
+    b = start_voltool("recover", scene.volume)
     for proc in (a, b):
         code = proc.wait(120)
         assert code == 0, proc.stderr.read() if proc.stderr else ""
     dk.run({scene.volume: "/v"}, "echo after > /v/written-after")
-    assert voltool("recover").out.strip() == "nothing to recover"
+    assert voltool("recover", scene.volume).out.strip() == "nothing to recover"
     got = dk.listing(scene.volume).entries
     assert "written-after" in got
     assert {k: v for k, v in got.items() if k != "written-after" and k != "."} == {
@@ -230,7 +242,7 @@ def test_a_killed_restore_into_a_created_volume_removes_it(
     proc.kill()
     proc.wait(30)
     assert dk.client.volumes.list(filters={"name": fresh})
-    assert voltool("recover").code == 0
+    assert voltool("recover", fresh).code == 0
     assert [
         v.name for v in dk.client.volumes.list(filters={"name": fresh}) if v.name == fresh
     ] == []

@@ -31,6 +31,7 @@ from voltool.errors import (
     IntegrityError,
     NeedsConfirmation,
     NotFound,
+    PendingOperation,
     PreconditionFailed,
     UsageError,
     VoltoolError,
@@ -854,6 +855,9 @@ def helper_cmd(
 @_command
 def recover_cmd(
     ctx: typer.Context,
+    volumes: list[str] = typer.Argument(
+        None, help="Only what concerns these volumes (default: everything)."
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Say what would be done; change nothing."
     ),
@@ -861,14 +865,24 @@ def recover_cmd(
 ) -> None:
     """Finish or roll back interrupted operations, and remove what dead processes left."""
     rt = _globals(ctx).runtime(quiet=as_json)
-    actions = recover.recover(rt, dry_run=dry_run)
+    scope = recover.Scope(frozenset(volumes)) if volumes else recover.EVERYTHING
+    report = recover.recover(rt, dry_run=dry_run, scope=scope)
     if as_json:
-        render.print_json({"dry_run": dry_run, "actions": actions})
-        return
-    if not actions:
-        out.print("nothing to recover", markup=False)
-    for a in actions:
-        out.print(("would " if dry_run else "") + a, markup=False)
+        render.print_json({"dry_run": dry_run, "actions": report.done, "failures": report.failures})
+    else:
+        if not report.done and not report.failures:
+            out.print("nothing to recover", markup=False)
+        for a in report.done:
+            out.print(("would " if dry_run else "") + a, markup=False)
+        for f in report.failures:
+            rt.reporter.warn(f)
+    if report.failures:
+        raise PendingOperation(
+            f"{len(report.failures)} of the steps above could not be done; "
+            "everything else was recovered. Run `voltool recover` again once the cause is fixed"
+            if not dry_run
+            else f"{len(report.failures)} interrupted operation(s) cannot be planned"
+        )
 
 
 # -- entry point -----------------------------------------------------------

@@ -1,0 +1,197 @@
+"""Recovery from the engine alone: races, stops in flight, and operations that cannot be finished.
+
+Every `voltool recover` here runs with a state directory of its own, as another
+user, another $HOME or another host would: what it needs is in the engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.integration.dockertools import (
+    SMALL_TREE,
+    Docker,
+    Listing,
+    hold_env,
+    start_voltool,
+    voltool,
+    wait_for,
+)
+
+pytestmark = pytest.mark.engine
+
+# An application that ignores SIGTERM: the engine's stop takes its whole timeout.
+STUBBORN_APP = "trap '' TERM; while :; do sleep 0.1; done"
+
+
+def elsewhere(tmp_path: Path) -> dict[str, str]:
+    return {"VOLTOOL_STATE_DIR": str(tmp_path / "elsewhere")}
+
+
+def snap(vol: str) -> dict[str, object]:
+    r = voltool("snapshot", "--json", vol)
+    assert r.code == 0, r.err
+    return json.loads(r.out)[0]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def new_volume(dk: Docker) -> Iterator[Callable[[str], str]]:
+    """Names for volumes a restore --create makes; removed with their snapshots afterwards."""
+    names: list[str] = []
+
+    def name(base: str) -> str:
+        names.append(f"{base}-new")
+        return names[-1]
+
+    yield name
+    for n in names:
+        for c in dk.client.api.containers(all=True, filters={"volume": n}):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                dk.client.api.remove_container(c["Id"], force=True)
+        for s in dk.snapshot_volumes(n):
+            for c in dk.client.api.containers(all=True, filters={"volume": s}):
+                with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                    dk.client.api.remove_container(c["Id"], force=True)
+            dk.client.volumes.get(s).remove(force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            dk.client.volumes.get(n).remove(force=True)
+
+
+def entries(listing: Listing) -> dict[str, object]:
+    return {k: v for k, v in listing.entries.items() if k != "."}
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["both-finish", "second-killed-staging"])
+def test_two_restores_that_create_one_volume_lose_nothing(
+    dk: Docker,
+    volume: Callable[..., str],
+    new_volume: Callable[[str], str],
+    tmp_path: Path,
+    killed: bool,
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    tree = entries(dk.listing(vol))
+    fresh = new_volume(vol)
+    dk.also.append(fresh)
+    hold = tmp_path / "hold"
+    # The second restore plans (the volume does not exist: "create") and waits before its lock.
+    second = start_voltool(
+        "restore",
+        "--yes",
+        str(s["id"]),
+        "--to",
+        fresh,
+        "--create",
+        env=hold_env("locking,stage" if killed else "locking", hold),
+    )
+    wait_for(hold.exists, timeout=120, what="the second restore to have planned")
+    first = voltool("restore", "--yes", str(s["id"]), "--to", fresh, "--create")
+    assert first.code == 0, first.err
+    dk.run({fresh: "/v"}, "echo mine > /v/written-between")
+    hold.unlink()
+    if killed:
+        wait_for(hold.exists, timeout=120, what="the second restore to stage")
+        second.kill()
+        second.wait(30)
+        r = voltool("recover", fresh, env=elsewhere(tmp_path))
+        assert r.code == 0, r.err
+        assert "remove the volume" not in r.out
+        # Nothing lost: the first restore's data and what was written since.
+        got = entries(dk.listing(fresh))
+        assert "written-between" in got
+        assert {k: v for k, v in got.items() if k != "written-between"} == tree
+    else:
+        assert second.wait(120) == 0, second.stderr.read() if second.stderr else ""
+        assert entries(dk.listing(fresh)) == tree
+        # What was written between the two is kept, as the second one's pre-restore snapshot.
+        listed = json.loads(voltool("list", "--json", fresh).out)
+        (kept,) = [x for x in listed if x["kind"] == "pre-restore"]
+        assert "written-between" in dk.listing(kept["volume"], "data").entries
+    assert dk.managed_containers() == []
+
+
+def test_a_stop_in_flight_when_killed_still_ends_with_the_container_running(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    app = container([vol], STUBBORN_APP)
+    started = dk.client.api.inspect_container(app)["State"]["StartedAt"]
+    hold = tmp_path / "hold"
+    proc = start_voltool(
+        "restore",
+        "--yes",
+        str(s["id"]),
+        env={**hold_env("stopping", hold), "VOLTOOL_STOP_TIMEOUT": "10"},
+    )
+    wait_for(hold.exists, timeout=120, what="the restore to be about to stop the app")
+    # Kill voltool once the engine has begun the stop (its SIGTERM is sent), not before.
+    signalled = threading.Event()
+    events = dk.client.events(decode=True, filters={"container": app, "event": "kill"})
+
+    def watch() -> None:
+        for _ in events:
+            signalled.set()
+            return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    hold.unlink()
+    assert signalled.wait(60), "the engine never began to stop the app"
+    events.close()
+    proc.kill()
+    proc.wait(30)
+    assert dk.status(app) == "running"  # still stopping: the engine waits for its timeout
+
+    r = voltool("recover", vol, env=elsewhere(tmp_path))
+    assert r.code == 0, r.err
+    assert f"wait for the stop of container {app} to end, then start it" in r.out
+    assert dk.status(app) == "running"
+    assert dk.client.api.inspect_container(app)["State"]["StartedAt"] != started
+    assert not any(n.startswith(".voltool-") for n in dk.listing(vol).entries)
+    assert dk.managed_containers() == []
+
+
+def test_an_operation_that_cannot_be_finished_does_not_keep_others_frozen(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    gone, paused = volume(SMALL_TREE), volume("head -c 67108864 /dev/zero > /v/big")
+    s = snap(gone)
+    dk.run({gone: "/v"}, "echo changed > /v/a.txt")
+    # A restore killed inside its swap, whose target is then removed by hand ...
+    hold = tmp_path / "hold-swap"
+    proc = start_voltool("restore", "--yes", str(s["id"]), env=hold_env("swap", hold))
+    wait_for(hold.exists, timeout=120, what="the restore's swap")
+    proc.kill()
+    proc.wait(30)
+    for c in dk.client.api.containers(all=True, filters={"volume": gone}):
+        dk.client.api.remove_container(c["Id"], force=True)
+    dk.client.volumes.get(gone).remove(force=True)
+    # ... and a snapshot killed with its application paused.
+    app = container([paused])
+    hold = tmp_path / "hold-stream"
+    proc = start_voltool("snapshot", paused, env=hold_env("streaming-data", hold))
+    wait_for(hold.exists, timeout=120, what="the snapshot's stream")
+    proc.kill()
+    proc.wait(30)
+    assert dk.status(app) == "paused"
+
+    r = voltool("recover", gone, paused, env=elsewhere(tmp_path))
+    assert r.code == 9, r.err
+    assert f"unpause container {app}" in r.out
+    assert dk.status(app) == "running"
+    assert f"its target volume {gone!r} no longer exists" in r.err
+    assert "Traceback" not in r.err
+    assert dk.snapshot_volumes(paused) == []
+    # Reported once, and not again: the rest is recovered and nothing is left pending.
+    again = voltool("recover", gone, paused, env=elsewhere(tmp_path))
+    assert (again.code, again.out.strip()) == (0, "nothing to recover"), again.err
+    assert voltool("snapshot", paused).code == 0
