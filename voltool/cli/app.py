@@ -477,13 +477,18 @@ def export_cmd(
     ref: SnapshotRef = None,
     name: SnapshotName = None,
     output: str = typer.Option(
-        "-", "--output", "-o", metavar="FILE", help="Write to FILE; '-' (the default) is stdout."
+        "-",
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write to FILE (it appears whole or not at all), a device or a FIFO; "
+        "'-' (the default) is stdout.",
     ),
     compress: str | None = typer.Option(
         None,
         "--compress",
         metavar="zstd|gzip|none",
-        help="Compression (default: from FILE's suffix, else zstd).",
+        help="Compression (default: from FILE's suffix; zstd for stdout, devices and FIFOs).",
         show_default=False,
     ),
     wait: float | None = typer.Option(
