@@ -52,6 +52,11 @@ _SUFFIXES = (
 )
 
 
+def known_suffixes() -> tuple[str, ...]:
+    """The file name suffixes that name a compression, longest first within each."""
+    return tuple(suffix for suffix, _ in _SUFFIXES)
+
+
 def from_filename(name: str) -> Compression | None:
     """The compression a file name asks for by its suffix, or None if it names none."""
     lower = name.lower()

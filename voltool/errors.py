@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     PENDING = 9  # an interrupted operation must be recovered first
     DECLINED = 10  # the user declined the confirmation
     NEEDS_CONFIRMATION = 11  # no terminal to confirm on and no --yes
+    FILE = 12  # a file the user named cannot be read or written (permissions, read-only)
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -87,6 +88,12 @@ class NoSpace(VoltoolError):
     """The target filesystem has too little room."""
 
     exit_code = ExitCode.NO_SPACE
+
+
+class FileError(VoltoolError):
+    """A file or directory the user named cannot be read or written, or a pipe's reader left."""
+
+    exit_code = ExitCode.FILE
 
 
 class EngineUnreachable(VoltoolError):

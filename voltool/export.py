@@ -4,29 +4,37 @@ The snapshot's data is read through the archive API and held to its manifest
 as it goes (a damaged snapshot fails the export instead of travelling), then
 compressed into the output. Memory stays bounded whatever the snapshot's size:
 nothing but the manifest is held. The snapshot's lock is held throughout, so
-it cannot be deleted or pruned half-way. A file is written under a temporary
-name beside its destination and renamed into place only once it is whole.
+it cannot be deleted or pruned half-way. Where the bytes go (a file that
+appears only once it is whole, a device or FIFO written in place) is
+userfile.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
-from voltool import archive, catalog, compression
+from voltool import archive, catalog, compression, userfile
 from voltool.catalog import Snapshot
 from voltool.compression import Compression
 from voltool.engine import Mount
-from voltool.errors import IntegrityError, UsageError
+from voltool.errors import IntegrityError
 from voltool.ids import new_id
+from voltool.journal import hold_for_tests
 from voltool.layout import DATA_DIR, Meta
 from voltool.locks import volume_lock
 from voltool.runtime import Runtime
 from voltool.transfer import Transfer
 from voltool.validate import EntryValidator, Limits
+
+
+class Sink(Protocol):
+    """Where an export's bytes go: a file, stdout, or userfile.Output."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class ExportResult:
 
 
 def export(
-    rt: Runtime, snapshot: Snapshot, out: BinaryIO, kind: Compression, wait: float | None = 30
+    rt: Runtime, snapshot: Snapshot, out: Sink, kind: Compression, wait: float | None = 30
 ) -> ExportResult:
     """Write `snapshot` as an export to `out` (left open); checks every entry on the way."""
     info = snapshot.info
@@ -69,6 +77,7 @@ def export(
             )
             for chunk in archive.head_members(info, manifest, snapshot.meta or Meta()):
                 w.write(chunk)
+            hold_for_tests("export-data")
             rt.reporter.begin(f"exporting {snapshot.id}", info.bytes)
             try:
                 for chunk in transfer:
@@ -80,38 +89,23 @@ def export(
 
 
 def export_file(
-    rt: Runtime, snapshot: Snapshot, path: Path, kind: Compression, wait: float | None = 30
+    rt: Runtime,
+    snapshot: Snapshot,
+    dest: userfile.Destination,
+    kind: Compression,
+    wait: float | None = 30,
 ) -> ExportResult:
-    """Export into the file `path`, which appears (or is replaced) only once it is whole."""
-    if path.is_dir():
-        raise UsageError(f"{path} is a directory")
-    if not path.parent.is_dir():
-        raise UsageError(f"directory {path.parent} does not exist")
-    part = path.with_name(f".{path.name}.{new_id()}.part")
-    try:
-        with open(part, "xb") as f:
-            result = export(rt, snapshot, f, kind, wait)
-            os.fsync(f.fileno())
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return ExportResult(snapshot, kind, result.written, str(path))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Export to `dest`: a file appears (or is replaced) only once it is whole; a device
+    or FIFO is written in place."""
+    with userfile.written(dest) as out:
+        result = export(rt, snapshot, out, kind, wait)
+    return ExportResult(snapshot, kind, result.written, dest.name)
 
 
 class _Counting:
     """A write-only file that counts what goes through to `out`."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: Sink) -> None:
         self._out = out
         self.written = 0
 

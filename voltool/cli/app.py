@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import Annotated, Any, BinaryIO, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
 
@@ -478,13 +478,18 @@ def export_cmd(
     ref: SnapshotRef = None,
     name: SnapshotName = None,
     output: str = typer.Option(
-        "-", "--output", "-o", metavar="FILE", help="Write to FILE; '-' (the default) is stdout."
+        "-",
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write to FILE (it appears whole or not at all), a device or a FIFO; "
+        "'-' (the default) is stdout.",
     ),
     compress: str | None = typer.Option(
         None,
         "--compress",
         metavar="zstd|gzip|none",
-        help="Compression (default: from FILE's suffix, else zstd).",
+        help="Compression (default: from FILE's suffix; zstd for stdout, devices and FIFOs).",
         show_default=False,
     ),
     wait: float | None = typer.Option(
@@ -492,23 +497,29 @@ def export_cmd(
     ),
 ) -> None:
     """Write a snapshot to one self-describing file: metadata first, then the data."""
-    from voltool import compression, export
+    from voltool import compression, export, userfile
 
     to_stdout = output == "-"
+    dest = None if to_stdout else userfile.destination(output)
     kind = compression.choose(compress, None if to_stdout else output)
+    if (
+        dest is not None
+        and dest.is_file
+        and compress is None
+        and compression.from_filename(output) is None
+    ):
+        raise UsageError(
+            f"{output} does not end in an archive suffix "
+            f"({', '.join(compression.known_suffixes())}); name one, or give --compress"
+        )
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect")
     rt = _globals(ctx).runtime()
     snap = catalog.resolve(rt, ref, name)
-    if to_stdout:
-        try:
-            result = export.export(rt, snap, sys.stdout.buffer, kind, wait)
-        except BrokenPipeError:
-            # The reader went away: say so once, and keep Python from saying it again.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise VoltoolError("the reader of the export closed the pipe") from None
+    if dest is None:
+        result = export.export(rt, snap, userfile.Output(sys.stdout.fileno(), "stdout"), kind, wait)
     else:
-        result = export.export_file(rt, snap, Path(output), kind, wait)
+        result = export.export_file(rt, snap, dest, kind, wait)
     info = snap.info
     assert info is not None
     where = result.path or "stdout"
@@ -546,7 +557,7 @@ def import_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the new snapshot as JSON."),
 ) -> None:
     """Import an archive as a new snapshot (kind import), checking every entry."""
-    from voltool import importer
+    from voltool import importer, userfile
     from voltool.validate import Limits
 
     limits = Limits(max_entries, parse_size(max_bytes, "--max-bytes"), allow_special)
@@ -565,11 +576,11 @@ def import_cmd(
         except IsADirectoryError:
             raise UsageError(f"{file} is a directory") from None
         except OSError as e:
-            raise UsageError(f"cannot read {file}: {e.strerror}") from None
+            raise userfile.error(e, file, "read") from None
         with f:
             total = os.fstat(f.fileno()).st_size
             req = importer.ImportRequest(volume, name, limits, f"importing {path.name}", total)
-            made = importer.import_archive(rt, f, req)
+            made = importer.import_archive(rt, cast(BinaryIO, userfile.Input(f, file)), req)
     if as_json:
         render.print_json(render.snapshot_record(made))
         return
