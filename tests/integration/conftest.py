@@ -59,9 +59,13 @@ def volume(dk: Docker) -> Iterator[Callable[..., str]]:
     made: list[str] = []
     dk.scope = made
 
-    def make(script: str | None = None, labels: dict[str, str] | None = None) -> str:
+    def make(
+        script: str | None = None,
+        labels: dict[str, str] | None = None,
+        driver_opts: dict[str, str] | None = None,
+    ) -> str:
         name = f"vt-{uuid.uuid4().hex[:12]}"
-        dk.client.volumes.create(name, labels=labels or {})
+        dk.client.volumes.create(name, labels=labels or {}, driver_opts=driver_opts or {})
         made.append(name)
         if script:
             dk.run({name: "/v"}, script)
