@@ -17,17 +17,25 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.utils
+import docker.utils.socket
 import requests
 import requests.exceptions
 
 from voltool import labels as L
 from voltool.endpoint import Endpoint
-from voltool.errors import EngineError, EngineUnreachable, NotFound, VoltoolError
+from voltool.errors import EngineError, EngineUnreachable, NoSpace, NotFound, VoltoolError
 from voltool.readahead import read_ahead
 
 # dockerd sends 32 KiB frames; reading 64 KiB at a time was fastest (DESIGN.md).
 ARCHIVE_CHUNK = 64 * 1024
 READ_AHEAD = 32  # chunks an archive stream is read ahead of its consumer (2 MiB)
+# What a helper run keeps of its output: all of stdout up to this, else it fails;
+# the last bytes of stderr, which only ever feed a one-line message.
+RUN_STDOUT_MAX = 64 * 1024 * 1024
+RUN_STDERR_KEEP = 64 * 1024
+# How the engine's untar says that the filesystem it writes to is full (ENOSPC).
+_NO_SPACE = "no space left on device"
 
 
 class NameConflict(EngineError):
@@ -67,6 +75,17 @@ class RunResult:
     exit_code: int
     stdout: bytes
     stderr: bytes
+
+
+def parse_image_ref(ref: str) -> tuple[str, str | None]:
+    """Split an image reference into its repository and its tag or digest (None: neither).
+
+    The Docker SDK's own parser: a registry's port is not a tag
+    (`registry:5000/busybox`), and a digest (`busybox@sha256:...`) comes back
+    as `sha256:...`, which the engine's pull takes where a tag goes.
+    """
+    repository, tag = docker.utils.parse_repository_tag(ref)
+    return str(repository), (str(tag) if tag else None)
 
 
 def _shut_down(response: requests.Response) -> None:
@@ -329,14 +348,29 @@ class Engine:
         script: str,
         args: Iterable[str] = (),
     ) -> RunResult:
-        """Run `sh -c script args...` in a started helper, wait for it, and remove it."""
+        """Run `sh -c script args...` in a started helper, wait for it, and remove it.
+
+        Its output is read from its own streams, attached before it starts (so
+        nothing it writes is missed), not from the engine's logs: a daemon whose
+        log driver is `none`, or one that cannot be read back, keeps no logs.
+        """
         cid = self.create_container(image, mounts, helper_labels, ["-c", script, "sh", *args])
         try:
             with translated("run helper"):
-                self._api.start(cid)
+                sock = self._api.attach_socket(
+                    cid, params={"stdout": 1, "stderr": 1, "stream": 1, "logs": 0}
+                )
+                try:
+                    self._api.start(cid)
+                    out, err, overflow = _collect(docker.utils.socket.frames_iter(sock, False))
+                finally:
+                    with contextlib.suppress(OSError):
+                        sock.close()
                 status = self._api.wait(cid)
-                out = self._api.logs(cid, stdout=True, stderr=False)
-                err = self._api.logs(cid, stdout=False, stderr=True)
+            if overflow:
+                raise EngineError(
+                    f"a helper wrote more than {RUN_STDOUT_MAX // 2**20} MiB of output"
+                )
             return RunResult(int(status.get("StatusCode", 1)), out, err)
         finally:
             _cleanup(lambda: self.remove_container(cid))
@@ -371,11 +405,42 @@ class Engine:
             response.close()
 
     def put_archive(self, cid: str, path: str, chunks: Iterable[bytes]) -> None:
-        """Extract a tar stream at `path` inside container `cid`; streams with chunked encoding."""
-        with translated(f"write archive to {path}"):
-            ok = self._api.put_archive(cid, path, chunks)
+        """Extract a tar stream at `path` inside container `cid`; streams with chunked encoding.
+
+        Raises NoSpace, naming the volume mounted at `path`, if the filesystem
+        it is written to fills up: the engine's untar then fails with ENOSPC.
+        """
+        what = f"write archive to {path}"
+        full = False
+        with translated(what):
+            try:
+                ok = self._api.put_archive(cid, path, chunks)
+            except docker.errors.APIError as e:
+                if _NO_SPACE not in str(e.explanation or "").lower():
+                    raise
+                full = True
+        if full:
+            raise NoSpace(
+                f"no space left on {self._where(cid, path)} (writing an archive to {path})"
+            )
         if not ok:
-            raise EngineError(f"write archive to {path}: the engine refused the archive")
+            raise EngineError(f"{what}: the engine refused the archive")
+
+    def _where(self, cid: str, path: str) -> str:
+        """Words for what holds `path` in container `cid`: the volume mounted there, if any."""
+        try:
+            with translated(f"container {cid[:12]}"):
+                mounts = self._api.inspect_container(cid).get("Mounts") or []
+        except VoltoolError:
+            mounts = []
+        best = ""
+        volume = None
+        for m in mounts:
+            dest = str(m.get("Destination", "")).rstrip("/") or "/"
+            inside = path == dest or path.startswith(dest.rstrip("/") + "/")
+            if m.get("Type") == "volume" and inside and len(dest) > len(best):
+                best, volume = dest, m.get("Name")
+        return f"volume {volume!r}" if volume else f"the filesystem of {path}"
 
     # -- images --------------------------------------------------------------
 
@@ -392,19 +457,45 @@ class Engine:
             return str(self._api.inspect_image(ref)["Id"])
 
     def pull(self, ref: str, on_status: Callable[[str], None]) -> None:
-        repo, _, tag = ref.partition(":") if "@" not in ref else (ref, "", "")
+        """Pull image `ref` (`latest` if it names no tag or digest)."""
+        repository, tag = parse_image_ref(ref)
         with translated(f"pull {ref!r}"):
-            for event in self._api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+            for event in self._api.pull(repository, tag=tag or "latest", stream=True, decode=True):
                 if "error" in event:
                     raise EngineError(f"pull {ref!r}: {event['error']}")
                 on_status(str(event.get("status", "")))
 
-    def import_image(self, tar_bytes: bytes, repository: str, tag: str, changes: list[str]) -> str:
-        with translated(f"import image {repository}:{tag}"):
+    def import_image(self, tar_bytes: bytes, ref: str, changes: list[str]) -> str:
+        """Import a root filesystem tar as image `ref` (repository and tag); returns its id."""
+        repository, tag = parse_image_ref(ref)
+        with translated(f"import image {ref}"):
             self._api.import_image_from_data(
-                tar_bytes, repository=repository, tag=tag, changes=changes
+                tar_bytes, repository=repository, tag=tag or "latest", changes=changes
             )
-        return self.image_id(f"{repository}:{tag}")
+        return self.image_id(ref)
+
+
+def _collect(frames: Iterable[tuple[int, bytes]]) -> tuple[bytes, bytes, bool]:
+    """A helper's stdout and stderr from its demultiplexed frames, in bounded memory.
+
+    Returns stdout (at most RUN_STDOUT_MAX bytes), the last RUN_STDERR_KEEP
+    bytes of stderr, and whether stdout was longer. Everything is read to the
+    end either way, so that the helper never blocks on a full pipe.
+    """
+    out = bytearray()
+    err = bytearray()
+    overflow = False
+    for stream, data in frames:
+        if stream == docker.utils.socket.STDERR:
+            err += data
+            if len(err) > 2 * RUN_STDERR_KEEP:
+                del err[:-RUN_STDERR_KEEP]
+        elif not overflow:
+            out += data
+            if len(out) > RUN_STDOUT_MAX:
+                overflow = True
+                out.clear()
+    return bytes(out), bytes(err[-RUN_STDERR_KEEP:]), overflow
 
 
 def _cleanup(action: Callable[[], None]) -> None:

@@ -109,11 +109,9 @@ def build(engine: Engine, busybox: str) -> str:
             link = tarfile.TarInfo(f"bin/{name}")
             link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
             tar.addfile(link)
-    repo, _, version = tag.partition(":")
     engine.import_image(
         buf.getvalue(),
-        repo,
-        version,
+        tag,
         # Not io.voltool.managed: containers inherit image labels, and that one marks
         # voltool's own helpers and locks.
         ["ENV PATH=/bin", "LABEL io.voltool.image=helper"],

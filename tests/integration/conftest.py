@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 
 import docker
 import pytest
 
-from tests.integration.dockertools import Docker
+from tests.integration import second_daemon
+from tests.integration.dockertools import Docker, voltool
 from voltool import helper_image
 from voltool.endpoint import resolve
 from voltool.engine import Engine
@@ -49,6 +51,47 @@ def no_volumes_left_behind(engine_client: docker.DockerClient, dk: Docker) -> It
     assert not left, f"tests left volumes behind: {left}"
 
 
+def _has_docker0() -> bool:
+    return subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def log_none_daemon(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[second_daemon.SecondDaemon]:
+    """A second dockerd of our own whose default log driver is `none`, with the helper image.
+
+    Skipped where it cannot start, except with CI=true, where that fails. Stopped,
+    and its bridge and directories removed, at the end; the machine's engine keeps
+    its docker0.
+    """
+    had_docker0 = _has_docker0()
+    try:
+        daemon = second_daemon.start("--log-driver", "none")
+    except second_daemon.CannotStart as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but a second dockerd cannot start: {e}")
+        pytest.skip(f"cannot start a second dockerd: {e}")
+    try:
+        state = tmp_path_factory.mktemp("log-none")
+        r = voltool(
+            "helper",
+            "--build",
+            env={
+                "DOCKER_HOST": daemon.host,
+                "VOLTOOL_STATE_DIR": str(state / "state"),
+                "VOLTOOL_CONFIG": str(state / "no-config.toml"),
+            },
+        )
+        assert r.code == 0, f"voltool helper --build against the second dockerd: {r.err}"
+        yield daemon
+    finally:
+        daemon.stop()
+        assert not daemon.root.exists(), f"{daemon.root} is still there"
+        assert not second_daemon.bridge_exists(), f"{second_daemon.BRIDGE} is still there"
+        assert not had_docker0 or _has_docker0(), "the engine's docker0 bridge is gone"
+
+
 @pytest.fixture(scope="session")
 def dk(engine_client: docker.DockerClient) -> Docker:
     engine = Engine.connect(resolve(None, None), 600)
@@ -65,9 +108,13 @@ def volume(dk: Docker) -> Iterator[Callable[..., str]]:
     made: list[str] = []
     dk.scope = made
 
-    def make(script: str | None = None, labels: dict[str, str] | None = None) -> str:
+    def make(
+        script: str | None = None,
+        labels: dict[str, str] | None = None,
+        driver_opts: dict[str, str] | None = None,
+    ) -> str:
         name = f"vt-{uuid.uuid4().hex[:12]}"
-        dk.client.volumes.create(name, labels=labels or {})
+        dk.client.volumes.create(name, labels=labels or {}, driver_opts=driver_opts or {})
         made.append(name)
         dk.made.append(name)
         if script:

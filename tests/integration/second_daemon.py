@@ -1,0 +1,180 @@
+"""A second, private dockerd for tests that need an engine configured otherwise.
+
+It shares nothing with the machine's engine: its own data root, exec root (and
+so its own containerd), socket, pid file, containerd namespaces, and bridge.
+It never touches iptables, and never runs with `--bridge none`: that deletes
+the first daemon's docker0 (DESIGN.md, engine facts).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+BRIDGE = "vt-br0"
+BRIDGE_ADDRESS = "10.213.0.1/24"
+START_SECONDS = 30
+STOP_SECONDS = 30
+
+
+class CannotStart(Exception):
+    """The second daemon could not be started here (one line: why)."""
+
+
+@dataclass
+class SecondDaemon:
+    root: Path
+    process: subprocess.Popen[bytes]
+    bridge_made: bool
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "docker.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "dockerd.log"
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.host, timeout=120)
+
+    def stop(self) -> None:
+        """Stop the daemon, then remove its bridge and its directories. Idempotent."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_SECONDS)
+        _unmount_below(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self.bridge_made:
+            subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
+            self.bridge_made = False
+
+
+def start(*extra: str) -> SecondDaemon:
+    """Start a dockerd with `extra` options; ready (answers a ping) or CannotStart.
+
+    Bounded in time: the socket is polled for at most START_SECONDS.
+    """
+    dockerd = shutil.which("dockerd")
+    ip = shutil.which("ip")
+    if dockerd is None or ip is None:
+        raise CannotStart("dockerd or ip is not installed")
+    if os.geteuid() != 0:
+        raise CannotStart("starting a dockerd needs root")
+    if bridge_exists():
+        # Not ours: never take over (or later delete) a bridge we did not make.
+        raise CannotStart(f"a network interface named {BRIDGE} exists already")
+    root = Path(tempfile.mkdtemp(prefix="vt-dockerd-", dir="/tmp"))
+    bridge_made = False
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        for args in (
+            ("link", "add", BRIDGE, "type", "bridge"),
+            ("addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE),
+            ("link", "set", BRIDGE, "up"),
+        ):
+            done = _run_ip(*args)
+            bridge_made = bridge_made or args[1] == "add"
+            if done.returncode != 0:
+                raise CannotStart(f"ip {' '.join(args)}: {done.stderr.strip()}")
+        (root / "daemon.json").write_text("{}\n")  # not /etc/docker/daemon.json
+        with open(root / "dockerd.log", "wb") as log:
+            process = subprocess.Popen(
+                [
+                    dockerd,
+                    "--config-file", str(root / "daemon.json"),
+                    "--data-root", str(root / "data"),
+                    "--exec-root", str(root / "exec"),
+                    "--pidfile", str(root / "docker.pid"),
+                    "-H", f"unix://{root / 'docker.sock'}",
+                    "--bridge", BRIDGE,
+                    "--iptables=false",
+                    "--ip-masq=false",
+                    "--ip-forward=false",
+                    "--containerd-namespace", "vt-moby",
+                    "--containerd-plugins-namespace", "vt-plugins",
+                    *extra,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        daemon = SecondDaemon(root, process, bridge_made)
+        _wait_ready(daemon)
+        return daemon
+    except BaseException:
+        if process is not None:
+            SecondDaemon(root, process, bridge_made).stop()
+        else:
+            _undo(root, bridge_made)
+        raise
+
+
+def _wait_ready(daemon: SecondDaemon) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if daemon.process.poll() is not None:
+            raise CannotStart(f"dockerd exited ({daemon.process.returncode}): {_tail(daemon.log)}")
+        if daemon.socket.exists():
+            client = daemon.client()
+            try:
+                client.ping()
+                return
+            except docker.errors.DockerException:
+                pass  # listening, not answering yet
+            finally:
+                client.close()
+        time.sleep(0.2)
+    raise CannotStart(f"dockerd did not answer within {START_SECONDS} s: {_tail(daemon.log)}")
+
+
+def bridge_exists() -> bool:
+    return _run_ip("link", "show", BRIDGE).returncode == 0
+
+
+def _undo(root: Path, bridge_made: bool) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+    if bridge_made:
+        _run_ip("link", "del", BRIDGE)
+
+
+def _run_ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+
+
+def _tail(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(lines[-3:])
+
+
+def _unmount_below(root: Path) -> None:
+    """Lazily unmount whatever the daemon left mounted under `root`, deepest first."""
+    prefix = str(root) + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    points = [line.split()[4] for line in lines]
+    for point in sorted({p for p in points if p.startswith(prefix)}, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)

@@ -1,0 +1,87 @@
+"""A target that fills up while a restore stages: exit 7, one line, the target as it was."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.integration.dockertools import (
+    IDLE_APP,
+    SMALL_TREE,
+    Docker,
+    hold_env,
+    start_voltool,
+    voltool,
+    wait_for,
+)
+
+pytestmark = pytest.mark.engine
+
+# 64 MiB of tmpfs: room for the pre-flight (24 MiB of data, plus its slack), until
+# the test fills it up behind the restore's back.
+TMPFS = {"type": "tmpfs", "device": "tmpfs", "o": "size=64m"}
+BIG = "head -c 25165824 /dev/urandom > /v/big && echo small > /v/small"
+FILL = "dd if=/dev/zero of=/v/filler bs=1M 2>/dev/null; sync; df -k /v | tail -n 1"
+
+
+def test_a_target_full_during_staging_is_no_space_and_left_as_it_was(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    source = volume(BIG)
+    r = voltool("snapshot", "--json", "--no-quiesce", source)
+    assert r.code == 0, r.err
+    sid = str(json.loads(r.out)[0]["id"])
+    target = volume(driver_opts=TMPFS)
+    # A tmpfs volume lives only while a container mounts it: an application keeps it.
+    app = container([target], IDLE_APP)
+    dk.run({target: "/v"}, SMALL_TREE)
+    before = dk.listing(target)
+    assert "dir/sub/c.txt" in before.entries
+
+    # Held once 16 MiB of the snapshot are on their way into the staging directory:
+    # the pre-flight has passed; now the test takes every byte that is left.
+    hold = tmp_path / "hold"
+    proc = start_voltool(
+        "restore", "--yes", "--to", target, sid, env=hold_env("staging-data", hold)
+    )
+    try:
+        wait_for(hold.exists, timeout=120, what="the restore to stage its first 16 MiB")
+        df = dk.run({target: "/v"}, FILL).split()
+        assert df[3] == "0", f"the tmpfs is not full: {df}"
+        hold.unlink()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+    assert proc.returncode == 7, err
+    lines = err.strip().splitlines()
+    assert lines == [
+        f"voltool: error: no space left on volume {target!r} (writing an archive to /v)"
+    ], err
+    assert out == ""
+
+    after = dk.listing(target)
+    assert "filler" in after.entries
+    kept = {k: v for k, v in after.entries.items() if k != "filler"}
+    assert not [p for p in kept if p.startswith(".voltool-")], sorted(kept)
+    # The root's mtime is put back as it was before the restore; the filler the test
+    # wrote changed it, so compare the root without it.
+    assert replace(kept.pop("."), mtime=0) == replace(before.entries["."], mtime=0)
+    assert kept == {k: v for k, v in before.entries.items() if k != "."}
+    assert after.links == before.links
+    assert dk.status(app) == "running"
+    assert dk.managed_containers() == []
+    # Rolled back for good: nothing is left pending for `voltool recover`.
+    journal = Path(os.environ["VOLTOOL_STATE_DIR"]) / "journal.jsonl"
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    ours = [r for r in records if r.get("target") == target and r["step"] == "begin"]
+    assert len(ours) == 1
+    steps = [r["step"] for r in records if r["op"] == ours[0]["op"]]
+    assert steps[-1] == "failed", steps
