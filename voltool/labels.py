@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-MANAGED = "io.voltool.managed"  # "true" on every helper, lock and snapshot volume
-ROLE = "io.voltool.role"  # "helper" | "lock" | "snapshot"
+MANAGED = "io.voltool.managed"  # "true" on every helper, lock, keeper and snapshot volume
+ROLE = "io.voltool.role"  # "helper" | "lock" | "keeper" | "snapshot"
 OP = "io.voltool.op"  # id of the operation that created it
 OWNER = "io.voltool.owner"  # the creating process, see voltool.owner
 
 ROLE_HELPER = "helper"
 ROLE_LOCK = "lock"
+ROLE_KEEPER = "keeper"
 ROLE_SNAPSHOT = "snapshot"
 
 # Snapshot volumes: what is known at creation, so that listing needs no helper.
@@ -22,6 +23,9 @@ KIND = "io.voltool.snapshot.kind"
 LOCK_VOLUME = "io.voltool.lock.volume"
 LOCK_KIND = "io.voltool.lock.kind"
 LOCK_SINCE = "io.voltool.lock.since"
+
+# Keeper containers: the snapshot volume each one holds on to.
+KEEPER_VOLUME = "io.voltool.keeper.volume"
 
 
 def managed(role: str, op: str, owner: str) -> dict[str, str]:

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 
-from voltool import catalog, quiesce
+from voltool import catalog, keepers, quiesce
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
-from voltool.errors import NotFound
+from voltool.errors import Busy, NotFound
 from voltool.ids import is_valid_id, new_id, snapshot_volume_name
 from voltool.journal import Operation
-from voltool.layout import Names
+from voltool.layout import SNAPSHOT, Names
 from voltool.locks import Holder, lock_holders, volume_lock
 from voltool.manifest import ManifestEntry
 from voltool.owner import Owner
@@ -33,10 +33,19 @@ class Leftovers:
     helpers: list[ContainerInfo]  # helpers whose creator is gone
     locks: list[Holder]  # locks whose holder is gone
     incomplete: list[Snapshot]  # snapshot volumes without snapshot.json whose creator is gone
+    keepers: list[ContainerInfo] = field(default_factory=list)  # keepers whose volume is gone
+    unprotected: list[Snapshot] = field(default_factory=list)  # snapshots without a keeper
 
     @property
     def empty(self) -> bool:
-        return not (self.interrupted or self.helpers or self.locks or self.incomplete)
+        return not (
+            self.interrupted
+            or self.helpers
+            or self.locks
+            or self.incomplete
+            or self.keepers
+            or self.unprotected
+        )
 
 
 def _gone(token: str) -> bool:
@@ -45,16 +54,48 @@ def _gone(token: str) -> bool:
 
 
 def find_leftovers(rt: Runtime) -> Leftovers:
+    """What dead processes (and older voltools) left. `rt.image` may be "" (doctor, with no
+    usable helper image): snapshot metadata is then looked for through the keepers alone."""
+    listed = keepers.keepers(rt)  # before the volumes: see keepers.coverage
     helpers = [
         c for c in rt.engine.managed_containers(L.ROLE_HELPER) if _gone(c.labels.get(L.OWNER, ""))
     ]
     stale = [h for h in lock_holders(rt) if h.owner is None or not h.owner.is_alive()]
-    candidates = [s for s in catalog.find(rt) if _gone(s.owner)]
+    snapshots = catalog.find(rt)
+    candidates = [s for s in snapshots if _gone(s.owner)]
     # Only a snapshot.json that is provably absent makes a snapshot incomplete.
     # One that is there but does not read well (damaged, or from a newer
     # voltool) is never removed here.
-    incomplete = [s for s in catalog.with_metadata(rt, candidates) if not s.committed]
-    return Leftovers(rt.journal.interrupted(), helpers, stale, incomplete)
+    incomplete = [s for s in _commits(rt, candidates, listed) if not s.committed]
+    orphans, unprotected = _unkept(rt, snapshots, listed)
+    return Leftovers(rt.journal.interrupted(), helpers, stale, incomplete, orphans, unprotected)
+
+
+def _commits(rt: Runtime, snapshots: list[Snapshot], listed: list[ContainerInfo]) -> list[Snapshot]:
+    """`snapshots` with `committed` known: read by a helper, else (no helper image) looked
+    for through their keepers; one with neither is left out."""
+    if rt.image:
+        return catalog.with_metadata(rt, snapshots)
+    by_volume = {c.labels.get(L.KEEPER_VOLUME): c for c in listed}
+    found = []
+    for s in snapshots:
+        keeper = by_volume.get(s.volume)
+        if keeper is not None:
+            there = rt.engine.path_exists(keeper.id, f"{keepers.MOUNT}/{SNAPSHOT}")
+            found.append(replace(s, committed=there))
+    return found
+
+
+def _unkept(
+    rt: Runtime, snapshots: list[Snapshot], listed: list[ContainerInfo]
+) -> tuple[list[ContainerInfo], list[Snapshot]]:
+    """Keepers whose snapshot volume is gone; committed snapshots that have no keeper
+    (made by an older voltool). One still being made is neither: its keeper comes next."""
+    cover = keepers.coverage({s.volume for s in snapshots}, listed)
+    bare = [s for s in snapshots if s.volume not in cover.protected]
+    if not rt.image:
+        return cover.orphans, bare  # whether they are complete cannot be told
+    return cover.orphans, [s for s in catalog.with_metadata(rt, bare) if s.committed]
 
 
 def recover(rt: Runtime, dry_run: bool = False) -> list[str]:
@@ -106,7 +147,27 @@ def recover(rt: Runtime, dry_run: bool = False) -> list[str]:
             f"remove incomplete snapshot {s.id} of {s.source!r}",
             partial(_remove_incomplete, rt, s),
         )
+    for c in left.keepers:
+        act(
+            f"remove keeper {c.name} of the missing volume {c.labels.get(L.KEEPER_VOLUME, '?')!r}",
+            partial(keepers.remove_orphan, rt, c),
+        )
+    for s in left.unprotected:
+        act(
+            f"protect snapshot {s.id} of {s.source!r} from docker volume prune (add its keeper)",
+            partial(_protect, rt, s),
+        )
     return done
+
+
+def _protect(rt: Runtime, s: Snapshot) -> None:
+    """Give snapshot `s` its keeper, under its lock, if its volume is still there."""
+    try:
+        with volume_lock(rt, s.volume, new_id(), "recover", wait=30):
+            catalog.require(rt, s)  # mounting a deleted volume would make an empty one
+            keepers.protect(rt, s.volume, new_id())
+    except (Busy, NotFound) as e:
+        rt.reporter.warn(f"snapshot {s.id} left unprotected for now: {e}")
 
 
 def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
@@ -119,7 +180,7 @@ def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
             lock.enter_context(volume_lock(rt, s.volume, new_id(), "recover", wait=30))
         again = catalog.with_metadata(rt, [s])[0]
         if not again.committed:
-            rt.engine.remove_volume(s.volume)
+            keepers.remove_snapshot_volume(rt, s.volume)
 
 
 Act = Callable[[str, Callable[[], object]], None]
@@ -213,7 +274,7 @@ def _recover_restore(rt: Runtime, op: Operation, act: Act) -> None:
             if existing:
                 act(
                     f"remove the partial pre-restore snapshot {safety}",
-                    partial(rt.engine.remove_volume, snapshot_volume_name(safety)),
+                    partial(keepers.remove_snapshot_volume, rt, snapshot_volume_name(safety)),
                 )
             act(
                 f"keep the old data of {target!r} as pre-restore snapshot {safety}",
