@@ -155,12 +155,12 @@ def recover(rt: Runtime, dry_run: bool = False) -> list[str]:
     for s in left.unprotected:
         act(
             f"protect snapshot {s.id} of {s.source!r} from docker volume prune (add its keeper)",
-            partial(_protect, rt, s),
+            partial(protect_snapshot, rt, s),
         )
     return done
 
 
-def _protect(rt: Runtime, s: Snapshot) -> None:
+def protect_snapshot(rt: Runtime, s: Snapshot) -> None:
     """Give snapshot `s` its keeper, under its lock, if its volume is still there."""
     try:
         with volume_lock(rt, s.volume, new_id(), "recover", wait=30):
