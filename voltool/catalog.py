@@ -25,6 +25,7 @@ from voltool.errors import (
     VoltoolError,
 )
 from voltool.ids import SNAPSHOT_VOLUME_PREFIX, check_volume_name, is_valid_id, new_id
+from voltool.keepers import remove_snapshot_volume
 from voltool.layout import META, SNAPSHOT, Meta, SnapshotInfo
 from voltool.locks import volume_lock
 from voltool.runtime import Runtime
@@ -255,7 +256,7 @@ def _one(matches: list[Snapshot], ref: str, none: str) -> Snapshot:
 
 
 def delete(rt: Runtime, snapshot: Snapshot, force: bool = False, wait: float | None = None) -> None:
-    """Remove a snapshot volume under its lock; a pinned one only with `force`."""
+    """Remove a snapshot volume (and its keeper) under its lock; a pinned one only with `force`."""
     op = new_id()
     with volume_lock(rt, snapshot.volume, op, "delete", wait):
         current = with_metadata(rt, [snapshot])[0]
@@ -264,7 +265,7 @@ def delete(rt: Runtime, snapshot: Snapshot, force: bool = False, wait: float | N
                 f"snapshot {snapshot.id} is pinned; unpin it or delete with --force"
             )
         try:
-            rt.engine.remove_volume(snapshot.volume)
+            remove_snapshot_volume(rt, snapshot.volume)
         except NameConflict:
             raise Busy(f"snapshot {snapshot.id} is in use by a container") from None
 

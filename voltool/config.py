@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,41 +83,82 @@ def config_file_path() -> Path:
 
 def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Config:
     """Resolve every setting; raises UsageError for a malformed file or value."""
+    problems: list[UsageError] = []
+    config = _resolve(overrides, environ, problems.append, stop=True)
+    if problems:
+        raise problems[0]
+    return config
+
+
+def load_checked(
+    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> tuple[Config, list[str]]:
+    """Resolve every setting, never raising: the configuration with the defaults in place
+    of what is wrong, and every problem found, one line each (for `voltool doctor`)."""
+    problems: list[UsageError] = []
+    config = _resolve(overrides, environ, problems.append, stop=False)
+    return config, [str(p) for p in problems]
+
+
+def _resolve(
+    overrides: dict[str, Any] | None,
+    environ: dict[str, str] | None,
+    problem: Callable[[UsageError], None],
+    stop: bool,
+) -> Config:
+    """The configuration; each problem is passed to `problem`, and with `stop` the first
+    one ends the resolution (what is returned then does not matter)."""
     env = os.environ if environ is None else environ
     path = config_file_path()
-    from_file = _read_file(path)
+    try:
+        from_file = _read_file(path)
+    except UsageError as e:
+        problem(e)
+        if stop:
+            return Config({})
+        from_file = {}
+    unknown = sorted(
+        k for k in from_file if k not in _BY_NAME and not isinstance(from_file[k], dict)
+    )
+    if unknown:
+        problem(UsageError(f"unknown setting(s) in {path}: {', '.join(unknown)}"))
+        if stop:
+            return Config({})
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for s in SETTINGS:
         cli_value = (overrides or {}).get(s.name)
         env_name = "VOLTOOL_" + s.name.upper()
-        if cli_value is not None:
-            values[s.name], sources[s.name] = cli_value, "command line"
-        elif env.get(env_name):
-            values[s.name], sources[s.name] = _coerce(s, env[env_name], env_name), env_name
-        elif s.name in from_file:
-            values[s.name], sources[s.name] = _coerce(s, from_file[s.name], str(path)), str(path)
-        else:
-            values[s.name], sources[s.name] = s.default, "default"
+        try:
+            if cli_value is not None:
+                values[s.name], sources[s.name] = cli_value, "command line"
+            elif env.get(env_name):
+                values[s.name], sources[s.name] = _coerce(s, env[env_name], env_name), env_name
+            elif s.name in from_file:
+                values[s.name] = _coerce(s, from_file[s.name], str(path))
+                sources[s.name] = str(path)
+            else:
+                values[s.name], sources[s.name] = s.default, "default"
+        except UsageError as e:
+            problem(e)
+            if stop:
+                return Config({})
+            values[s.name], sources[s.name] = s.default, "default (the value given is wrong)"
     tables = {k: v for k, v in from_file.items() if isinstance(v, dict)}
     unknown = sorted(set(tables) - {"prune"})
     if unknown:
-        raise UsageError(f"unknown table(s) in {path}: {', '.join(unknown)}")
+        problem(UsageError(f"unknown table(s) in {path}: {', '.join(unknown)}"))
     return Config(values, sources, path if path.exists() else None, tables)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise UsageError(f"cannot read configuration file {path}: {e}") from None
-    unknown = sorted(k for k in data if k not in _BY_NAME and not isinstance(data[k], dict))
-    if unknown:
-        raise UsageError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
-    return data
 
 
 def _coerce(s: Setting, raw: Any, where: str) -> Any:

@@ -1,16 +1,22 @@
-"""Health checks: engine, helper image, state directory, and leftovers of dead processes."""
+"""Health checks: configuration, engine, helper image, state directory, and leftovers.
+
+Every check that can run does: a broken configuration file, a missing or
+unusable helper image, are failed checks among the others, never the end of
+the list. Only an engine that cannot be reached ends it early.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
-from voltool import catalog, helper_image
-from voltool.config import Config
+from voltool import catalog, helper_image, prune
+from voltool.config import Config, load_checked
 from voltool.endpoint import resolve
 from voltool.engine import Engine
-from voltool.errors import VoltoolError
-from voltool.recover import find_leftovers
+from voltool.errors import EngineUnreachable, VoltoolError
+from voltool.recover import Leftovers, find_leftovers
 from voltool.report import Reporter
 from voltool.runtime import Runtime, open_journal
 from voltool.state import state_dir
@@ -24,82 +30,110 @@ class Check:
     fix: str | None = None
 
 
-def run_checks(config: Config) -> list[Check]:
+def run_checks(overrides: dict[str, Any] | None = None) -> list[Check]:
     """Every check that can run; an unreachable engine ends the list early."""
-    checks: list[Check] = []
+    config, problems = load_checked(overrides)
+    checks = _config_checks(config, problems)
     try:
         endpoint = resolve(config.host, config.context)
     except VoltoolError as e:
-        return [Check("engine", "fail", str(e))]
+        return [*checks, Check("engine", "fail", str(e))]
     try:
         engine = Engine.connect(endpoint, config.timeout)
     except VoltoolError as e:
         return [
-            Check("engine", "fail", str(e), "start the Docker Engine or set DOCKER_HOST / --host")
+            *checks,
+            Check("engine", "fail", str(e), "start the Docker Engine or set DOCKER_HOST / --host"),
         ]
-    version = engine.version()
-    checks.append(
-        Check(
-            "engine",
-            "ok",
-            f"Docker Engine {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})",
-        )
-    )
-    checks.append(Check("endpoint", "ok", f"{endpoint.host} (from {endpoint.source})"))
+    try:
+        version = engine.version()
+        release, api = version.get("Version", "?"), version.get("ApiVersion", "?")
+        checks.append(Check("engine", "ok", f"Docker Engine {release} (API {api})"))
+        checks.append(Check("endpoint", "ok", f"{endpoint.host} (from {endpoint.source})"))
+        image, check = _image_check(engine, config)
+        checks.append(check)
+        checks.append(_state_check())
+        journal = open_journal(engine, image, Reporter())
+        checks += _leftover_checks(Runtime(engine, config, journal, Reporter(), image))
+    except EngineUnreachable as e:
+        checks.append(Check("engine", "fail", str(e), "start the Docker Engine"))
+    finally:
+        engine.close()
+    return checks
 
+
+def _config_checks(config: Config, problems: list[str]) -> list[Check]:
+    where = str(config.file) if config.file else "no configuration file: defaults"
+    fix = f"edit {config.file or 'the configuration file'}"
+    if not problems:
+        try:
+            prune.policies(config, None, None)
+        except VoltoolError as e:
+            problems = [str(e)]
+    if problems:
+        return [Check("config", "fail", p, fix) for p in problems]
+    return [Check("config", "ok", where)]
+
+
+def _image_check(engine: Engine, config: Config) -> tuple[str, Check]:
+    """The helper image if it is there and usable ("" if not), and what was found."""
     found = helper_image.status(engine, config.helper_image, config.busybox)
     if found.image:
-        checks.append(Check("helper image", "ok", found.how))
-    elif config.helper_image == "busybox" and helper_image.default_busybox_present(config.busybox):
-        checks.append(Check("helper image", "ok", found.how, "voltool helper --build"))
-    else:
-        checks.append(
-            Check(
+        try:
+            reason = helper_image.unusable(engine, found.image)
+        except EngineUnreachable:
+            raise
+        except VoltoolError as e:
+            reason = f"checking it failed: {e}"
+        if reason:
+            return "", Check(
                 "helper image",
-                "warn",
-                found.how,
-                "voltool helper --build, or install busybox-static",
+                "fail",
+                f"{found.image} cannot run voltool's helpers: {reason}",
+                "choose another with --helper-image (or helper_image in the config file)",
             )
-        )
+        return found.image, Check("helper image", "ok", found.how)
+    if config.helper_image == "busybox" and helper_image.default_busybox_present(config.busybox):
+        return "", Check("helper image", "ok", found.how, "voltool helper --build")
+    return "", Check(
+        "helper image", "warn", found.how, "voltool helper --build, or install busybox-static"
+    )
 
+
+def _state_check() -> Check:
     sdir = state_dir()
     try:
         sdir.mkdir(parents=True, exist_ok=True)
         writable = os.access(sdir, os.W_OK)
     except OSError:
         writable = False
-    checks.append(
-        Check(
-            "state directory",
-            "ok" if writable else "fail",
-            str(sdir),
-            None if writable else "set VOLTOOL_STATE_DIR to a writable directory",
-        )
+    return Check(
+        "state directory",
+        "ok" if writable else "fail",
+        str(sdir),
+        None if writable else "set VOLTOOL_STATE_DIR to a writable directory",
     )
 
-    if found.image:
-        journal = open_journal(engine, found.image, Reporter())
-        rt = Runtime(engine, config, journal, Reporter(), found.image)
-        left = find_leftovers(rt)
-        for problem in journal.problems:
-            checks.append(Check("journal", "warn", problem))
-        items = (
-            [f"interrupted {op.kind} {op.id} on {', '.join(op.volumes)}" for op in left.interrupted]
-            + [f"orphaned helper container {c.short_id}" for c in left.helpers]
-            + [f"stale lock on {h.volume!r} ({h.describe()})" for h in left.locks]
-            + [f"incomplete snapshot {s.id} of {s.source!r}" for s in left.incomplete]
-        )
-        for f in left.frozen:
-            done = "paused" if f.container.action == "pause" else "stopped"
-            checks.append(
-                Check(
-                    "containers",
-                    "fail",
-                    f"container {f.container.name} was {done} by {f.op.kind} {f.op.id} "
-                    "and not brought back",
-                    "voltool recover",
-                )
+
+def _leftover_checks(rt: Runtime) -> list[Check]:
+    """Leftovers of dead processes; without a helper image (`rt.image` ""), what can be
+    found without one (snapshots are then looked at through their keepers only)."""
+    checks: list[Check] = []
+    left = find_leftovers(rt)
+    for problem in rt.journal.problems:
+        checks.append(Check("journal", "warn", problem))
+    for f in left.frozen:
+        done = "paused" if f.container.action == "pause" else "stopped"
+        checks.append(
+            Check(
+                "containers",
+                "fail",
+                f"container {f.container.name} was {done} by {f.op.kind} {f.op.id} "
+                "and not brought back",
+                "voltool recover",
             )
+        )
+    if rt.image:
         for s in catalog.list_snapshots(rt):
             if s.state == "damaged":
                 checks.append(
@@ -110,17 +144,39 @@ def run_checks(config: Config) -> list[Check]:
                         f"voltool inspect {s.id}, then voltool delete {s.id} if it is not needed",
                     )
                 )
-        if items:
-            for item in items:
-                checks.append(Check("leftovers", "warn", item, "voltool recover"))
-        else:
-            checks.append(
-                Check(
-                    "leftovers",
-                    "ok",
-                    "no interrupted operations, orphaned helpers, stale locks "
-                    "or incomplete snapshots",
-                )
+    else:
+        checks.append(
+            Check(
+                "snapshots",
+                "warn",
+                "not read without a usable helper image: damaged snapshots are not looked for, "
+                "nor incomplete ones without a keeper",
             )
-    engine.close()
+        )
+    items = _leftover_items(left)
+    for item in items:
+        checks.append(Check("leftovers", "warn", item, "voltool recover"))
+    if not items:
+        checks.append(
+            Check(
+                "leftovers",
+                "ok",
+                "no interrupted operations, orphaned helpers, stale locks, "
+                "incomplete or unprotected snapshots, or orphaned keepers",
+            )
+        )
     return checks
+
+
+def _leftover_items(left: Leftovers) -> list[str]:
+    return (
+        [f"interrupted {op.kind} {op.id} on {', '.join(op.volumes)}" for op in left.interrupted]
+        + [f"orphaned helper container {c.short_id}" for c in left.helpers]
+        + [f"stale lock on {h.volume!r} ({h.describe()})" for h in left.locks]
+        + [f"incomplete snapshot {s.id} of {s.source!r}" for s in left.incomplete]
+        + [f"keeper {c.name} of a volume that is gone" for c in left.keepers]
+        + [
+            f"snapshot {s.id} of {s.source!r} is not protected from docker volume prune"
+            for s in left.unprotected
+        ]
+    )

@@ -216,11 +216,11 @@ class Engine:
         return [c for c in infos if c.labels.get(L.MANAGED) != "true"]
 
     def managed_containers(
-        self, role: str | None = None, op: str | None = None
+        self, role: str | None = None, where: dict[str, str] | None = None
     ) -> list[ContainerInfo]:
-        """voltool's containers, of one role and one operation if given."""
+        """voltool's containers, of `role` if given, carrying the labels `where` if given."""
         label = [f"{L.MANAGED}=true"] + ([f"{L.ROLE}={role}"] if role else [])
-        label += [f"{L.OP}={op}"] if op else []
+        label += [f"{k}={v}" for k, v in (where or {}).items()]
         with translated("list voltool containers"):
             found = self._api.containers(all=True, filters={"label": label})
         return [_container_info(c) for c in found]
@@ -403,6 +403,17 @@ class Engine:
             yield from read_ahead(chunks, READ_AHEAD, lambda: _shut_down(response))
         finally:
             response.close()
+
+    def path_exists(self, cid: str, path: str) -> bool:
+        """Whether `path` exists inside container `cid` (started or not): one HEAD request."""
+        url = f"{self._api.base_url}/v{self._api.api_version}/containers/{cid}/archive"
+        with translated(f"look for {path}"):
+            response = self._api.head(url, params={"path": path})
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise EngineError(f"look for {path}: the engine answered {response.status_code}")
+        return True
 
     def put_archive(self, cid: str, path: str, chunks: Iterable[bytes]) -> None:
         """Extract a tar stream at `path` inside container `cid`; streams with chunked encoding.

@@ -4,6 +4,10 @@ For the default image ("busybox"): use a local busybox image if there is one,
 else the image voltool built earlier from this host's static busybox, else
 pull busybox, else build it from the static busybox binary with an import.
 An image named explicitly must exist or be pullable.
+
+Whatever its origin, an image must run voltool's helper programs (a POSIX
+shell at /bin/sh, a writable /tmp): that is checked once per image id, with
+one short helper, and remembered in the state directory.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 
+from voltool import labels as L
 from voltool.config import DEFAULT_HELPER_IMAGE
 from voltool.engine import Engine
-from voltool.errors import NotFound, VoltoolError
+from voltool.errors import EngineError, NotFound, UsageError, VoltoolError
+from voltool.ids import new_id
+from voltool.owner import current
 from voltool.report import Reporter
+from voltool.state import state_dir
 
 BUILT_REPOSITORY = "voltool/helper"
 
@@ -58,7 +66,19 @@ def status(engine: Engine, configured: str, busybox: str) -> ImageStatus:
 
 
 def ensure(engine: Engine, configured: str, busybox: str, reporter: Reporter) -> str:
-    """Return a helper image present in the engine, pulling or building it if need be."""
+    """Return a helper image present in the engine and able to run voltool's helpers,
+    pulling or building it if need be; raises UsageError for an image that cannot."""
+    image = _present(engine, configured, busybox, reporter)
+    reason = unusable(engine, image)
+    if reason:
+        raise UsageError(
+            f"helper image {image!r} cannot run voltool's helpers: {reason}; "
+            "choose another with --helper-image"
+        )
+    return image
+
+
+def _present(engine: Engine, configured: str, busybox: str, reporter: Reporter) -> str:
     found = status(engine, configured, busybox)
     if found.image:
         return found.image
@@ -73,6 +93,53 @@ def ensure(engine: Engine, configured: str, busybox: str, reporter: Reporter) ->
             ) from None
     reporter.note(f"no registry reachable: building the helper image from {busybox}")
     return build(engine, busybox)
+
+
+# What every helper program needs: /bin/sh, and a /tmp it can write to.
+_PROBE = 't=/tmp/.voltool-probe-$$ && : > "$t" && rm -f -- "$t"'
+_CHECKED = "helper-images"  # in the state directory: ids of images that passed, one a line
+
+
+def unusable(engine: Engine, image: str) -> str | None:
+    """Why `image` cannot run voltool's helper programs, or None if it can.
+
+    Costs one started helper the first time an image id is seen; an image that
+    passed is remembered (by id, so a tag moved to another image is checked
+    again) in the state directory. Engine errors that say nothing about the
+    image are raised, not taken for a verdict.
+    """
+    image_id = engine.image_id(image)
+    if image_id in _passed():
+        return None
+    labels = L.managed(L.ROLE_HELPER, new_id(), current().token())
+    try:
+        result = engine.run(image, [], labels, _PROBE)
+    except EngineError as e:
+        text = str(e)
+        if "/bin/sh" in text or "executable file not found" in text:
+            return "it has no /bin/sh"
+        raise
+    if result.exit_code != 0:
+        return "its /tmp is missing or not writable"
+    _remember(image_id)
+    return None
+
+
+def _passed() -> set[str]:
+    try:
+        return set((state_dir() / _CHECKED).read_text().split())
+    except OSError:
+        return set()
+
+
+def _remember(image_id: str) -> None:
+    """Best effort: without a writable state directory the check is only repeated."""
+    try:
+        state_dir().mkdir(parents=True, exist_ok=True)
+        with open(state_dir() / _CHECKED, "a") as f:
+            f.write(image_id + "\n")
+    except OSError:
+        pass
 
 
 def build(engine: Engine, busybox: str) -> str:

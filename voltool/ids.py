@@ -18,6 +18,7 @@ SHORT_ID_LENGTH = 8
 
 SNAPSHOT_VOLUME_PREFIX = "voltool-snap-"
 LOCK_CONTAINER_PREFIX = "voltool-lock-"
+KEEPER_CONTAINER_PREFIX = "voltool-keep-"
 
 # Docker's own rule for volume names (daemon/names.go: RestrictedNamePattern).
 VOLUME_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -49,3 +50,10 @@ def check_volume_name(name: str) -> str:
 def lock_container_name(volume: str) -> str:
     """The name of the container that serves as `volume`'s lock."""
     return LOCK_CONTAINER_PREFIX + check_volume_name(volume)
+
+
+def keeper_container_name(snapshot_id: str) -> str:
+    """The name of the container that keeps snapshot `snapshot_id`'s volume in use."""
+    if not is_valid_id(snapshot_id):
+        raise ValueError(f"not a snapshot id: {snapshot_id!r}")
+    return KEEPER_CONTAINER_PREFIX + snapshot_id

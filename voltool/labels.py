@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-MANAGED = "io.voltool.managed"  # "true" on every helper, lock and snapshot volume
-ROLE = "io.voltool.role"  # "helper" | "lock" | "record" | "snapshot"
+MANAGED = "io.voltool.managed"  # "true" on every helper, lock, keeper, record and snapshot volume
+ROLE = "io.voltool.role"  # "helper" | "lock" | "keeper" | "record" | "snapshot"
 OP = "io.voltool.op"  # id of the operation that created it
 OWNER = "io.voltool.owner"  # the creating process, see voltool.owner
 
 ROLE_HELPER = "helper"
 ROLE_LOCK = "lock"
+ROLE_KEEPER = "keeper"
 ROLE_RECORD = "record"
 ROLE_SNAPSHOT = "snapshot"
 
@@ -32,6 +33,9 @@ VOLUMES = "io.voltool.volumes"  # the volumes the operation works on, comma-sepa
 # A volume a restore created (--create): the id of that restore. Only that
 # restore's rollback, or `recover` acting for it, may ever remove the volume.
 CREATED_BY = "io.voltool.created-by"
+
+# Keeper containers: the snapshot volume each one holds on to.
+KEEPER_VOLUME = "io.voltool.keeper.volume"
 
 
 def managed(role: str, op: str, owner: str) -> dict[str, str]:

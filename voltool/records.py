@@ -61,7 +61,7 @@ class EngineRecords:
 
     def forget(self, op: str) -> None:
         """Remove the records of a finished operation, the terminal one last."""
-        found = self.engine.managed_containers(L.ROLE_RECORD, op=op)
+        found = self.engine.managed_containers(L.ROLE_RECORD, where={L.OP: op})
         for c in sorted(found, key=lambda c: c.labels.get(L.RECORD_SEQ, "")):
             self.engine.remove_container(c.id)
 

@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
-from voltool import catalog, quiesce
+from voltool import catalog, keepers, quiesce
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
-from voltool.errors import NotFound, VoltoolError
+from voltool.errors import Busy, NotFound, VoltoolError
 from voltool.ids import is_valid_id, new_id, snapshot_volume_name
 from voltool.journal import Operation
-from voltool.layout import Names
+from voltool.layout import SNAPSHOT, Names
 from voltool.locks import Holder, lock_holders, volume_lock
 from voltool.manifest import ManifestEntry
 from voltool.owner import Owner
@@ -79,10 +79,19 @@ class Leftovers:
     helpers: list[ContainerInfo]  # helpers whose creator is gone, of no interrupted op
     locks: list[Holder]  # locks whose holder is gone, of no interrupted op
     incomplete: list[Snapshot]  # snapshot volumes without snapshot.json whose creator is gone
+    keepers: list[ContainerInfo] = field(default_factory=list)  # keepers whose volume is gone
+    unprotected: list[Snapshot] = field(default_factory=list)  # snapshots without a keeper
 
     @property
     def empty(self) -> bool:
-        return not (self.interrupted or self.helpers or self.locks or self.incomplete)
+        return not (
+            self.interrupted
+            or self.helpers
+            or self.locks
+            or self.incomplete
+            or self.keepers
+            or self.unprotected
+        )
 
 
 def _gone(token: str) -> bool:
@@ -116,6 +125,9 @@ EVERYTHING = Scope()
 
 
 def find_leftovers(rt: Runtime, scope: Scope = EVERYTHING) -> Leftovers:
+    """What dead processes (and older voltools) left. `rt.image` may be "" (doctor, with no
+    usable helper image): snapshot metadata is then looked for through the keepers alone."""
+    listed = keepers.keepers(rt)  # before the volumes: see keepers.coverage
     interrupted = [op for op in rt.journal.interrupted() if scope.op(op)]
     ours = {op.id for op in interrupted}
     claimed = {sid for op in interrupted for sid in _snapshot_ids(op)}
@@ -139,9 +151,40 @@ def find_leftovers(rt: Runtime, scope: Scope = EVERYTHING) -> Leftovers:
     # Only a snapshot.json that is provably absent makes a snapshot incomplete.
     # One that is there but does not read well (damaged, or from a newer
     # voltool) is never removed here.
-    incomplete = [s for s in catalog.with_metadata(rt, candidates) if not s.committed]
+    incomplete = [s for s in _commits(rt, candidates, listed) if not s.committed]
+    orphans, unprotected = _unkept(rt, [s for s in found if s.id not in claimed], listed)
+    if scope.volumes is not None:
+        orphans = []  # whose volume is gone cannot be told: only a recover of everything
+        unprotected = [s for s in unprotected if scope.snapshot(s)]
     frozen = [f for op in interrupted for f in _frozen(rt, op, mid_swap_too=True)]
-    return Leftovers(interrupted, frozen, helpers, stale, incomplete)
+    return Leftovers(interrupted, frozen, helpers, stale, incomplete, orphans, unprotected)
+
+
+def _commits(rt: Runtime, snapshots: list[Snapshot], listed: list[ContainerInfo]) -> list[Snapshot]:
+    """`snapshots` with `committed` known: read by a helper, else (no helper image) looked
+    for through their keepers; one with neither is left out."""
+    if rt.image:
+        return catalog.with_metadata(rt, snapshots)
+    by_volume = {c.labels.get(L.KEEPER_VOLUME): c for c in listed}
+    found = []
+    for s in snapshots:
+        keeper = by_volume.get(s.volume)
+        if keeper is not None:
+            there = rt.engine.path_exists(keeper.id, f"{keepers.MOUNT}/{SNAPSHOT}")
+            found.append(replace(s, committed=there))
+    return found
+
+
+def _unkept(
+    rt: Runtime, snapshots: list[Snapshot], listed: list[ContainerInfo]
+) -> tuple[list[ContainerInfo], list[Snapshot]]:
+    """Keepers whose snapshot volume is gone; committed snapshots that have no keeper
+    (made by an older voltool). One still being made is neither: its keeper comes next."""
+    cover = keepers.coverage({s.volume for s in snapshots}, listed)
+    bare = [s for s in snapshots if s.volume not in cover.protected]
+    if not rt.image:
+        return cover.orphans, bare  # whether they are complete cannot be told
+    return cover.orphans, [s for s in catalog.with_metadata(rt, bare) if s.committed]
 
 
 def recover(rt: Runtime, dry_run: bool = False, scope: Scope = EVERYTHING) -> Report:
@@ -175,7 +218,26 @@ def recover(rt: Runtime, dry_run: bool = False, scope: Scope = EVERYTHING) -> Re
     for s in left.incomplete:
         what = f"remove incomplete snapshot {s.id} of {s.source!r}"
         _run(rt, [Action(what, partial(_remove_incomplete, rt, s))], dry_run, report)
+    for c in left.keepers:
+        what = (
+            f"remove keeper {c.name} of the missing volume {c.labels.get(L.KEEPER_VOLUME, '?')!r}"
+        )
+        _run(rt, [Action(what, partial(keepers.remove_orphan, rt, c))], dry_run, report)
+    for s in left.unprotected:
+        what = f"protect snapshot {s.id} of {s.source!r} from docker volume prune (add its keeper)"
+        _run(rt, [Action(what, partial(protect_snapshot, rt, s))], dry_run, report)
     return report
+
+
+def protect_snapshot(rt: Runtime, s: Snapshot) -> str | None:
+    """Give snapshot `s` its keeper, under its lock, if its volume is still there."""
+    try:
+        with volume_lock(rt, s.volume, new_id(), "recover", wait=30):
+            catalog.require(rt, s)  # mounting a deleted volume would make an empty one
+            keepers.protect(rt, s.volume, new_id())
+    except (Busy, NotFound) as e:
+        return f"left snapshot {s.id} unprotected for now: {e}"
+    return None
 
 
 def _run(rt: Runtime, actions: list[Action], dry_run: bool, report: Report) -> bool:
@@ -303,7 +365,7 @@ def _helper_removals(rt: Runtime, op: Operation) -> list[Action]:
     restore locks its snapshot too); its own volumes' locks are recover's until it is done."""
     helpers = [
         Action(f"remove helper {c.short_id} of {op.id}", partial(rt.engine.remove_container, c.id))
-        for c in rt.engine.managed_containers(L.ROLE_HELPER, op=op.id)
+        for c in rt.engine.managed_containers(L.ROLE_HELPER, {L.OP: op.id})
     ]
     locks = [
         Action(
@@ -343,7 +405,7 @@ def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
             lock.enter_context(volume_lock(rt, s.volume, new_id(), "recover", wait=30))
         again = catalog.with_metadata(rt, [s])[0]
         if not again.committed:
-            rt.engine.remove_volume(s.volume)
+            keepers.remove_snapshot_volume(rt, s.volume)
 
 
 def _plan_restore(rt: Runtime, op: Operation) -> Plan:
@@ -400,7 +462,7 @@ def _plan_restore(rt: Runtime, op: Operation) -> Plan:
                 actions.append(
                     Action(
                         f"remove the partial pre-restore snapshot {safety}",
-                        partial(rt.engine.remove_volume, snapshot_volume_name(safety)),
+                        partial(keepers.remove_snapshot_volume, rt, snapshot_volume_name(safety)),
                     )
                 )
             actions.append(

@@ -34,6 +34,7 @@ from voltool.errors import (
     VoltoolError,
 )
 from voltool.ids import new_id, snapshot_volume_name
+from voltool.keepers import protect, remove_snapshot_volume
 from voltool.layout import DATA_DIR, FORMAT, MANIFEST, META, SNAPSHOT, Meta, SnapshotInfo
 from voltool.locks import volume_lock
 from voltool.manifest import Manifest
@@ -171,7 +172,7 @@ def abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
         failures = rt.engine.remove_helpers_of(op)
         for sid in sids:
             try:
-                rt.engine.remove_volume(snapshot_volume_name(sid))
+                remove_snapshot_volume(rt, snapshot_volume_name(sid))
             except VoltoolError as e:
                 failures.append(str(e))
     except VoltoolError as e:
@@ -222,7 +223,8 @@ def stream_volume(
 
 
 def create_volume(rt: Runtime, op: str, sid: str, source: str, kind: str) -> dt.datetime:
-    """Create the (empty, uncommitted) snapshot volume for `sid`; returns its creation time."""
+    """Create the (empty, uncommitted) snapshot volume for `sid`, and its keeper (so that
+    `docker volume prune` never removes it); returns its creation time."""
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     volume = snapshot_volume_name(sid)
     rt.engine.create_volume(
@@ -236,6 +238,7 @@ def create_volume(rt: Runtime, op: str, sid: str, source: str, kind: str) -> dt.
             L.KIND: kind,
         },
     )
+    protect(rt, volume, op)
     return created
 
 

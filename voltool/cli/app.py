@@ -822,7 +822,7 @@ def doctor_cmd(
     """Check the engine, the helper image, the state directory, and look for leftovers."""
     from voltool.doctor import run_checks
 
-    checks = run_checks(_globals(ctx).config())
+    checks = run_checks(_globals(ctx).overrides)
     if as_json:
         render.print_json([c.__dict__ for c in checks])
     else:
@@ -833,7 +833,7 @@ def doctor_cmd(
                 line + (f"  -> run: {c.fix}" if c.fix and c.status != "ok" else ""), markup=False
             )
     if any(c.status == "fail" for c in checks):
-        engine_down = checks[0].name == "engine" and checks[0].status == "fail"
+        engine_down = any(c.name == "engine" and c.status == "fail" for c in checks)
         raise typer.Exit(int(ExitCode.ENGINE if engine_down else ExitCode.ERROR))
 
 
