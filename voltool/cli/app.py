@@ -699,7 +699,7 @@ def prune_cmd(
         None,
         "--keep-within",
         metavar="DURATION",
-        help="Keep all younger than DURATION (7d, 2w, 1y6M, 36h).",
+        help="Keep all younger than DURATION: y, m (months), w, d, h, as in 36h, 2w, 1y6m.",
     ),
     kind: str | None = typer.Option(
         None, "--kind", help="Only snapshots of this kind: manual, import, pre-restore."
