@@ -367,7 +367,7 @@ def test_a_forged_source_in_snapshot_json_is_refused(
     )
     before = dk.listing(other)
     r = restore("--yes", str(s["id"]))
-    assert r.code == 6 and f"names source '{other}'" in r.err
+    assert r.code == 6 and f"labels on source: '{other}' in the file" in r.err
     assert dk.listing(other).entries == before.entries
 
 
