@@ -246,6 +246,7 @@ def resolve(rt: Runtime, ref: str | None = None, name: str | None = None) -> Sna
         raise UsageError("name a snapshot by id (or unique id prefix), or with --name")
     if ref is not None:
         return resolve_all(rt, [ref])[0]
+    Meta(name).check_input()  # a name no snapshot can have is a mistake, not "not found"
     matches = [s for s in list_snapshots(rt) if s.name == name]
     return _one(matches, name or "", f"no snapshot named {name!r}")
 

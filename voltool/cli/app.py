@@ -35,6 +35,8 @@ from voltool.errors import (
     UsageError,
     VoltoolError,
 )
+from voltool.ids import check_volume_name
+from voltool.layout import Meta
 from voltool.runtime import Runtime, connect_engine, open_runtime
 from voltool.validate import DEFAULT_MAX_ENTRIES
 
@@ -45,6 +47,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -180,6 +184,7 @@ def snapshot_cmd(
     """Take a snapshot of each VOLUME (containers using them are paused meanwhile)."""
     if stop and no_quiesce:
         raise UsageError("--stop and --no-quiesce exclude each other")
+    Meta(name, note).check_input()  # before the engine is asked anything
     rt = _globals(ctx).runtime(quiet=as_json)
     names = list(volumes or [])
     if project:
@@ -336,10 +341,15 @@ def restore_cmd(
 
     if create and not to:
         raise UsageError("--create goes with --to")
-    if not (yes or dry_run or sys.stdin.isatty()):
-        raise NeedsConfirmation("refusing to restore: no terminal to confirm on; pass --yes")
+    if to is not None:
+        check_volume_name(to)
+    if if_match is not None and not _DIGEST.fullmatch(if_match):
+        raise UsageError(f"--if-match {if_match!r} is not a tree digest (64 hex digits)")
     rt = _globals(ctx).runtime(quiet=as_json)
     snap = catalog.resolve(rt, ref, name)
+    # Without a terminal the restore refuses, but only once the plan's checks
+    # have passed: a wrong argument is reported as such (exit 2), not as exit 11.
+    prompt = not (yes or dry_run)
     opts = restore.RestoreOptions(
         target=to,
         create=create,
@@ -348,7 +358,7 @@ def restore_cmd(
         safety_snapshot=not no_safety,
         allow_special=allow_special,
         wait=wait,
-        summary=dry_run or not yes,
+        summary=dry_run or (prompt and sys.stdin.isatty()),
     )
     plan = restore.plan(rt, snap, opts)
     if dry_run:
@@ -357,7 +367,9 @@ def restore_cmd(
         else:
             render.print_restore_plan(plan)
         return
-    if not yes:
+    if prompt:
+        if not sys.stdin.isatty():
+            raise NeedsConfirmation("refusing to restore: no terminal to confirm on; pass --yes")
         render.print_restore_plan(plan, stream=err)
         answer = typer.prompt(
             f"Type the volume name ({plan.target}) to restore into it",
@@ -720,6 +732,8 @@ def prune_cmd(
 
     if kind is not None and kind not in KINDS:
         raise UsageError(f"--kind must be one of {', '.join(KINDS)}")
+    for v in volumes or []:
+        check_volume_name(v)
     cli = retention.Policy(
         keep_last,
         keep_hourly,
