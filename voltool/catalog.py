@@ -49,6 +49,7 @@ class Snapshot:
     info: SnapshotInfo | None = None  # None: incomplete, or its snapshot.json is bad
     meta: Meta | None = None
     problem: str | None = None  # why info or meta could not be read
+    format_label: str = ""  # the volume's format label, held against snapshot.json
 
     @property
     def state(self) -> str:
@@ -78,7 +79,13 @@ def from_labels(volume: str, lab: dict[str, str]) -> Snapshot | None:
     if created.tzinfo is None:
         created = created.replace(tzinfo=dt.UTC)
     return Snapshot(
-        sid, volume, lab.get(L.SOURCE, "?"), created, lab.get(L.KIND, "?"), lab.get(L.OWNER, "")
+        sid,
+        volume,
+        lab.get(L.SOURCE, "?"),
+        created,
+        lab.get(L.KIND, "?"),
+        lab.get(L.OWNER, ""),
+        format_label=lab.get(L.FORMAT, ""),
     )
 
 
@@ -189,10 +196,7 @@ def _attach(s: Snapshot, found: dict[str, bytes | None]) -> Snapshot:
             if raw is None:
                 raise IntegrityError(f"{SNAPSHOT} is not a regular file of at most 1 MiB")
             info = SnapshotInfo.parse(raw, expected_id=s.id)
-            if info.source != s.source:
-                raise IntegrityError(
-                    f"{SNAPSHOT} names source {info.source!r}, its volume's label {s.source!r}"
-                )
+            check_labels(s, info)
         except IntegrityError as e:
             problems.append(str(e))
     raw_meta = found.get(META)
@@ -210,6 +214,30 @@ def _attach(s: Snapshot, found: dict[str, bytes | None]) -> Snapshot:
     )
 
 
+def check_labels(s: Snapshot, info: SnapshotInfo) -> None:
+    """snapshot.json agrees with every field its volume's labels carry, or IntegrityError.
+
+    The labels are fixed when the volume is made and decide what a snapshot is
+    listed as and restored into; a snapshot.json that says otherwise was
+    rewritten or damaged, and neither can be trusted.
+    """
+    created = dt.datetime.fromisoformat(info.created.replace("Z", "+00:00"))  # checked by parse
+    pairs = (
+        ("format", str(info.format), s.format_label),
+        ("id", info.id, s.id),
+        ("source", info.source, s.source),
+        ("created", created, s.created),
+        ("kind", info.kind, s.kind),
+    )
+    for field, in_file, in_label in pairs:
+        if in_file != in_label:
+            shown = in_label.isoformat() if isinstance(in_label, dt.datetime) else in_label
+            raise IntegrityError(
+                f"{SNAPSHOT} disagrees with its volume's labels on {field}: "
+                f"{getattr(info, field)!r} in the file, {shown!r} in the labels"
+            )
+
+
 def resolve(rt: Runtime, ref: str | None = None, name: str | None = None) -> Snapshot:
     """The one snapshot that `ref` (id, id prefix, volume name) or `name` selects, with metadata.
 
@@ -219,6 +247,7 @@ def resolve(rt: Runtime, ref: str | None = None, name: str | None = None) -> Sna
         raise UsageError("name a snapshot by id (or unique id prefix), or with --name")
     if ref is not None:
         return resolve_all(rt, [ref])[0]
+    Meta(name).check_input()  # a name no snapshot can have is a mistake, not "not found"
     matches = [s for s in list_snapshots(rt) if s.name == name]
     return _one(matches, name or "", f"no snapshot named {name!r}")
 

@@ -28,6 +28,11 @@ class Endpoint:
 def resolve(
     host: str | None, context: str | None, environ: dict[str, str] | None = None
 ) -> Endpoint:
+    """The engine to talk to, and where that came from; UsageError if its address is malformed."""
+    return _checked(_find(host, context, environ))
+
+
+def _find(host: str | None, context: str | None, environ: dict[str, str] | None) -> Endpoint:
     env = os.environ if environ is None else environ
     if host and context:
         raise UsageError("give either a host or a context, not both")
@@ -45,6 +50,24 @@ def resolve(
     if current and current != "default":
         return _from_context(current, "current Docker context")
     return Endpoint(DEFAULT_HOST, "default socket")
+
+
+def _checked(endpoint: Endpoint) -> Endpoint:
+    """`endpoint`, if its address is one the SDK can parse; else UsageError.
+
+    A malformed address is the user's mistake, not an unreachable engine: it is
+    reported as such (exit 2) before any connection is tried.
+    """
+    from docker.utils import parse_host
+
+    try:
+        parse_host(endpoint.host, False, tls=bool(endpoint.tls))
+    except Exception as e:  # docker-py raises DockerException or a bare ValueError
+        raise UsageError(
+            f"invalid engine address {endpoint.host!r} (from {endpoint.source}): {e}; "
+            "use unix:///path, tcp://host:port or ssh://user@host"
+        ) from None
+    return endpoint
 
 
 def _from_docker_env(env: Mapping[str, str]) -> Endpoint:

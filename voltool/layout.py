@@ -20,7 +20,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from voltool.errors import IntegrityError
+from voltool.errors import IntegrityError, UsageError
 from voltool.ids import is_valid_id
 from voltool.manifest import MAX_LINE, Manifest
 
@@ -196,14 +196,31 @@ class Meta:
         return meta
 
     def check(self) -> None:
+        """Raise IntegrityError if meta.json as read back holds anything invalid."""
+        problem = self.problem()
+        if problem:
+            raise IntegrityError(f"{META}: {problem}")
+
+    def check_input(self) -> None:
+        """Raise UsageError if a name or note given on the command line is invalid."""
+        problem = self.problem()
+        if problem:
+            raise UsageError(problem)
+
+    def problem(self) -> str | None:
+        """What is wrong with these values, or None."""
         if self.name is not None and (
             not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name)
         ):
-            raise IntegrityError(f"{META}: invalid name {self.name!r}")
+            return (
+                f"invalid name {self.name!r}: up to {MAX_NAME} letters, digits and _.@:+-, "
+                "starting with a letter or digit"
+            )
         if self.note is not None and (not isinstance(self.note, str) or len(self.note) > MAX_NOTE):
-            raise IntegrityError(f"{META}: note is not text of at most {MAX_NOTE} characters")
+            return f"note is not text of at most {MAX_NOTE} characters"
         if not isinstance(self.pinned, bool):
-            raise IntegrityError(f"{META}: pinned is not true or false")
+            return "pinned is not true or false"
+        return None
 
 
 def _load_object(raw: bytes, what: str) -> dict[str, Any]:

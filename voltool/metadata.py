@@ -45,10 +45,7 @@ def update(
                 "nothing was changed"
             )
         new = change(meta)
-        try:
-            new.check()
-        except IntegrityError as e:
-            raise UsageError(str(e).replace(f"{META}: ", "")) from None
+        new.check_input()
         if new.name and new.name != meta.name:
             for other in catalog.list_snapshots(rt, snapshot.source):
                 if other.id != snapshot.id and other.name == new.name:

@@ -23,10 +23,10 @@ from voltool.catalog import Snapshot
 from voltool.config import Config
 from voltool.errors import UsageError, VoltoolError
 from voltool.owner import Owner
-from voltool.retention import Item, Policy
+from voltool.retention import Duration, Item, Policy
 from voltool.runtime import Runtime
 
-PRE_RESTORE_DEFAULT = Policy(last=3, within=dt.timedelta(days=7))
+PRE_RESTORE_DEFAULT = Policy(last=3, within=Duration(days=7))
 INCOMPLETE_AFTER = dt.timedelta(hours=1)
 
 
@@ -60,19 +60,23 @@ def policies(config: Config, cli: Policy | None, kind: str | None) -> Policies:
     where = str(config.file or "the config file")
     per_volume_raw = table.pop("volumes", {})
     pre_raw = table.pop("pre-restore", None)
-    for_all = (Policy.from_mapping(table, where), f"[prune] in {where}") if table else None
+    for_all = _from_table(table, f"[prune] in {where}") if table else None
     per_volume = {
-        v: (Policy.from_mapping(dict(t), where), f"[prune.volumes.{v}] in {where}")
+        v: _from_table(dict(t), f"[prune.volumes.{v}] in {where}")
         for v, t in dict(per_volume_raw).items()
     }
     pre = (
-        (Policy.from_mapping(dict(pre_raw), where), f"[prune.pre-restore] in {where}")
+        _from_table(dict(pre_raw), f"[prune.pre-restore] in {where}")
         if pre_raw
         else (PRE_RESTORE_DEFAULT, "the default for pre-restore snapshots")
     )
     return Policies(
         (cli, "the command line") if cli and not cli.empty else None, kind, for_all, per_volume, pre
     )
+
+
+def _from_table(raw: dict[str, object], where: str) -> tuple[Policy, str]:
+    return Policy.from_mapping(raw, where), where
 
 
 @dataclass(frozen=True)

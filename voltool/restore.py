@@ -131,6 +131,13 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
         create = True
     rt.journal.refuse_pending(target)
     manifest = read_manifest(rt, snapshot, info)
+    if not opts.allow_special:  # staging would refuse it: a dry run must say so too
+        special = next((e for e in manifest if e.type in ("char", "block", "fifo")), None)
+        if special is not None:
+            raise IntegrityError(
+                f"snapshot {snapshot.id} holds a device node or FIFO ({special.type} "
+                f"{special.path!r}): restoring it needs --allow-special"
+            )
     containers: tuple[ContainerInfo, ...] = ()
     changes = None
     if not create:

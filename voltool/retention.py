@@ -11,7 +11,8 @@ and a time zone. Its rules follow restic's:
 - `within D` keeps every snapshot at most D older than the reference time:
   the earlier of now and the newest snapshot. So neither a clock stepped
   forward (now far ahead) nor a snapshot stamped in the future can push the
-  reference past the real snapshots and make the policy keep less.
+  reference past the real snapshots and make the policy keep less. D is in
+  restic's units (`Duration`): `m` is months, never minutes.
 - Pinned snapshots are always kept.
 
 Snapshots are ordered newest first by (created, id), so equal timestamps are
@@ -20,6 +21,7 @@ decided the same way every time.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from collections.abc import Iterable
@@ -38,7 +40,7 @@ class Policy:
     weekly: int = 0
     monthly: int = 0
     yearly: int = 0
-    within: dt.timedelta | None = None
+    within: Duration | None = None
 
     @property
     def empty(self) -> bool:
@@ -63,7 +65,9 @@ class Policy:
         for key, value in raw.items():
             name = key.removeprefix("keep-").removeprefix("keep_")
             if name == "within":
-                values["within"] = parse_duration(str(value), where)
+                if not isinstance(value, str):
+                    raise UsageError(f'{key} in {where} must be a string like "7d", not {value!r}')
+                values["within"] = parse_duration(value, f"{key} in {where}")
             elif name in ("last", *PERIODS):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise UsageError(f"{key} in {where} must be a whole number, not {value!r}")
@@ -121,9 +125,9 @@ def apply_policy(
                 seen.append(bucket)
                 reasons[i.id].append(f"{period} {bucket}")
     if policy.within is not None and ordered:
-        reference = min(now, ordered[0].created)
+        cutoff = policy.within.before(min(now, ordered[0].created), tz)
         for i in ordered:
-            if i.created >= reference - policy.within:
+            if i.created >= cutoff:
                 reasons[i.id].append(f"within {format_duration(policy.within)}")
     for i in ordered:
         if i.pinned:
@@ -131,22 +135,66 @@ def apply_policy(
     return [Decision(i.id, bool(reasons[i.id]), tuple(reasons[i.id])) for i in ordered]
 
 
-_DURATION = re.compile(r"(\d+)([yMwdhm])")
-_UNITS = {"y": 365 * 86400, "M": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60}
+_UNIT_WORDS = "y (years), m (months), w (weeks), d (days), h (hours)"
+_DURATION = re.compile(r"(\d{1,6})([ymwdh])")
 
 
-def parse_duration(text: str, where: str = "the command line") -> dt.timedelta:
-    """`1y2M3w4d5h6m` (restic's units: y=365d, M=30d, w, d, h, m) as a timedelta."""
-    if not text or _DURATION.sub("", text):
-        raise UsageError(f"duration {text!r} in {where} is not like 7d, 2w, 1y6M or 36h")
-    return dt.timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text)))
+@dataclass(frozen=True)
+class Duration:
+    """A duration as restic reads it: calendar years, months and days, and hours.
+
+    Years, months and days count back on the calendar (a month before 31 March
+    is 28 or 29 February, the end of the shorter month, so that a short month
+    never makes the policy keep less); hours count back in elapsed time.
+    """
+
+    years: int = 0
+    months: int = 0
+    days: int = 0
+    hours: int = 0
+
+    def before(self, t: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
+        """The instant this long before `t`, the calendar read in time zone `tz`."""
+        try:
+            local = t.astimezone(tz)
+            months = local.year * 12 + (local.month - 1) - (self.years * 12 + self.months)
+            year, month = divmod(months, 12)
+            day = min(local.day, calendar.monthrange(year, month + 1)[1])
+            # Arithmetic on an aware datetime keeps its wall-clock time: calendar days.
+            back = local.replace(year=year, month=month + 1, day=day) - dt.timedelta(days=self.days)
+            return back.astimezone(dt.UTC) - dt.timedelta(hours=self.hours)
+        except (OverflowError, ValueError):  # before year 1: everything is within
+            return dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
-def format_duration(d: dt.timedelta) -> str:
-    seconds = int(d.total_seconds())
-    out = []
-    for unit in ("y", "M", "w", "d", "h", "m"):
-        n, seconds = divmod(seconds, _UNITS[unit])
-        if n:
-            out.append(f"{n}{unit}")
-    return "".join(out) or "0m"
+def parse_duration(text: str, where: str = "--keep-within") -> Duration:
+    """`1y6m`, `2w3d`, `36h`: restic's units (y, m for months, d, h) and w for 7 days.
+
+    Each unit at most once, in any order; anything else (`M`, minutes, spaces,
+    signs) is a UsageError that names the units.
+    """
+    parts = _DURATION.findall(text) if isinstance(text, str) else []
+    units = [u for _, u in parts]
+    if not parts or _DURATION.sub("", text) or len(set(units)) != len(units):
+        raise UsageError(
+            f"{where}: {text!r} is not a duration; use {_UNIT_WORDS}, each at most once, "
+            "as in 36h, 7d, 2w, 6m or 1y6m"
+        )
+    n = {u: int(v) for v, u in parts}
+    return Duration(
+        years=n.get("y", 0),
+        months=n.get("m", 0),
+        days=n.get("d", 0) + 7 * n.get("w", 0),
+        hours=n.get("h", 0),
+    )
+
+
+def format_duration(d: Duration) -> str:
+    """`d` as parse_duration reads it back: `1y6m`, `2w3d`, `36h`."""
+    weeks, days = divmod(d.days, 7)
+    out = [
+        f"{n}{u}"
+        for n, u in ((d.years, "y"), (d.months, "m"), (weeks, "w"), (days, "d"), (d.hours, "h"))
+        if n
+    ]
+    return "".join(out) or "0h"

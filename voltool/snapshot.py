@@ -92,7 +92,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
         catalog.user_volume(rt, v)
         rt.journal.refuse_pending(v)
     meta = Meta(req.name, req.note, False)
-    meta.check()
+    meta.check_input()
     if req.name:
         check_name_free(rt, volumes, req.name)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -176,3 +177,44 @@ def test_version_and_help() -> None:
     assert voltool("--version").out.strip() == f"voltool {__version__}"
     bare = voltool()
     assert bare.code == 2 and "snapshot" in bare.out
+
+
+def test_a_bad_snapshot_name_is_a_usage_error(dk: Docker, volume: Callable[..., str]) -> None:
+    vol = volume("echo a > /v/a")
+    one_line_error(voltool("snapshot", vol, "--name", "bad name"), 2, "invalid name 'bad name'")
+    assert dk.snapshot_volumes(vol) == []
+
+
+@pytest.mark.parametrize("host", ["tcp://:::bad", "bogus://x", "tcp://host:99999"])
+def test_a_malformed_engine_address_is_a_usage_error(host: str) -> None:
+    one_line_error(voltool("--host", host, "list"), 2, f"invalid engine address {host!r}")
+    one_line_error(voltool("list", env={"DOCKER_HOST": host}), 2, "(from DOCKER_HOST)")
+
+
+def test_without_a_terminal_bad_arguments_come_before_the_refusal(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    src = volume()
+    prefix = uuid.uuid4().hex[:8]
+    for n in (1, 2):  # two ids with a common prefix: an ambiguous reference
+        dk.fake_snapshot_volume(f"{prefix}0000000{n}", src)
+    real = make_snapshot(volume("echo a > /v/a"))
+    sid = str(real["id"])
+    cases = [
+        (["restore", prefix], "is ambiguous"),
+        (["restore", "ZZZZ"], "not a snapshot id"),
+        (["restore", "--name", "bad name"], "invalid name 'bad name'"),
+        (["restore", sid, "--to", "bad/name"], "invalid volume name 'bad/name'"),
+        (["restore", sid, "--if-match", "xyz"], "is not a tree digest"),
+        (["delete", prefix], "is ambiguous"),
+        (["delete", sid, "ZZZZ"], "not a snapshot id"),
+        (["prune", "bad/name", "--keep-last", "1"], "invalid volume name 'bad/name'"),
+        (["prune", "--kind", "bogus", "--keep-last", "1"], "--kind must be one of"),
+        (["prune", "--keep-within", "6M"], "m (months)"),
+    ]
+    for args, text in cases:
+        one_line_error(voltool(*args), 2, text)
+    # Arguments that are right: the refusal, and nothing was deleted.
+    one_line_error(voltool("restore", sid), 11, "pass --yes")
+    one_line_error(voltool("delete", sid), 11, "pass --yes")
+    assert voltool("inspect", sid).code == 0

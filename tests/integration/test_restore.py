@@ -367,7 +367,7 @@ def test_a_forged_source_in_snapshot_json_is_refused(
     )
     before = dk.listing(other)
     r = restore("--yes", str(s["id"]))
-    assert r.code == 6 and f"names source '{other}'" in r.err
+    assert r.code == 6 and f"labels on source: '{other}' in the file" in r.err
     assert dk.listing(other).entries == before.entries
 
 
@@ -396,3 +396,21 @@ def test_files_older_than_1970_round_trip_as_the_engine_keeps_them(
     r = restore("--yes", str(s["id"]))
     assert r.code == 0, r.err
     assert dk.read(vol, "old") == b"x\n"
+
+
+def test_a_dry_run_refuses_a_fifo_as_the_restore_would(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    vol = volume("echo a > /v/a && mkfifo /v/pipe")
+    s = snap(vol)
+    assert any(e["type"] == "fifo" for e in dk.manifest(str(s["volume"])))
+    before = dk.listing(vol)
+    r = restore("--dry-run", str(s["id"]))
+    assert r.code == 6, r.err
+    assert "fifo 'pipe'" in r.err and "--allow-special" in r.err
+    assert restore("--yes", str(s["id"])).code == 6
+    assert dk.listing(vol).entries == before.entries
+    ok = restore("--dry-run", "--allow-special", str(s["id"]))
+    assert ok.code == 0, ok.err
+    assert dk.listing(vol).entries == before.entries
+    assert dk.managed_containers() == []

@@ -75,3 +75,30 @@ def test_each_kind_of_damage_is_reported(
 
 def test_verify_needs_a_target() -> None:
     assert voltool("verify").code == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "edit"),
+    [
+        ("kind", 's/"kind": "manual"/"kind": "import"/'),
+        ("created", 's/"created": "[0-9]\\{4\\}/"created": "2001/'),
+    ],
+)
+def test_a_snapshot_json_that_disagrees_with_the_labels_is_damaged(
+    dk: Docker, volume: Callable[..., str], field: str, edit: str
+) -> None:
+    vol = volume("echo fine > /v/f")
+    s = snap(vol)
+    sid = str(s["id"])
+    before = dk.read(f"voltool-snap-{sid}", "snapshot.json")
+    dk.run({f"voltool-snap-{sid}": "/s"}, f"sed -i '{edit}' /s/snapshot.json")
+    assert dk.read(f"voltool-snap-{sid}", "snapshot.json") != before
+    r = voltool("verify", sid)
+    assert r.code == 6, r.err
+    assert f"FAIL  {sid}" in r.out
+    assert f"labels on {field}:" in r.out
+    listed = {x["id"]: x for x in json.loads(voltool("list", vol, "--json").out)}
+    assert listed[sid]["state"] == "damaged"
+    restored = voltool("restore", sid, "--dry-run")
+    assert restored.code == 6, restored.err
+    assert f"labels on {field}:" in restored.err

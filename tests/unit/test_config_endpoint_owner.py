@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from voltool import config, endpoint
-from voltool.errors import NotFound, UsageError
+from voltool.errors import IntegrityError, NotFound, UsageError
 from voltool.ids import check_volume_name, new_id, snapshot_volume_name
 from voltool.layout import Meta, SnapshotInfo
 from voltool.owner import Owner, current
@@ -121,3 +121,19 @@ def test_snapshot_info_and_meta_parse_strictly() -> None:
     assert meta.etag == hashlib.sha256(meta.canonical()).hexdigest() != Meta().etag
     with pytest.raises(Exception, match="invalid name"):
         Meta.parse(b'{"name": "../x"}')
+
+
+@pytest.mark.parametrize("host", ["tcp://:::bad", "bogus://x", "tcp://h:99999", "tcp://", "h:2375"])
+def test_a_malformed_engine_address_is_a_usage_error(host: str) -> None:
+    with pytest.raises(UsageError, match=r"invalid engine address .*from --host"):
+        endpoint.resolve(host, None, {})
+    with pytest.raises(UsageError, match="from DOCKER_HOST"):
+        endpoint.resolve(None, None, {"DOCKER_HOST": host})
+
+
+def test_a_bad_name_given_by_the_user_is_a_usage_error_not_damage() -> None:
+    with pytest.raises(UsageError, match="invalid name 'bad name'"):
+        Meta("bad name").check_input()
+    with pytest.raises(IntegrityError, match=r"meta\.json: invalid name"):
+        Meta("bad name").check()
+    Meta("pre-upgrade", "a note").check_input()

@@ -11,7 +11,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from voltool.errors import UsageError
-from voltool.retention import Item, Policy, apply_policy, format_duration, parse_duration
+from voltool.retention import (
+    Duration,
+    Item,
+    Policy,
+    apply_policy,
+    format_duration,
+    parse_duration,
+)
 
 CASES: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "golden" / "retention.json").read_text()
@@ -48,23 +55,56 @@ def test_an_empty_policy_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"),
+    ("text", "duration"),
     [
-        ("7d", 7 * 86400),
-        ("36h", 36 * 3600),
-        ("1y6M", 365 * 86400 + 180 * 86400),
-        ("2w3d", 17 * 86400),
+        ("7d", Duration(days=7)),
+        ("36h", Duration(hours=36)),
+        ("6m", Duration(months=6)),
+        ("1y6m", Duration(years=1, months=6)),
+        ("6m1y", Duration(years=1, months=6)),
+        ("2w3d", Duration(days=17)),
+        ("1y2m3w4d5h", Duration(1, 2, 25, 5)),
+        ("0d", Duration()),
     ],
 )
-def test_durations(text: str, seconds: int) -> None:
-    assert parse_duration(text).total_seconds() == seconds
-    assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
+def test_durations(text: str, duration: Duration) -> None:
+    assert parse_duration(text) == duration
+    assert parse_duration(format_duration(duration)) == duration
 
 
-@pytest.mark.parametrize("text", ["", "7", "7 days", "-1d", "1x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "7",
+        "7 days",
+        "-1d",
+        "1x",
+        "6M",
+        "1y6M",
+        "30min",
+        "90s",
+        "1d1d",
+        "7D",
+        "1.5d",
+        "1234567d",
+    ],
+)
 def test_bad_durations(text: str) -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match=r"--keep-within: .* y \(years\), m \(months\)"):
         parse_duration(text)
+
+
+def test_far_back_keeps_everything() -> None:
+    start = at("0001-02-01T00:00:00Z")
+    assert Duration(years=999999).before(at("2026-01-01T00:00:00Z"), dt.UTC) <= start
+
+
+def test_a_bad_keep_within_names_the_key_and_where() -> None:
+    with pytest.raises(UsageError, match=r"^keep-within in \[prune\] in cfg.toml: '6M' is not"):
+        Policy.from_mapping({"keep-within": "6M"}, "[prune] in cfg.toml")
+    with pytest.raises(UsageError, match=r"^keep-within in cfg.toml must be a string"):
+        Policy.from_mapping({"keep-within": 7}, "cfg.toml")
 
 
 @pytest.mark.parametrize(
@@ -73,3 +113,18 @@ def test_bad_durations(text: str) -> None:
 def test_bad_policies(raw: dict[str, object]) -> None:
     with pytest.raises(UsageError):
         Policy.from_mapping(raw, "config.toml")
+
+
+def test_a_bad_keep_within_in_the_config_file_names_the_file_and_table() -> None:
+    from voltool.config import Config
+    from voltool.prune import policies
+
+    cfg = Config(
+        {}, file=Path("/etc/v.toml"), tables={"prune": {"volumes": {"pg": {"keep-within": "1y6M"}}}}
+    )
+    with pytest.raises(UsageError) as e:
+        policies(cfg, None, None)
+    assert str(e.value).startswith(
+        "keep-within in [prune.volumes.pg] in /etc/v.toml: '1y6M' is not"
+    )
+    assert "m (months)" in str(e.value)

@@ -36,6 +36,8 @@ from voltool.errors import (
     UsageError,
     VoltoolError,
 )
+from voltool.ids import check_volume_name
+from voltool.layout import Meta
 from voltool.runtime import Runtime, connect_engine, open_runtime
 from voltool.validate import DEFAULT_MAX_ENTRIES
 
@@ -46,6 +48,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -181,6 +185,7 @@ def snapshot_cmd(
     """Take a snapshot of each VOLUME (containers using them are paused meanwhile)."""
     if stop and no_quiesce:
         raise UsageError("--stop and --no-quiesce exclude each other")
+    Meta(name, note).check_input()  # before the engine is asked anything
     rt = _globals(ctx).runtime(quiet=as_json)
     names = list(volumes or [])
     if project:
@@ -337,10 +342,15 @@ def restore_cmd(
 
     if create and not to:
         raise UsageError("--create goes with --to")
-    if not (yes or dry_run or sys.stdin.isatty()):
-        raise NeedsConfirmation("refusing to restore: no terminal to confirm on; pass --yes")
+    if to is not None:
+        check_volume_name(to)
+    if if_match is not None and not _DIGEST.fullmatch(if_match):
+        raise UsageError(f"--if-match {if_match!r} is not a tree digest (64 hex digits)")
     rt = _globals(ctx).runtime(quiet=as_json)
     snap = catalog.resolve(rt, ref, name)
+    # Without a terminal the restore refuses, but only once the plan's checks
+    # have passed: a wrong argument is reported as such (exit 2), not as exit 11.
+    prompt = not (yes or dry_run)
     opts = restore.RestoreOptions(
         target=to,
         create=create,
@@ -349,7 +359,7 @@ def restore_cmd(
         safety_snapshot=not no_safety,
         allow_special=allow_special,
         wait=wait,
-        summary=dry_run or not yes,
+        summary=dry_run or (prompt and sys.stdin.isatty()),
     )
     plan = restore.plan(rt, snap, opts)
     if dry_run:
@@ -358,7 +368,9 @@ def restore_cmd(
         else:
             render.print_restore_plan(plan)
         return
-    if not yes:
+    if prompt:
+        if not sys.stdin.isatty():
+            raise NeedsConfirmation("refusing to restore: no terminal to confirm on; pass --yes")
         render.print_restore_plan(plan, stream=err)
         answer = typer.prompt(
             f"Type the volume name ({plan.target}) to restore into it",
@@ -711,7 +723,7 @@ def prune_cmd(
         None,
         "--keep-within",
         metavar="DURATION",
-        help="Keep all younger than DURATION (7d, 2w, 1y6M, 36h).",
+        help="Keep all younger than DURATION: y, m (months), w, d, h, as in 36h, 2w, 1y6m.",
     ),
     kind: str | None = typer.Option(
         None, "--kind", help="Only snapshots of this kind: manual, import, pre-restore."
@@ -732,6 +744,8 @@ def prune_cmd(
 
     if kind is not None and kind not in KINDS:
         raise UsageError(f"--kind must be one of {', '.join(KINDS)}")
+    for v in volumes or []:
+        check_volume_name(v)
     cli = retention.Policy(
         keep_last,
         keep_hourly,
