@@ -12,7 +12,7 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -48,6 +48,12 @@ class VolumeInfo:
     driver: str
     labels: dict[str, str]
     created: str
+    options: dict[str, str] = field(default_factory=dict)  # the driver's options
+
+    @property
+    def in_memory(self) -> bool:
+        """A tmpfs volume: its data lives only while a running container mounts it."""
+        return self.driver == "local" and self.options.get("type") == "tmpfs"
 
 
 @dataclass(frozen=True)
@@ -534,6 +540,7 @@ def _volume_info(v: dict[str, Any]) -> VolumeInfo:
         driver=v.get("Driver", ""),
         labels=v.get("Labels") or {},
         created=v.get("CreatedAt", ""),
+        options=v.get("Options") or {},
     )
 
 

@@ -50,7 +50,20 @@ def manifest_of(
     return transfer.manifest
 
 
-_SPACE = "df -Pk /v | tail -n 1; du -sk /v | cut -f1; stat -c %Y /v; df -Pi /v | tail -n 1"
+# For each mount point given: free blocks, used blocks, root mtime, free inodes, device;
+# "-" between them. (du is left out for all but the first: it reads the whole tree.)
+_SPACE = r"""
+first=1
+for d in "$@"; do
+  [ "$first" = 1 ] || echo -
+  df -Pk "$d" | tail -n 1
+  if [ "$first" = 1 ]; then du -sk "$d" | cut -f1; else echo 0; fi
+  stat -c %Y "$d"
+  df -Pi "$d" | tail -n 1
+  stat -c %d "$d"
+  first=0
+done
+"""
 
 
 @dataclass(frozen=True)
@@ -58,22 +71,36 @@ class Space:
     """What a volume's filesystem has room for, as a helper sees it (None: unknown)."""
 
     available: int | None  # bytes free
-    used: int  # bytes the volume uses
+    used: int  # bytes the volume uses (0 where not measured)
     root_mtime: int | None
     inodes: int | None  # inodes free
+    device: str | None = None  # the filesystem's device number: equal means one filesystem
+
+    def shares_filesystem_with(self, other: Space) -> bool:
+        """True unless both are known to be on different filesystems."""
+        return self.device is None or other.device is None or self.device == other.device
 
 
 def space(rt: Runtime, volume: str) -> Space:
     """Free bytes and inodes on `volume`'s filesystem, the bytes it uses, and its root's mtime."""
+    return spaces(rt, volume)[0]
+
+
+def spaces(rt: Runtime, volume: str, *others: str) -> list[Space]:
+    """`space` of `volume`, and the free space on the filesystem of each of `others` (their
+    `used` not measured), read by one helper."""
+    mounts = [Mount(v, f"/v{i}", read_only=True) for i, v in enumerate((volume, *others))]
     result = rt.engine.run(
-        rt.image, [Mount(volume, "/v", read_only=True)], rt.helper_labels(new_id()), _SPACE
+        rt.image, mounts, rt.helper_labels(new_id()), _SPACE, [m.path for m in mounts]
     )
-    return parse_space(result.stdout.decode(errors="replace"))
+    blocks = result.stdout.decode(errors="replace").split("\n-\n")
+    found = [parse_space(b) for b in blocks]
+    return found + [Space(None, 0, None, None)] * (len(mounts) - len(found))
 
 
 def parse_space(out: str) -> Space:
-    """What `_SPACE` printed, read; what cannot be read is unknown (None)."""
-    lines = out.split("\n")
+    """What `_SPACE` printed for one mount point, read; what cannot be read is unknown (None)."""
+    lines = out.strip("\n").split("\n")
     try:
         available = int(lines[0].split()[3]) * 1024
         used = int(lines[1]) * 1024
@@ -86,4 +113,5 @@ def parse_space(out: str) -> Space:
         inodes: int | None = int(fields[3]) if int(fields[1]) else None
     except (IndexError, ValueError):
         inodes = None
-    return Space(available, used, mtime, inodes)
+    device = lines[4].strip() if len(lines) > 4 and lines[4].strip().isdigit() else None
+    return Space(available, used, mtime, inodes, device)

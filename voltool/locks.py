@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from voltool import labels as L
 from voltool.engine import ContainerInfo, NameConflict
-from voltool.errors import Busy, NotFound, PendingOperation
+from voltool.errors import Busy, NotFound, PendingOperation, VoltoolError
 from voltool.ids import lock_container_name
 from voltool.owner import Owner
 from voltool.runtime import Runtime
@@ -78,8 +78,13 @@ def volume_lock(
     cid = _acquire(rt, volume, op, kind, wait, recovering)
     try:
         yield
-    finally:
-        rt.engine.remove_container(cid)
+    except BaseException:
+        # The engine may be gone: a lock it cannot release must not hide the error
+        # that matters. A lock left behind is stale once we are gone; recover clears it.
+        with contextlib.suppress(VoltoolError):
+            rt.engine.remove_container(cid)
+        raise
+    rt.engine.remove_container(cid)
 
 
 def _acquire(

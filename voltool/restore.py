@@ -124,11 +124,19 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
     target = check_volume_name(opts.target or snapshot.source)
     create = False
     try:
-        catalog.user_volume(rt, target)
+        volume = catalog.user_volume(rt, target)
     except NotFound:
         if not opts.create:
             raise NotFound(f"no volume named {target!r} (--create makes it)") from None
         create = True
+    else:
+        if volume.in_memory:
+            # Stopping its containers for the swap would unmount it, and with it both
+            # the user's data and the staged copy.
+            raise PreconditionFailed(
+                f"volume {target!r} is a tmpfs volume: its data lives only while a container "
+                "runs with it, and a restore stops its containers; restore into another volume"
+            )
     rt.journal.refuse_pending(target)
     manifest = read_manifest(rt, snapshot, info)
     if not opts.allow_special:  # staging would refuse it: a dry run must say so too
@@ -150,17 +158,18 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
         containers = tuple(quiesce.running_users(rt.engine, [target]))
         if opts.summary:
             changes = summarize(diff(live.manifest_of(rt, target), manifest))
-    room = live.space(rt, snapshot.volume if create else target)
-    available, used, target_mtime = room.available, room.used, room.root_mtime
-    needed = info.bytes + info.entries * PER_ENTRY_COST + _FIXED_SLACK
-    if opts.safety_snapshot:
-        needed += used  # the old data is copied into the pre-restore snapshot
-    if available is not None and available < needed:
-        raise NoSpace(
-            f"not enough space to restore into {target!r}: {available // 2**20} MiB free, "
-            f"{needed // 2**20} MiB needed (a staged copy"
-            + (" and the pre-restore snapshot)" if opts.safety_snapshot else ")")
-        )
+    # Each filesystem is charged with what will be written on it: the staged copy on
+    # the target's, the pre-restore snapshot on the one that holds snapshots.
+    staged = info.bytes + info.entries * PER_ENTRY_COST + _FIXED_SLACK
+    if create:
+        (room,) = live.spaces(rt, snapshot.volume)  # a new volume: where volumes are made
+        needed = charge(target, staged, 0, room, room)
+    else:
+        room, store = live.spaces(rt, target, snapshot.volume)
+        safety = room.used + _FIXED_SLACK if opts.safety_snapshot else 0
+        needed = charge(target, staged, safety, room, store)
+    target_mtime = None if create else room.root_mtime
+    available = room.available
     return RestorePlan(
         snapshot,
         info,
@@ -171,8 +180,28 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
         changes,
         needed,
         available,
-        None if create else target_mtime,
+        target_mtime,
     )
+
+
+def charge(target: str, staged: int, safety: int, room: live.Space, store: live.Space) -> int:
+    """Check that the target's filesystem (`room`) has room for the staged copy, and the
+    snapshots' (`store`) for the pre-restore snapshot (`safety` bytes, 0 for none): both on
+    one when they are one. Returns what the target's filesystem must have free."""
+    together = room.shares_filesystem_with(store)
+    needed = staged + safety if together else staged
+    what = "a staged copy and the pre-restore snapshot" if together and safety else "a staged copy"
+    if room.available is not None and room.available < needed:
+        raise NoSpace(
+            f"not enough space to restore into {target!r}: {room.available // 2**20} MiB free, "
+            f"{needed // 2**20} MiB needed ({what})"
+        )
+    if not together and store.available is not None and store.available < safety:
+        raise NoSpace(
+            f"not enough space for the pre-restore snapshot of {target!r} where snapshots are "
+            f"kept: {store.available // 2**20} MiB free, {safety // 2**20} MiB needed"
+        )
+    return needed
 
 
 def read_manifest(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo) -> Manifest:

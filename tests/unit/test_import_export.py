@@ -373,3 +373,34 @@ def test_non_ascii_names_are_charged_what_they_cost_in_memory() -> None:
     _all(_read(make_tar(plain), ImportRequest(limits=budget)))  # fits
     with pytest.raises(IntegrityError, match="names and link targets take more than"):
         _all(_read(make_tar(members), ImportRequest(limits=budget)))
+
+
+def test_space_of_two_filesystems_in_one_helper_run() -> None:
+    from voltool.live import parse_space
+
+    target, store = (
+        "fs 1000 10 990 1% /v0\n40\n1700000000\nfs 100 40 60 40% /v0\n2049\n",
+        "fs 5000 10 4990 1% /v1\n0\n1700000001\nfs 100 40 60 40% /v1\n2050\n",
+    )
+    a, b = parse_space(target), parse_space(store)
+    assert (a.available, a.used, a.device) == (990 * 1024, 40 * 1024, "2049")
+    assert (b.available, b.device) == (4990 * 1024, "2050")
+    assert not a.shares_filesystem_with(b)
+    assert a.shares_filesystem_with(parse_space(target.replace("2049", "")))  # unknown: assume one
+
+
+def test_restore_charges_each_filesystem_with_what_is_written_on_it() -> None:
+    from voltool.live import Space
+    from voltool.restore import charge
+
+    mib = 2**20
+    target = Space(100 * mib, 60 * mib, None, None, "1")
+    elsewhere = Space(1000 * mib, 0, None, None, "2")
+    same = Space(100 * mib, 0, None, None, "1")
+    # Staged 50 MiB, pre-restore snapshot 60 MiB: only the staged copy is on the target's.
+    assert charge("pg", 50 * mib, 60 * mib, target, elsewhere) == 50 * mib
+    with pytest.raises(NoSpace, match="a staged copy and the pre-restore snapshot"):
+        charge("pg", 50 * mib, 60 * mib, target, same)
+    with pytest.raises(NoSpace, match="where snapshots are kept"):
+        charge("pg", 50 * mib, 2000 * mib, target, elsewhere)
+    assert charge("pg", 50 * mib, 0, target, same) == 50 * mib
