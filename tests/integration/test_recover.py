@@ -16,6 +16,7 @@ import docker
 import pytest
 
 from tests.integration.dockertools import (
+    IDLE_APP,
     SMALL_TREE,
     Docker,
     Listing,
@@ -195,3 +196,60 @@ def test_an_operation_that_cannot_be_finished_does_not_keep_others_frozen(
     again = voltool("recover", gone, paused, env=elsewhere(tmp_path))
     assert (again.code, again.out.strip()) == (0, "nothing to recover"), again.err
     assert voltool("snapshot", paused).code == 0
+
+
+@pytest.mark.parametrize(
+    ("mode", "step"),
+    [
+        ("pause", "begin"),
+        ("pause", "quiesce"),
+        ("pause", "stream"),
+        ("pause", "streaming-data"),
+        ("pause", "resumed"),
+        ("stop", "quiesce"),
+        ("stop", "stopping"),
+        ("stop", "stream"),
+        ("stop", "streaming-data"),
+        ("stop", "resumed"),
+    ],
+)
+def test_a_snapshot_killed_at_any_step_is_recovered_from_the_engine_alone(
+    dk: Docker,
+    volume: Callable[..., str],
+    container: Callable[..., str],
+    tmp_path: Path,
+    mode: str,
+    step: str,
+) -> None:
+    vol = volume("head -c 33554432 /dev/urandom > /v/big && echo x > /v/x")
+    app = container([vol], IDLE_APP)
+    hold = tmp_path / "hold"
+    args = ["snapshot", vol] + (["--stop"] if mode == "stop" else [])
+    proc = start_voltool(*args, env=hold_env(step, hold))
+    wait_for(hold.exists, timeout=120, what=f"the snapshot to reach {step}")
+    proc.kill()
+    proc.wait(30)
+
+    env = elsewhere(tmp_path)
+    dry = voltool("recover", vol, "--dry-run", env=env)
+    assert dry.code == 0, dry.err
+    r = voltool("recover", vol, env=env)
+    assert r.code == 0, r.err
+    said = [line.removeprefix("would ") for line in dry.out.splitlines()]
+    if step == "stopping":
+        # Killed after the stop was recorded but before it was asked for: recover waits
+        # for a stop that never comes, and says so instead of what it planned.
+        planned = next(i for i, line in enumerate(said) if line.startswith("wait for the stop"))
+        said[planned] = (
+            f"left container {app} running: its stop never took effect"
+            + said[planned][said[planned].index(" (snapshot") :]
+        )
+    assert r.out.splitlines() == said
+    assert dk.status(app) == "running"
+    assert dk.managed_containers() == []
+    # Committed before the kill (it was resumed): kept. Anything less: gone.
+    states = [s["state"] for s in json.loads(voltool("list", "--json", vol).out)]
+    assert states == (["complete"] if step == "resumed" else []), states
+    again = voltool("recover", vol, env=env)
+    assert (again.code, again.out.strip()) == (0, "nothing to recover")
+    assert voltool("snapshot", vol, "--no-quiesce").code == 0
