@@ -5,6 +5,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -166,3 +167,25 @@ def container(dk: Docker) -> Iterator[Callable[..., str]]:
     for cid in made:
         with contextlib.suppress(docker.errors.NotFound):
             dk.client.containers.get(cid).remove(force=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Driver options for a volume on a filesystem of its own: 64 MiB of ext4 on a loop
+    device (room for the pre-flight of 24 MiB of data plus its slack, until a test fills
+    it up behind a restore's back). Unlike tmpfs, its data outlives its containers."""
+    image = tmp_path / "fs.img"
+    with open(image, "wb") as f:
+        f.truncate(64 * 2**20)
+    subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(image)], check=True)
+    device = subprocess.run(
+        ["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        yield {"type": "ext4", "device": device}
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+BIG = "head -c 25165824 /dev/urandom > /v/big && echo small > /v/small"
+FILL = "dd if=/dev/zero of=/v/filler bs=1M 2>/dev/null; sync; df -k /v | tail -n 1"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.dockertools import Docker, Result, voltool
+from tests.integration.dockertools import Docker, Result, start_voltool, voltool
 
 pytestmark = pytest.mark.engine
 
@@ -55,11 +55,12 @@ def test_option_errors_are_usage_errors() -> None:
 
 def test_ambiguous_and_unknown_references(dk: Docker, volume: Callable[..., str]) -> None:
     src = volume()
-    for sid in ("abcd000000000001", "abcd000000000002"):  # two ids with a common prefix
+    prefix = uuid.uuid4().hex[:8]  # volume names are global to the engine: unique to this run
+    for sid in (f"{prefix}00000001", f"{prefix}00000002"):  # two ids with a common prefix
         dk.fake_snapshot_volume(sid, src)
-    r = voltool("inspect", "abcd")
-    one_line_error(r, 2, "'abcd' is ambiguous")
-    assert "abcd00000000" in r.err and r.err.count("abcd00000000") == 2
+    r = voltool("inspect", prefix)
+    one_line_error(r, 2, f"'{prefix}' is ambiguous")
+    assert r.err.count(f"{prefix}0000000") == 2
     one_line_error(voltool("inspect", "ffff0000"), 3, "no snapshot with id 'ffff0000'")
     one_line_error(voltool("inspect", "ab"), 2, "too short")
     one_line_error(voltool("inspect", "nightly"), 2, "not a snapshot id")
@@ -102,14 +103,22 @@ def test_listing_many_snapshots_starts_one_container(
     for _ in range(4):
         make_snapshot(vol)
     start_ns = time.time_ns()
-    assert voltool("list", vol).code == 0
+    proc = start_voltool("list", vol)
+    assert proc.wait(120) == 0
     events = dk.client.events(
         since=int(start_ns // 1e9),
         until=int(time.time()) + 1,
-        filters={"type": "container", "event": "create"},
+        filters={"type": "container", "event": "create", "label": "io.voltool.managed=true"},
         decode=True,
     )
-    assert len([e for e in events if e["timeNano"] >= start_ns]) == 1
+    # Only this process's: other runs may share the engine. Its owner token holds its pid.
+    ours = [
+        e
+        for e in events
+        if e["timeNano"] >= start_ns
+        and e["Actor"]["Attributes"].get("io.voltool.owner", "").split("/")[2:3] == [str(proc.pid)]
+    ]
+    assert len(ours) == 1
 
 
 def test_delete(dk: Docker, volume: Callable[..., str]) -> None:

@@ -71,7 +71,9 @@ def test_failure_mid_operation_resumes_and_leaves_nothing(
     proc = start_voltool("snapshot", vol, env=env)
     wait_for(f.exists, what="the hold point")
     (snap,) = dk.snapshot_volumes(vol)
-    dk.client.volumes.get(snap).remove()  # the snapshot volume, removed under it
+    # The snapshot volume, removed under it (its keeper first: it holds the volume).
+    dk.client.containers.get(snap.replace("voltool-snap-", "voltool-keep-")).remove(force=True)
+    dk.client.volumes.get(snap).remove()
     f.unlink()
     code = proc.wait(60)
     err = proc.stderr.read() if proc.stderr else ""

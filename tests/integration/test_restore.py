@@ -237,14 +237,13 @@ def test_two_restores_at_once_one_is_busy(
     assert no_private_entries(dk, vol)
 
 
-def test_not_enough_space_is_refused_in_preflight(dk: Docker, volume: Callable[..., str]) -> None:
-    vol = volume("head -c 20971520 /dev/urandom > /v/big")
+def test_not_enough_space_is_refused_in_preflight(
+    dk: Docker, small_fs: dict[str, str], volume: Callable[..., str]
+) -> None:
+    vol = volume("head -c 67108864 /dev/urandom > /v/big")  # more than the small filesystem
     s = snap(vol)
     small = f"{vol}-small"
-    dk.client.volumes.create(
-        small, driver="local", driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=8m"}
-    )
-    # A tmpfs volume lives only while mounted: a container keeps it mounted meanwhile.
+    dk.client.volumes.create(small, driver="local", driver_opts=small_fs)
     keeper = dk.client.containers.run(
         dk.image,
         ["-c", IDLE_APP],

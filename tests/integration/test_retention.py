@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,8 +39,19 @@ def newest_of_months(n: int) -> set[str]:
     return set(list(months.values())[:n])
 
 
+# Snapshot volume names are global to the engine: ids unique to each test, so that
+# tests (of this run, of others sharing the engine, or in parallel) never meet.
+RUN = ""
+
+
+@pytest.fixture(autouse=True)
+def unique_ids() -> None:
+    global RUN
+    RUN = uuid.uuid4().hex[:8]
+
+
 def sid(letter: str) -> str:
-    return letter * 16 if letter in "abcdef" else f"{ord(letter):016x}"
+    return f"{RUN}{ord(letter):08x}"
 
 
 @pytest.fixture
@@ -103,16 +115,16 @@ def test_pre_restore_default_policy_and_incomplete(dk: Docker, volume: Callable[
     # The default: last 3, and within 7 days of the newest (10 days old): 10, 11, 12 stay.
     for i, days in enumerate((10, 11, 12, 20, 21)):
         dk.fake_complete_snapshot(
-            f"{i:016x}", vol, (now - dt.timedelta(days=days)).isoformat(), "pre-restore"
+            f"{RUN}{i:08x}", vol, (now - dt.timedelta(days=days)).isoformat(), "pre-restore"
         )
-    dk.fake_complete_snapshot("e" * 16, vol, (now - dt.timedelta(days=30)).isoformat())
-    old_incomplete = dk.fake_snapshot_volume("f" * 16, vol)  # created 2026-01-01, no snapshot.json
+    dk.fake_complete_snapshot(sid("e"), vol, (now - dt.timedelta(days=30)).isoformat())
+    old_incomplete = dk.fake_snapshot_volume(sid("f"), vol)  # created 2026-01-01, incomplete
     r = voltool("prune", vol, "--keep-last", "5", "--yes", "--json", env=UTC)
     assert r.code == 0, r.err
     left = {v.removeprefix("voltool-snap-") for v in dk.snapshot_volumes(vol)}
-    assert left == {f"{i:016x}" for i in range(3)} | {"e" * 16}
+    assert left == {f"{RUN}{i:08x}" for i in range(3)} | {sid("e")}
     reasons = {p["id"]: p["reasons"] for p in json.loads(r.out)}
-    assert reasons["f" * 16] == ["incomplete for over an hour"]
+    assert reasons[sid("f")] == ["incomplete for over an hour"]
     assert old_incomplete not in {v for v in dk.snapshot_volumes(vol)}
 
 
