@@ -133,6 +133,18 @@ def _leftover_checks(rt: Runtime) -> list[Check]:
                 "voltool recover",
             )
         )
+    for f in left.elsewhere:
+        done = "paused" if f.container.action == "pause" else "stopped"
+        who = f.op.owner.describe() if f.op.owner else "an unknown process"
+        checks.append(
+            Check(
+                "containers",
+                "warn",
+                f"container {f.container.name} is {done} by {f.op.kind} {f.op.id} of {who}, "
+                "which cannot be checked from here",
+                f"if that process is gone: voltool recover --abandoned {f.op.id}",
+            )
+        )
     if rt.image:
         for s in catalog.list_snapshots(rt):
             if s.state == "damaged":
@@ -175,6 +187,7 @@ def _leftover_items(left: Leftovers) -> list[str]:
         + [f"stale lock on {h.volume!r} ({h.describe()})" for h in left.locks]
         + [f"incomplete snapshot {s.id} of {s.source!r}" for s in left.incomplete]
         + [f"keeper {c.name} of a volume that is gone" for c in left.keepers]
+        + [f"operation record {c.short_id} that does not read as one" for c in left.records]
         + [
             f"snapshot {s.id} of {s.source!r} is not protected from docker volume prune"
             for s in left.unprotected

@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from voltool.errors import PendingOperation, VoltoolError
+from voltool.ids import is_valid_id
 from voltool.owner import Owner, current
 
 TERMINAL = frozenset({"done", "failed", "recovered"})
+# What only an operation's "begin" record may say.
+_FIXED_AT_BEGIN = frozenset({"op", "step", "at", "kind", "volumes", "owner", "target", "create"})
 
 
 @dataclass
@@ -174,19 +177,30 @@ class Journal:
                 self._warn(f"{e}; the operation goes on (its record is in the engine)")
 
     def operations(self) -> dict[str, Operation]:
+        """Every operation the store holds records of, its records merged in order.
+
+        What an operation is (its kind, volumes and owner) is read from its "begin"
+        record only: a later record cannot make a live operation look dead, nor
+        point one at other volumes.
+        """
         ops: dict[str, Operation] = {}
         for rec in self.store.read():
+            if not is_valid_id(str(rec.get("op", ""))):
+                continue
             op = ops.get(rec["op"])
             if op is None:
-                op = ops[rec["op"]] = Operation(
-                    id=str(rec["op"]),
-                    kind=str(rec.get("kind", "?")),
-                    volumes=[str(v) for v in rec.get("volumes", [])],
-                    started=str(rec.get("at", "")),
-                )
-            op.steps.append(str(rec["step"]))
+                op = ops[rec["op"]] = Operation(id=str(rec["op"]), kind="?", volumes=[])
+            step = str(rec["step"])
+            first = step == "begin" and not op.reached("begin")
+            if first:
+                volumes = rec.get("volumes")
+                op.kind = str(rec.get("kind", "?"))
+                op.volumes = [str(v) for v in volumes] if isinstance(volumes, list) else []
+                op.started = str(rec.get("at", ""))
+            op.steps.append(step)
             op.records.append(rec)
-            op.data.update({k: v for k, v in rec.items() if k not in ("op", "step", "at")})
+            fixed = ("op", "step", "at") if first else _FIXED_AT_BEGIN
+            op.data.update({k: v for k, v in rec.items() if k not in fixed})
         for op in ops.values():
             self._volumes.setdefault(op.id, op.volumes)
         return ops

@@ -49,6 +49,10 @@ class Names:
 
     @classmethod
     def for_op(cls, op: str) -> Names:
+        """The names of operation `op`'s entries; refuses anything that is not a valid id
+        (an id read back from the engine names paths that get removed)."""
+        if not is_valid_id(op):
+            raise ValueError(f"not an operation id: {op!r}")
         return cls(STAGE_PREFIX + op, OLD_PREFIX + op, SWAP_MARK_PREFIX + op)
 
 

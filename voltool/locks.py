@@ -70,12 +70,15 @@ def volume_lock(
     kind: str,
     wait: float | None = None,
     recovering: bool = False,
+    take_over: str | None = None,
 ) -> Iterator[None]:
     """Hold `volume`'s lock for the block; raises Busy (or PendingOperation) if it cannot.
 
-    With `wait`, keeps trying for that many seconds before giving up.
+    With `wait`, keeps trying for that many seconds before giving up. `take_over`:
+    the id of an operation a person said is dead (`recover --abandoned`): its lock is
+    taken over as a stale one would be, though its holder cannot be checked.
     """
-    cid = _acquire(rt, volume, op, kind, wait, recovering)
+    cid = _acquire(rt, volume, op, kind, wait, recovering, take_over)
     try:
         yield
     except BaseException:
@@ -88,7 +91,13 @@ def volume_lock(
 
 
 def _acquire(
-    rt: Runtime, volume: str, op: str, kind: str, wait: float | None, recovering: bool
+    rt: Runtime,
+    volume: str,
+    op: str,
+    kind: str,
+    wait: float | None,
+    recovering: bool,
+    take_over: str | None = None,
 ) -> str:
     name = lock_container_name(volume)
     deadline = time.monotonic() + (wait or 0)
@@ -107,7 +116,7 @@ def _acquire(
             held = holder(rt.engine.container(name))
         except NotFound:
             continue  # released between our create and our look: try again
-        if held.stale:
+        if held.stale or (take_over is not None and held.op == take_over):
             _take_over_stale(rt, held, recovering)
             continue
         if time.monotonic() >= deadline:
@@ -116,14 +125,17 @@ def _acquire(
 
 
 def _take_over_stale(rt: Runtime, held: Holder, recovering: bool) -> None:
+    """Remove a dead holder's lock, unless its operation is pending (only recover may then).
+
+    The journal's records are in the engine: an operation with none never began,
+    and its lock guards nothing.
+    """
     pending = rt.journal.operations().get(held.op)
-    unknown_here = pending is None and held.owner is not None and held.owner.uid != rt.owner.uid
-    if not recovering and ((pending is not None and pending.interrupted) or unknown_here):
+    if not recovering and pending is not None and not pending.finished:
         raise PendingOperation(
             f"volume {held.volume!r} has an interrupted {held.kind} operation {held.op} "
             f"({held.owner.describe() if held.owner else 'unknown holder'}); "
             "run `voltool recover`"
-            + (f" as uid {held.owner.uid}" if unknown_here and held.owner else "")
         )
     rt.reporter.warn(f"took over the stale lock on {held.volume!r} left by {held.describe()}")
     rt.engine.remove_container(held.container_id)

@@ -1,9 +1,11 @@
 """Who holds a lock or made a helper: a process identity that can be checked for life.
 
-A token is "host/boot-id/pid/start-time/uid". A holder on this machine is dead
-when the boot id differs (the machine restarted), no process has its pid, or
-the process with that pid started at another time (the pid was reused). A
-holder on another host cannot be checked: it is presumed alive.
+A token is "host/boot-id/pid/start-time/uid/pid-namespace". A holder on this
+machine, in our pid namespace, is dead when the boot id differs (the machine
+restarted), no process has its pid, or the process with that pid started at
+another time (the pid was reused). A holder on another host, or in another pid
+namespace (a container sharing the host's name), cannot be checked: it is
+presumed alive, and only a person can say otherwise (`recover --abandoned`).
 """
 
 from __future__ import annotations
@@ -21,20 +23,29 @@ class Owner:
     pid: int
     start: str
     uid: int
+    pidns: str = ""  # the pid namespace ("" in tokens of older voltools: ours, presumed)
 
     def token(self) -> str:
-        return f"{self.host}/{self.boot_id}/{self.pid}/{self.start}/{self.uid}"
+        return f"{self.host}/{self.boot_id}/{self.pid}/{self.start}/{self.uid}/{self.pidns}"
 
     @classmethod
     def parse(cls, token: str) -> Owner | None:
         parts = token.split("/")
-        if len(parts) != 5:
+        if len(parts) == 5:
+            parts.append("")
+        if len(parts) != 6:
             return None
-        host, boot_id, pid, start, uid = parts
+        host, boot_id, pid, start, uid, pidns = parts
         try:
-            return cls(host, boot_id, int(pid), start, int(uid))
+            return cls(host, boot_id, int(pid), start, int(uid), pidns)
         except ValueError:
             return None
+
+    @property
+    def checkable(self) -> bool:
+        """True if whether this holder lives can be told from here."""
+        me = current()
+        return self.host == me.host and (not self.pidns or self.pidns == me.pidns)
 
     def describe(self) -> str:
         return f"pid {self.pid} (uid {self.uid}) on {self.host}"
@@ -46,7 +57,7 @@ class Owner:
     def is_alive(self) -> bool:
         """False only when this holder is provably gone; remote holders count as alive."""
         me = current()
-        if self.host != me.host:
+        if not self.checkable:
             return True
         if self.boot_id != me.boot_id:
             return False
@@ -56,7 +67,17 @@ class Owner:
 @cache
 def current() -> Owner:
     pid = os.getpid()
-    return Owner(socket.gethostname(), _boot_id(), pid, _process_start(pid) or "?", os.getuid())
+    return Owner(
+        socket.gethostname(), _boot_id(), pid, _process_start(pid) or "?", os.getuid(), _pidns()
+    )
+
+
+def _pidns() -> str:
+    """Our pid namespace's inode ("" where there is none to read)."""
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return ""
 
 
 def _boot_id() -> str:

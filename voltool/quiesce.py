@@ -30,8 +30,14 @@ class Quiesced:
         return {"id": self.id, "name": self.name, "action": self.action}
 
     @classmethod
-    def from_record(cls, rec: dict[str, str]) -> Quiesced:
-        return cls(rec["id"], rec["name"], rec["action"])
+    def from_record(cls, rec: object) -> Quiesced | None:
+        """The container a journal record names; None if the record does not read well."""
+        if not isinstance(rec, dict):
+            return None
+        cid, name, action = rec.get("id"), rec.get("name"), rec.get("action")
+        if not (isinstance(cid, str) and isinstance(name, str) and action in ("pause", "stop")):
+            return None
+        return cls(cid, name, str(action))
 
 
 def running_users(engine: Engine, volumes: Iterable[str]) -> list[ContainerInfo]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from voltool import labels as L
 from voltool.engine import ContainerInfo, Engine
+from voltool.ids import is_valid_id
 from voltool.owner import current
 
 _counter = itertools.count()
@@ -66,6 +67,11 @@ class EngineRecords:
             self.engine.remove_container(c.id)
 
 
+def unreadable(engine: Engine) -> list[ContainerInfo]:
+    """Record containers that hold no record voltool can read (damaged or forged)."""
+    return [c for c in engine.managed_containers(L.ROLE_RECORD) if _parse(c) is None]
+
+
 def _seq() -> str:
     # Nanoseconds first (records of one operation may come from several processes:
     # the operation, then `recover`), then the writer and a counter for ties.
@@ -73,10 +79,18 @@ def _seq() -> str:
 
 
 def _parse(c: ContainerInfo) -> dict[str, Any] | None:
+    """The record `c` holds, or None if it is not one: anything read back from the engine
+    is data to check (an operation's id names directories that recovery removes)."""
     try:
         rec = json.loads(c.labels.get(L.RECORD, ""))
     except ValueError:
         return None
-    if not isinstance(rec, dict) or rec.get("op") != c.labels.get(L.OP) or "step" not in rec:
+    if (
+        not isinstance(rec, dict)
+        or not isinstance(rec.get("op"), str)
+        or not is_valid_id(rec["op"])
+        or rec["op"] != c.labels.get(L.OP)
+        or not isinstance(rec.get("step"), str)
+    ):
         return None
     return rec

@@ -23,11 +23,11 @@ what `--dry-run` prints; run for real, each prints what it actually did.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from voltool import catalog, keepers, quiesce
+from voltool import catalog, keepers, quiesce, records
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
@@ -76,10 +76,12 @@ class Frozen:
 class Leftovers:
     interrupted: list[Operation]
     frozen: list[Frozen]  # containers still paused or stopped by them
+    elsewhere: list[Frozen]  # ... by operations whose process cannot be checked from here
     helpers: list[ContainerInfo]  # helpers whose creator is gone, of no interrupted op
     locks: list[Holder]  # locks whose holder is gone, of no interrupted op
     incomplete: list[Snapshot]  # snapshot volumes without snapshot.json whose creator is gone
     keepers: list[ContainerInfo] = field(default_factory=list)  # keepers whose volume is gone
+    records: list[ContainerInfo] = field(default_factory=list)  # records that do not read
     unprotected: list[Snapshot] = field(default_factory=list)  # snapshots without a keeper
 
     @property
@@ -90,6 +92,7 @@ class Leftovers:
             or self.locks
             or self.incomplete
             or self.keepers
+            or self.records
             or self.unprotected
         )
 
@@ -108,8 +111,9 @@ class Scope:
     def op(self, op: Operation) -> bool:
         if self.volumes is None:
             return True
-        touched = set(op.volumes) | set(dict(op.data.get("snapshots", {})))
-        return bool(touched & self.volumes) or op.data.get("target") in self.volumes
+        made = op.data.get("snapshots")  # an import's: filed under a source volume
+        sources = set(made) if isinstance(made, dict) else set()
+        return bool((set(op.volumes) | sources) & self.volumes)
 
     def snapshot(self, s: Snapshot) -> bool:
         return self.volumes is None or s.source in self.volumes
@@ -156,8 +160,35 @@ def find_leftovers(rt: Runtime, scope: Scope = EVERYTHING) -> Leftovers:
     if scope.volumes is not None:
         orphans = []  # whose volume is gone cannot be told: only a recover of everything
         unprotected = [s for s in unprotected if scope.snapshot(s)]
-    frozen = [f for op in interrupted for f in _frozen(rt, op, mid_swap_too=True)]
-    return Leftovers(interrupted, frozen, helpers, stale, incomplete, orphans, unprotected)
+    every = rt.journal.operations().values()
+    claimed = _claimed(every, frozenset())
+    frozen = [f for op in interrupted for f in _frozen(rt, op, claimed, early=False)]
+    unchecked = [
+        op
+        for op in every
+        if op.reached("begin")
+        and not op.finished
+        and scope.op(op)
+        and op.owner is not None
+        and not op.owner.checkable
+    ]
+    elsewhere = [f for op in unchecked for f in _frozen(rt, op, set(), early=False)]
+    bad = [
+        c
+        for c in records.unreadable(rt.engine)
+        if scope.volumes is None or set(c.labels.get(L.VOLUMES, "").split(",")) & scope.volumes
+    ]
+    return Leftovers(
+        interrupted=interrupted,
+        frozen=frozen,
+        elsewhere=elsewhere,
+        helpers=helpers,
+        locks=stale,
+        incomplete=incomplete,
+        keepers=orphans,
+        records=bad,
+        unprotected=unprotected,
+    )
 
 
 def _commits(rt: Runtime, snapshots: list[Snapshot], listed: list[ContainerInfo]) -> list[Snapshot]:
@@ -187,24 +218,37 @@ def _unkept(
     return cover.orphans, [s for s in catalog.with_metadata(rt, bare) if s.committed]
 
 
-def recover(rt: Runtime, dry_run: bool = False, scope: Scope = EVERYTHING) -> Report:
+def recover(
+    rt: Runtime,
+    dry_run: bool = False,
+    scope: Scope = EVERYTHING,
+    abandoned: frozenset[str] = frozenset(),
+) -> Report:
     """Finish or roll back every interrupted operation in `scope`, then clear its leftovers.
 
+    `abandoned`: ids of operations a person says are dead although their process
+    cannot be checked from here (another host, another pid namespace).
     Never stops at the first failure: each operation and each leftover is
     handled on its own, and what failed is in the report's `failures`.
     """
     report = Report()
-    ops = {k: op for k, op in rt.journal.operations().items() if scope.op(op)}
+    every = rt.journal.operations()
+    ops = {k: op for k, op in every.items() if scope.op(op)}
     for op in ops.values():
         if op.finished or not op.reached("begin"):
             # A finished operation whose records were not all removed, or
             # records with no operation: nothing to do but tidy them away.
             _run(rt, [_forget(rt, op)], dry_run, report)
-    interrupted = [op for op in ops.values() if op.interrupted and op.reached("begin")]
+    interrupted = [op for op in ops.values() if _dead(op, abandoned)]
+    claimed = _claimed(every.values(), abandoned)
     for op in interrupted:
-        _run(rt, [_revive(rt, f) for f in _frozen(rt, op, mid_swap_too=False)], dry_run, report)
+        revivals = [_revive(rt, f) for f in _frozen(rt, op, claimed, early=True)]
+        if revivals and _run(rt, revivals, dry_run, report) and not dry_run:
+            # Said once: a later recover must not wait again for stops long over.
+            with contextlib.suppress(VoltoolError):
+                rt.journal.append(op.id, "revived")
     for op in interrupted:
-        _recover_one(rt, op, dry_run, report)
+        _recover_one(rt, op, dry_run, report, claimed, op.id in abandoned)
 
     left = find_leftovers(rt, scope)
     for c in left.helpers:
@@ -218,6 +262,9 @@ def recover(rt: Runtime, dry_run: bool = False, scope: Scope = EVERYTHING) -> Re
     for s in left.incomplete:
         what = f"remove incomplete snapshot {s.id} of {s.source!r}"
         _run(rt, [Action(what, partial(_remove_incomplete, rt, s))], dry_run, report)
+    for c in left.records:
+        what = f"remove operation record {c.short_id}, which does not read as one"
+        _run(rt, [Action(what, partial(rt.engine.remove_container, c.id))], dry_run, report)
     for c in left.keepers:
         what = (
             f"remove keeper {c.name} of the missing volume {c.labels.get(L.KEEPER_VOLUME, '?')!r}"
@@ -255,7 +302,32 @@ def _run(rt: Runtime, actions: list[Action], dry_run: bool, report: Report) -> b
     return True
 
 
-def _recover_one(rt: Runtime, op: Operation, dry_run: bool, report: Report) -> None:
+def _dead(op: Operation, abandoned: frozenset[str] = frozenset()) -> bool:
+    """Begun, unfinished, and its process provably gone (or said to be, by a person)."""
+    if not op.reached("begin") or op.finished:
+        return False
+    return op.interrupted or op.id in abandoned
+
+
+def _claimed(ops: Iterable[Operation], abandoned: frozenset[str]) -> set[str]:
+    """Containers that operations still running hold paused or stopped: theirs to bring back
+    (a container can be used by volumes of two operations)."""
+    return {
+        q.id
+        for op in ops
+        if op.reached("begin") and not op.finished and not _dead(op, abandoned)
+        for q in _quiesced(op)
+    }
+
+
+def _recover_one(
+    rt: Runtime,
+    op: Operation,
+    dry_run: bool,
+    report: Report,
+    claimed: set[str],
+    abandoned: bool = False,
+) -> None:
     planner = _PLANNERS.get(op.kind)
     if planner is None:
         report.failures.append(f"operation {op.id} of unknown kind {op.kind!r} left as it is")
@@ -265,16 +337,24 @@ def _recover_one(rt: Runtime, op: Operation, dry_run: bool, report: Report) -> N
             if not dry_run:
                 for v in sorted(op.volumes):
                     locks.enter_context(
-                        volume_lock(rt, v, op.id, "recover", wait=30, recovering=True)
+                        volume_lock(
+                            rt,
+                            v,
+                            op.id,
+                            "recover",
+                            wait=30,
+                            recovering=True,
+                            take_over=op.id if abandoned else None,
+                        )
                     )
                 # Read the op again under its locks: another recover may have
                 # finished it meanwhile, and replaying a finished swap would
                 # move the restored data away.
                 fresh = rt.journal.operations().get(op.id)
-                if fresh is None or not fresh.interrupted:
+                if fresh is None or not _dead(fresh, frozenset({op.id} if abandoned else ())):
                     return
                 op = fresh
-            plan = planner(rt, op)
+            plan = planner(rt, op, claimed)
             if not _run(rt, plan.actions, dry_run, report):
                 return  # stays pending: the next recover tries again
             if plan.unrecoverable:
@@ -291,6 +371,10 @@ def _recover_one(rt: Runtime, op: Operation, dry_run: bool, report: Report) -> N
             _run(rt, [end], dry_run, report)
     except VoltoolError as e:
         report.failures.append(f"{op.kind} {op.id}: {e}")
+    except (KeyError, TypeError, ValueError) as e:
+        # Records are data read back from the engine: one that does not read well
+        # stops its own operation's recovery, never the others'.
+        report.failures.append(f"{op.kind} {op.id}: its records do not read well ({e!r})")
 
 
 # -- containers ------------------------------------------------------------
@@ -299,22 +383,38 @@ def _recover_one(rt: Runtime, op: Operation, dry_run: bool, report: Report) -> N
 def _quiesced(op: Operation) -> list[quiesce.Quiesced]:
     """The containers `op` set out to pause or stop (recorded before it touched any)."""
     key = "quiesce" if op.kind != "restore" else "stop"
-    return [quiesce.Quiesced.from_record(r) for recs in op.all_of(key, "containers") for r in recs]
+    found = []
+    for recs in op.all_of(key, "containers"):
+        for r in recs if isinstance(recs, list) else []:
+            q = quiesce.Quiesced.from_record(r)
+            if q is not None:
+                found.append(q)
+    return found
 
 
 def _mid_swap(op: Operation) -> bool:
     return op.kind == "restore" and op.reached("swap") and not op.reached("swapped")
 
 
-def _frozen(rt: Runtime, op: Operation, mid_swap_too: bool) -> list[Frozen]:
-    """The containers of `op` that still wait to be brought back, and how."""
-    if op.reached("resumed") or op.reached("started"):
+def _deferred(op: Operation) -> bool:
+    """Containers a restore stopped that come back only once its own steps are done: inside
+    its swap (never onto half a tree), or all along with --offline (never in front of its
+    hidden directories)."""
+    return op.kind == "restore" and (_mid_swap(op) or op.data.get("offline") is True)
+
+
+def _frozen(rt: Runtime, op: Operation, claimed: set[str], early: bool) -> list[Frozen]:
+    """The containers of `op` that still wait to be brought back, and how. `early`: at the
+    start of recover, before the operation's own steps (see `_deferred`)."""
+    if op.reached("resumed") or op.reached("started") or op.reached("revived"):
         return []
-    if _mid_swap(op) and not mid_swap_too:
-        return []  # after the swap is finished: see _plan_restore
+    if early and _deferred(op):
+        return []
     begun = {str(c) for c in op.all_of("stopping", "container")}
     found = []
     for q in _quiesced(op):
+        if q.id in claimed:
+            continue  # a running operation holds it too: it brings it back
         try:
             status: str | None = rt.engine.container(q.id).status
         except NotFound:
@@ -356,7 +456,8 @@ def _forget(rt: Runtime, op: Operation) -> Action:
 
 def _snapshot_ids(op: Operation) -> list[str]:
     """The ids of the snapshots `op` was making (a restore's pre-restore snapshot too)."""
-    ids = [*list(dict(op.data.get("snapshots", {})).values()), op.data.get("safety")]
+    made = op.data.get("snapshots")
+    ids = [*(made.values() if isinstance(made, dict) else []), op.data.get("safety")]
     return [i for i in ids if isinstance(i, str) and is_valid_id(i)]
 
 
@@ -378,7 +479,7 @@ def _helper_removals(rt: Runtime, op: Operation) -> list[Action]:
     return helpers + locks
 
 
-def _plan_snapshot(rt: Runtime, op: Operation) -> Plan:
+def _plan_snapshot(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
     """A snapshot never changes its source: what it quiesced is back already (see `recover`);
     drop what it did not commit."""
     actions = _helper_removals(rt, op)
@@ -408,23 +509,29 @@ def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
             keepers.remove_snapshot_volume(rt, s.volume)
 
 
-def _plan_restore(rt: Runtime, op: Operation) -> Plan:
-    """Before "swap": roll back. From "swap" on: roll forward. Each step done is journaled."""
+def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
+    """Before "swap": roll back. From "swap" on: roll forward. Each step done is journaled.
+    The containers it stopped come back before this (see `recover`), or, when they must
+    wait for its steps (`_deferred`), once those are done."""
     from voltool import restore
 
     d = op.data
     target = str(d.get("target", ""))
+    if target not in op.volumes:
+        raise VoltoolError(f"its target {target!r} is not among the volumes it locked")
     names = Names.for_op(op.id)  # derived from the id, not read back from the records
     old_mtime = d.get("old_mtime")
     old_mtime = old_mtime if isinstance(old_mtime, int) else None
     actions = _helper_removals(rt, op)  # also stops a swap helper that is still running
+    late = [_revive(rt, f) for f in _frozen(rt, op, claimed, early=False)] if _deferred(op) else []
+    offline = d.get("offline") is True
     try:
         volume = rt.engine.volume(target)
     except NotFound:
-        if not op.reached("swap") and op.reached("create"):
-            return Plan(actions)  # the volume it made is gone already: rolled back
+        if not op.reached("swap") and d.get("create") is True:
+            return Plan(actions)  # the volume it was to make is not there: nothing to undo
         return Plan(
-            actions,
+            actions + late,
             unrecoverable=f"its target volume {target!r} no longer exists; "
             "nothing is left to finish or undo",
         )
@@ -437,7 +544,7 @@ def _plan_restore(rt: Runtime, op: Operation) -> Plan:
             actions.append(
                 Action(what, partial(restore.drop_stage, rt, op.id, target, names, old_mtime))
             )
-        return Plan(actions)
+        return Plan(actions + late)
     root = _root_entry(d.get("root"))
     if not op.reached("swapped"):
         actions.append(
@@ -451,7 +558,8 @@ def _plan_restore(rt: Runtime, op: Operation) -> Plan:
                 ),
             )
         )
-        actions += [_revive(rt, f) for f in _frozen(rt, op, mid_swap_too=True)]
+        if not offline:
+            actions += late
     safety = d.get("safety")
     if isinstance(safety, str) and is_valid_id(safety) and not op.reached("saved"):
         existing = catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id == safety])
@@ -490,7 +598,7 @@ def _plan_restore(rt: Runtime, op: Operation) -> Plan:
             partial(restore.cleanup, rt, op.id, target, names, root.mtime),
         )
     )
-    return Plan(actions)
+    return Plan(actions + (late if offline else []))
 
 
 def _root_entry(root: object) -> ManifestEntry:
@@ -516,7 +624,7 @@ def _recorded(
     return run
 
 
-_PLANNERS: dict[str, Callable[[Runtime, Operation], Plan]] = {
+_PLANNERS: dict[str, Callable[[Runtime, Operation, set[str]], Plan]] = {
     "snapshot": _plan_snapshot,
     "import": _plan_snapshot,  # the same: drop what was not committed
     "restore": _plan_restore,

@@ -17,11 +17,12 @@ Invariants:
   restore can be undone by another restore.
 - Downtime (containers stopped) covers the swap only, which costs renames,
   not copies: it does not grow with the volume's size. `--offline` stops them
-  from before staging to the end, for applications that must never see the
-  hidden directories.
+  from before staging until the old data is kept and removed, for applications
+  that must never see the hidden directories.
 
 Steps, in journal order: begin, [create], [stop if offline], stage, staged,
-[stop], [check], swap, swapped, start, started, [save, saved], cleanup, done.
+[stop], [check], swap, swapped, start, started, [save, saved], cleanup, done
+(with --offline, start and started come after cleanup).
 """
 
 from __future__ import annotations
@@ -288,15 +289,18 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
                 swap(rt, op, p.target, names, root, old_mtime)
                 rt.journal.append(op, "swapped")
                 swapped = True
-                rt.journal.append(op, "start")
-                _start(rt, stopped, times)
-                rt.journal.append(op, "started")
+                if not opts.offline:
+                    _started(rt, op, stopped, times)
             if safety:
                 rt.journal.append(op, "save", safety=safety)
                 save_old(rt, op, p.target, names, safety, p.snapshot.id)
                 rt.journal.append(op, "saved")
             rt.journal.append(op, "cleanup")
             cleanup(rt, op, p.target, names, root.mtime)
+            if opts.offline:
+                # Kept down until the hidden directories are gone, as --offline promises.
+                with deferred_interrupts():
+                    _started(rt, op, stopped, times)
         except BaseException:
             # Past the swap there is no going back, only forward. Containers
             # come back now only if the swap is complete: never onto half a tree.
@@ -351,6 +355,15 @@ def _stop(
         rt.config.stop_timeout,
         before_stop=lambda q: rt.journal.append(op, "stopping", container=q.id),
     )
+
+
+def _started(
+    rt: Runtime, op: str, stopped: list[quiesce.Quiesced], times: dict[str, float]
+) -> None:
+    """Start the stopped containers again, each step journaled."""
+    rt.journal.append(op, "start")
+    _start(rt, stopped, times)
+    rt.journal.append(op, "started")
 
 
 def _start(rt: Runtime, stopped: list[quiesce.Quiesced], times: dict[str, float]) -> None:

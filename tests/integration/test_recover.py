@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -253,3 +257,117 @@ def test_a_snapshot_killed_at_any_step_is_recovered_from_the_engine_alone(
     again = voltool("recover", vol, env=env)
     assert (again.code, again.out.strip()) == (0, "nothing to recover")
     assert voltool("snapshot", vol, "--no-quiesce").code == 0
+
+
+def test_an_offline_restore_never_shows_its_hidden_directories(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str]
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    dk.run({vol: "/v"}, "echo changed > /v/a.txt")
+    # The application lists the volume's top, over and over, on its stdout.
+    app = container([vol], "trap 'exit 0' TERM; while :; do ls -A /v0; sleep 0.02; done")
+    r = voltool("restore", "--yes", "--offline", str(s["id"]))
+    assert r.code == 0, r.err
+    wait_for(lambda: dk.status(app) == "running", what="the app to run again")
+    seen = dk.client.api.logs(app).decode(errors="replace")
+    assert "a.txt" in seen  # it did list the volume, before and after
+    assert ".voltool-" not in seen
+
+
+def test_a_process_that_cannot_be_checked_is_only_recovered_when_a_person_says_so(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume("head -c 33554432 /dev/zero > /v/big")
+    app = container([vol])
+    hold = tmp_path / "hold"
+    # A snapshot run from another host, as far as its owner token says (another UTS name).
+    proc = subprocess.Popen(
+        [
+            "unshare",
+            "-u",
+            "sh",
+            "-c",
+            'hostname voltool-elsewhere && exec "$@"',
+            "sh",
+            sys.executable,
+            "-m",
+            "voltool",
+            "snapshot",
+            vol,
+        ],
+        env={**os.environ, **hold_env("streaming-data", hold)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(hold.exists, timeout=120, what="the snapshot's stream")
+    os.kill(int(hold.read_text()), signal.SIGKILL)
+    proc.wait(30)
+    assert dk.status(app) == "paused"
+
+    env = elsewhere(tmp_path)
+    r = voltool("recover", vol, env=env)
+    assert (r.code, r.out.strip()) == (0, "nothing to recover"), r.err  # it may be alive
+    assert dk.status(app) == "paused"
+    doctor = json.loads(voltool("doctor", "--json", env=env).out)
+    (held,) = [c for c in doctor if c["name"] == "containers"]
+    assert held["status"] == "warn" and f"container {app} is paused by snapshot" in held["detail"]
+    assert "voltool-elsewhere" in held["detail"]
+    op = held["fix"].rsplit(" ", 1)[-1]
+    assert held["fix"] == f"if that process is gone: voltool recover --abandoned {op}"
+
+    r = voltool("recover", vol, "--abandoned", op, env=env)
+    assert r.code == 0, r.err
+    assert f"unpause container {app}" in r.out
+    assert dk.status(app) == "running"
+    assert dk.snapshot_volumes(vol) == [] and dk.managed_containers() == []
+    bad = voltool("recover", "--abandoned", "../x", env=env)
+    assert bad.code == 2 and "invalid operation id" in bad.err
+
+
+def test_records_that_do_not_read_well_block_nothing(
+    dk: Docker, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume("echo x > /v/x")
+    forged = [
+        # Malformed fields in a well-formed record of a dead process.
+        {
+            "op": "00000000000000f1",
+            "step": "begin",
+            "kind": "snapshot",
+            "volumes": [vol],
+            "owner": "nobody",
+            "snapshots": 5,
+        },
+        {"op": "00000000000000f1", "step": "quiesce", "containers": [{"name": 1}, "x"]},
+        # An id that would name paths outside voltool's own.
+        {
+            "op": "../../x",
+            "step": "begin",
+            "kind": "restore",
+            "volumes": [vol],
+            "target": vol,
+            "owner": "nobody",
+        },
+    ]
+    for rec in forged:
+        dk.client.api.create_container(
+            dk.image,
+            ["true"],
+            labels={
+                "io.voltool.managed": "true",
+                "io.voltool.role": "record",
+                "io.voltool.op": str(rec["op"]),
+                "io.voltool.record": json.dumps(rec),
+                "io.voltool.record.seq": f"{len(forged):020d}",
+                "io.voltool.volumes": vol,
+            },
+        )
+    r = voltool("recover", vol, env=elsewhere(tmp_path))
+    assert r.code == 0, r.err
+    assert "Traceback" not in r.err
+    assert "mark operation 00000000000000f1 recovered" in r.out
+    assert "which does not read as one" in r.out
+    assert dk.listing(vol).entries["x"].size == 2
+    assert voltool("snapshot", vol).code == 0

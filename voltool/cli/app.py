@@ -36,7 +36,7 @@ from voltool.errors import (
     UsageError,
     VoltoolError,
 )
-from voltool.ids import check_volume_name
+from voltool.ids import check_volume_name, is_valid_id
 from voltool.layout import Meta
 from voltool.runtime import Runtime, connect_engine, open_runtime
 from voltool.validate import DEFAULT_MAX_ENTRIES
@@ -887,11 +887,21 @@ def recover_cmd(
         False, "--dry-run", help="Say what would be done; change nothing."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the actions as JSON."),
+    abandoned: list[str] = typer.Option(
+        [],
+        "--abandoned",
+        metavar="OP",
+        help="Treat operation OP as dead though its process cannot be checked from here "
+        "(another host or container). Use with care: only once that process is gone.",
+    ),
 ) -> None:
     """Finish or roll back interrupted operations, and remove what dead processes left."""
+    for op in abandoned:
+        if not is_valid_id(op):
+            raise UsageError(f"invalid operation id {op!r}: 16 lowercase hex digits")
     rt = _globals(ctx).runtime(quiet=as_json)
     scope = recover.Scope(frozenset(volumes)) if volumes else recover.EVERYTHING
-    report = recover.recover(rt, dry_run=dry_run, scope=scope)
+    report = recover.recover(rt, dry_run=dry_run, scope=scope, abandoned=frozenset(abandoned))
     if as_json:
         render.print_json({"dry_run": dry_run, "actions": report.done, "failures": report.failures})
     else:
