@@ -155,9 +155,9 @@ def _read_metadata_files(rt: Runtime, batch: list[Snapshot]) -> dict[str, dict[s
         rt.image, mounts, rt.helper_labels(new_id()), _READER, [str(_MAX_META_FILE + 1)]
     )
     if result.exit_code != 0:
-        raise VoltoolError(
-            f"reading snapshot metadata failed: {result.stderr.decode(errors='replace')[:200]}"
-        )
+        said = result.stderr.decode(errors="replace").strip().splitlines()
+        why = said[-1][:200] if said else f"its helper exited with {result.exit_code}"
+        raise VoltoolError(f"reading snapshot metadata failed: {why}")
     return _parse_framed(result.stdout, {s.id for s in batch})
 
 

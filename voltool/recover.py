@@ -156,10 +156,10 @@ def find_leftovers(rt: Runtime, scope: Scope = EVERYTHING) -> Leftovers:
     # One that is there but does not read well (damaged, or from a newer
     # voltool) is never removed here.
     incomplete = [s for s in _commits(rt, candidates, listed) if not s.committed]
-    orphans, unprotected = _unkept(rt, [s for s in found if s.id not in claimed], listed)
+    mine = [s for s in found if s.id not in claimed and scope.snapshot(s)]
+    orphans, unprotected = _unkept(rt, mine, listed)
     if scope.volumes is not None:
         orphans = []  # whose volume is gone cannot be told: only a recover of everything
-        unprotected = [s for s in unprotected if scope.snapshot(s)]
     every = rt.journal.operations().values()
     claimed = _claimed(every, frozenset())
     frozen = [f for op in interrupted for f in _frozen(rt, op, claimed, early=False)]
@@ -250,7 +250,11 @@ def recover(
     for op in interrupted:
         _recover_one(rt, op, dry_run, report, claimed, op.id in abandoned)
 
-    left = find_leftovers(rt, scope)
+    try:
+        left = find_leftovers(rt, scope)
+    except VoltoolError as e:
+        report.failures.append(f"could not look for leftovers: {e}")
+        return report
     for c in left.helpers:
         what = f"remove orphaned helper {c.short_id}"
         _run(rt, [Action(what, partial(rt.engine.remove_container, c.id))], dry_run, report)

@@ -121,7 +121,8 @@ def test_a_killed_export_leaves_no_file_behind(sid: str, files: Path, existing: 
         assert dest.read_bytes() == b"the previous backup"
     else:
         assert list(dest.parent.iterdir()) == []
-    r = voltool("recover")  # the killed process's helper and lock
+    # The killed process's helper and lock, on the snapshot's volume.
+    r = voltool("recover", f"voltool-snap-{sid}")
     assert r.code == 0, r.err
 
 
