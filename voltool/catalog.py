@@ -306,7 +306,7 @@ def _one(
     if len(matches) > 1:
         raise AmbiguousReference(
             ref,
-            [f"{s.id[:12]} (volume {s.source}, {s.created:%Y-%m-%d %H:%M})" for s in matches],
+            [f"{s.id} (volume {s.source}, {s.created:%Y-%m-%d %H:%M})" for s in matches],
             what,
             hint,
         )
