@@ -238,18 +238,42 @@ def check_labels(s: Snapshot, info: SnapshotInfo) -> None:
             )
 
 
-def resolve(rt: Runtime, ref: str | None = None, name: str | None = None) -> Snapshot:
+def resolve(
+    rt: Runtime,
+    ref: str | None = None,
+    name: str | None = None,
+    volume: str | None = None,
+    prefer: str | None = None,
+) -> Snapshot:
     """The one snapshot that `ref` (id, id prefix, volume name) or `name` selects, with metadata.
 
-    Raises NotFound when none matches and AmbiguousReference when several do.
+    Names are unique per volume, so a name is looked up among the snapshots of
+    `volume` only, when one is given (`--volume`); else among those of
+    `prefer` (the volume the command is about: restore's `--to`, diff's
+    VOLUME) if any of them has it, else among all. Raises NotFound when none
+    matches and AmbiguousReference, listing each candidate's volume, when
+    several do.
     """
     if (ref is None) == (name is None):
         raise UsageError("name a snapshot by id (or unique id prefix), or with --name")
     if ref is not None:
-        return resolve_all(rt, [ref])[0]
+        found = resolve_all(rt, [ref])[0]
+        if volume is not None and found.source != volume:
+            raise NotFound(f"snapshot {found.id} is of volume {found.source!r}, not {volume!r}")
+        return found
+    assert name is not None
     Meta(name).check_input()  # a name no snapshot can have is a mistake, not "not found"
-    matches = [s for s in list_snapshots(rt) if s.name == name]
-    return _one(matches, name or "", f"no snapshot named {name!r}")
+    matches = [s for s in list_snapshots(rt, volume) if s.name == name]
+    if prefer is not None and volume is None:
+        matches = [s for s in matches if s.source == prefer] or matches
+    where = f" of volume {volume!r}" if volume is not None else ""
+    return _one(
+        matches,
+        name,
+        f"no snapshot named {name!r}{where}",
+        what="snapshot name",
+        hint="; choose one with --volume VOLUME or by id",
+    )
 
 
 def resolve_all(rt: Runtime, refs: Iterable[str]) -> list[Snapshot]:
@@ -274,12 +298,17 @@ def resolve_all(rt: Runtime, refs: Iterable[str]) -> list[Snapshot]:
     return with_metadata(rt, list(chosen.values()))
 
 
-def _one(matches: list[Snapshot], ref: str, none: str) -> Snapshot:
+def _one(
+    matches: list[Snapshot], ref: str, none: str, what: str = "snapshot reference", hint: str = ""
+) -> Snapshot:
     if not matches:
         raise NotFound(none)
     if len(matches) > 1:
         raise AmbiguousReference(
-            ref, [f"{s.id[:12]} ({s.source}, {s.created:%Y-%m-%d %H:%M})" for s in matches]
+            ref,
+            [f"{s.id} (volume {s.source}, {s.created:%Y-%m-%d %H:%M})" for s in matches],
+            what,
+            hint,
         )
     return matches[0]
 
@@ -338,7 +367,27 @@ def user_volume(rt: Runtime, name: str) -> VolumeInfo:
     try:
         info = rt.engine.volume(name)
     except NotFound:
-        raise NotFound(f"no volume named {name!r}") from None
+        raise no_such_volume(rt, name) from None
     if info.labels.get(L.MANAGED) == "true" or name.startswith(SNAPSHOT_VOLUME_PREFIX):
         raise UsageError(f"{name!r} is a voltool snapshot volume, not a volume to work on")
     return info
+
+
+def no_such_volume(rt: Runtime, name: str, hint: str = "") -> NotFound:
+    """The error for a volume a user named that does not exist, with the closest existing name.
+
+    Suggestions come from the engine's volumes that are not voltool's own.
+    """
+    import difflib
+
+    try:
+        names = [
+            v.name
+            for v in rt.engine.volumes()
+            if v.labels.get(L.MANAGED) != "true" and not v.name.startswith(SNAPSHOT_VOLUME_PREFIX)
+        ]
+    except VoltoolError:  # the suggestion is a courtesy: never let it hide the real error
+        names = []
+    close = difflib.get_close_matches(name, names, n=1)
+    suggestion = f"; did you mean {close[0]!r}?" if close else ""
+    return NotFound(f"no volume named {name!r}{hint}{suggestion}")

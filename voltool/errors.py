@@ -15,6 +15,7 @@ class ExitCode(enum.IntEnum):
 
     OK = 0
     ERROR = 1  # unexpected failure: a bug or an engine error we did not foresee
+    DIFFERENCES = 1  # diff --exit-code: something changed (not a failure)
     USAGE = 2  # bad arguments, invalid names, ambiguous references
     NOT_FOUND = 3  # no such volume or snapshot
     BUSY = 4  # the volume's lock is held by another operation
@@ -50,11 +51,11 @@ class NotFound(VoltoolError):
 class AmbiguousReference(UsageError):
     """A snapshot reference matches more than one snapshot."""
 
-    def __init__(self, ref: str, candidates: list[str]) -> None:
+    def __init__(
+        self, ref: str, candidates: list[str], what: str = "snapshot reference", hint: str = ""
+    ) -> None:
         self.candidates = candidates
-        super().__init__(
-            f"snapshot reference {ref!r} is ambiguous; it matches: {', '.join(candidates)}"
-        )
+        super().__init__(f"{what} {ref!r} is ambiguous; it matches: {', '.join(candidates)}{hint}")
 
 
 class Busy(VoltoolError):

@@ -8,7 +8,8 @@ Policies, per source volume:
   `--kind pre-restore`; else the config file's `[prune.pre-restore]`; else the
   default, `PRE_RESTORE_DEFAULT`.
 With neither keep options nor a policy in the config file, prune refuses: it
-never deletes by accident. Pinned and damaged snapshots are never removed.
+never deletes by accident. Pinned and damaged snapshots are never removed;
+named ones are kept too, unless `--include-named` lets the policy decide.
 Incomplete ones (no snapshot.json) more than an hour old, whose creator is
 gone, are removed.
 """
@@ -39,6 +40,7 @@ class Policies:
     for_all: tuple[Policy, str] | None
     per_volume: dict[str, tuple[Policy, str]]
     pre_restore: tuple[Policy, str]
+    include_named: bool = False  # --include-named: named snapshots are the policy's too
 
     @property
     def any(self) -> bool:
@@ -55,7 +57,9 @@ class Policies:
         return self.pre_restore
 
 
-def policies(config: Config, cli: Policy | None, kind: str | None) -> Policies:
+def policies(
+    config: Config, cli: Policy | None, kind: str | None, include_named: bool = False
+) -> Policies:
     table = dict(config.tables.get("prune", {}))
     where = str(config.file or "the config file")
     per_volume_raw = table.pop("volumes", {})
@@ -71,7 +75,12 @@ def policies(config: Config, cli: Policy | None, kind: str | None) -> Policies:
         else (PRE_RESTORE_DEFAULT, "the default for pre-restore snapshots")
     )
     return Policies(
-        (cli, "the command line") if cli and not cli.empty else None, kind, for_all, per_volume, pre
+        (cli, "the command line") if cli and not cli.empty else None,
+        kind,
+        for_all,
+        per_volume,
+        pre,
+        include_named,
     )
 
 
@@ -107,12 +116,16 @@ def plan(
             ([s for s in mine if s.kind == "pre-restore"], ps.for_pre_restore()),
         ]
         for group, chosen in groups:
-            out += _decide(group, chosen, now, tz)
+            out += _decide(group, chosen, now, tz, ps.include_named)
     return sorted(out, key=lambda i: (i.snapshot.source, i.snapshot.created, i.snapshot.id))
 
 
 def _decide(
-    group: list[Snapshot], chosen: tuple[Policy, str] | None, now: dt.datetime, tz: dt.tzinfo
+    group: list[Snapshot],
+    chosen: tuple[Policy, str] | None,
+    now: dt.datetime,
+    tz: dt.tzinfo,
+    include_named: bool = False,
 ) -> list[PruneItem]:
     out: list[PruneItem] = []
     complete = [s for s in group if s.state == "complete"]
@@ -129,9 +142,10 @@ def _decide(
         return out
     policy, where = chosen
     by_id = {s.id: s for s in complete}
-    items = [Item(s.id, s.created, s.pinned) for s in complete]
+    items = [Item(s.id, s.created, s.pinned, s.name is not None) for s in complete]
     label = f"{policy.describe()} (from {where})"
-    for d in retention.apply_policy(items, policy, now, tz) if items else []:
+    decisions = retention.apply_policy(items, policy, now, tz, include_named) if items else []
+    for d in decisions:
         out.append(PruneItem(by_id[d.id], not d.keep, d.reasons, label))
     return out
 

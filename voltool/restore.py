@@ -128,7 +128,7 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
         volume = catalog.user_volume(rt, target)
     except NotFound:
         if not opts.create:
-            raise NotFound(f"no volume named {target!r} (--create makes it)") from None
+            raise catalog.no_such_volume(rt, target, " (--create makes it)") from None
         create = True
     else:
         if volume.in_memory:

@@ -13,7 +13,9 @@ and a time zone. Its rules follow restic's:
   forward (now far ahead) nor a snapshot stamped in the future can push the
   reference past the real snapshots and make the policy keep less. D is in
   restic's units (`Duration`): `m` is months, never minutes.
-- Pinned snapshots are always kept.
+- Pinned snapshots are always kept (reason `pinned`).
+- Named snapshots are kept too (reason `named`), unless `include_named`: a
+  name is given to a snapshot someone means to come back to.
 
 Snapshots are ordered newest first by (created, id), so equal timestamps are
 decided the same way every time.
@@ -82,6 +84,7 @@ class Item:
     id: str
     created: dt.datetime  # aware
     pinned: bool = False
+    named: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,11 @@ def _bucket(period: str, t: dt.datetime) -> str:
 
 
 def apply_policy(
-    items: Iterable[Item], policy: Policy, now: dt.datetime, tz: dt.tzinfo
+    items: Iterable[Item],
+    policy: Policy,
+    now: dt.datetime,
+    tz: dt.tzinfo,
+    include_named: bool = False,
 ) -> list[Decision]:
     """Decide every item, newest first. Raises UsageError for an empty policy."""
     if policy.empty:
@@ -132,6 +139,8 @@ def apply_policy(
     for i in ordered:
         if i.pinned:
             reasons[i.id].append("pinned")
+        if i.named and not include_named:
+            reasons[i.id].append("named")
     return [Decision(i.id, bool(reasons[i.id]), tuple(reasons[i.id])) for i in ordered]
 
 
@@ -198,3 +207,21 @@ def format_duration(d: Duration) -> str:
         if n
     ]
     return "".join(out) or "0h"
+
+
+def parse_moment(text: str, now: dt.datetime, tz: dt.tzinfo, where: str) -> dt.datetime:
+    """An instant from an ISO date or date-time (`2026-01-31`, `2026-01-31T14:00`, with or
+    without an offset; read in `tz` without one) or a duration back from `now` (`7d`, `36h`)."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return when if when.tzinfo is not None else when.replace(tzinfo=tz)
+    try:
+        return parse_duration(text, where).before(now, tz)
+    except UsageError:
+        raise UsageError(
+            f"{where}: {text!r} is neither an ISO date or time (2026-01-31, 2026-01-31T14:00) "
+            "nor a duration back from now (36h, 7d, 2w, 6m)"
+        ) from None

@@ -246,6 +246,11 @@ class Result:
     err: str
 
 
+def records(text: str) -> list[Any]:
+    """voltool's --json output: one JSON document per line (JSON Lines)."""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def voltool(
     *args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 300
 ) -> Result:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.dockertools import Docker, Result, start_voltool, voltool
+from tests.integration.dockertools import Docker, Result, records, start_voltool, voltool
 
 pytestmark = pytest.mark.engine
 
@@ -25,7 +25,7 @@ def one_line_error(r: Result, code: int, text: str) -> None:
 def make_snapshot(vol: str, *extra: str) -> dict[str, object]:
     r = voltool("snapshot", "--json", vol, *extra)
     assert r.code == 0, r.err
-    return json.loads(r.out)[0]  # type: ignore[no-any-return]
+    return records(r.out)[0]  # type: ignore[no-any-return]
 
 
 def test_unknown_volume(volume: Callable[..., str]) -> None:
@@ -65,7 +65,7 @@ def test_ambiguous_and_unknown_references(dk: Docker, volume: Callable[..., str]
     one_line_error(voltool("inspect", "ab"), 2, "too short")
     one_line_error(voltool("inspect", "nightly"), 2, "not a snapshot id")
     one_line_error(voltool("inspect", "--name", "nope"), 3, "no snapshot named 'nope'")
-    listed = json.loads(voltool("list", "--json", src).out)
+    listed = records(voltool("list", "--json", src).out)
     assert {s["state"] for s in listed} == {"incomplete"}
 
 
@@ -75,11 +75,11 @@ def test_list_and_inspect(dk: Docker, volume: Callable[..., str]) -> None:
     time.sleep(1.1)
     second = make_snapshot(a)
     other = make_snapshot(b)
-    everything = json.loads(voltool("list", "--json").out)
+    everything = records(voltool("list", "--json").out)
     ids = [s["id"] for s in everything]
     assert {first["id"], second["id"], other["id"]} <= set(ids)
     assert ids.index(first["id"]) < ids.index(second["id"])  # oldest first
-    only_a = json.loads(voltool("list", "--json", a).out)
+    only_a = records(voltool("list", "--json", a).out)
     assert [s["id"] for s in only_a] == [first["id"], second["id"]]
     assert only_a[0]["name"] == "first" and only_a[0]["entries"] == 2 and only_a[0]["bytes"] == 2
     table = voltool("list", a)
@@ -171,7 +171,7 @@ def test_delete_waits_for_or_refuses_a_busy_snapshot(
 def test_doctor_reports_engine_image_and_state() -> None:
     r = voltool("doctor", "--json")
     assert r.code == 0, r.err
-    checks = {c["name"]: c for c in json.loads(r.out)}
+    checks = {c["name"]: c for c in records(r.out)}
     assert checks["engine"]["status"] == "ok" and "Docker Engine" in checks["engine"]["detail"]
     assert checks["endpoint"]["status"] == "ok"
     assert checks["helper image"]["status"] == "ok"

@@ -3,7 +3,6 @@ kill leaves nothing, and file-system problems are one line with their exit code.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dockertools import hold_env, start_voltool, voltool, wait_for
+from tests.integration.dockertools import hold_env, records, start_voltool, voltool, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -33,7 +32,7 @@ def files(tmp_path: Path) -> Path:
 def sid(volume: Callable[..., str]) -> str:
     r = voltool("snapshot", "--json", volume("cd /v && echo one > a && mkdir d && echo 2 > d/b"))
     assert r.code == 0, r.err
-    return str(json.loads(r.out)[0]["id"])
+    return str(records(r.out)[0]["id"])
 
 
 def _one_line(err: str) -> str:

@@ -20,6 +20,7 @@ from tests.integration.dockertools import (
     FIDELITY_SCRIPT,
     Docker,
     hold_env,
+    records,
     start_voltool,
     voltool,
     wait_for,
@@ -41,7 +42,7 @@ def files(tmp_path: Path) -> Path:
 def _snapshot(vol: str) -> str:
     r = voltool("snapshot", "--json", vol)
     assert r.code == 0, r.err
-    return str(json.loads(r.out)[0]["id"])
+    return str(records(r.out)[0]["id"])
 
 
 def _import(path: Path | str, *args: str) -> dict[str, object]:
@@ -120,7 +121,7 @@ def test_export_to_stdout_piped_into_import_from_stdin(
     record = json.loads(importer.stdout)
     assert record["name"] == "piped"
     r = voltool("list", home, "--json")
-    listed = json.loads(r.out)
+    listed = records(r.out)
     assert [s["id"] for s in listed] == [record["id"]]
     assert (
         listed[0]["tree_digest"] == json.loads(voltool("inspect", sid, "--json").out)["tree_digest"]

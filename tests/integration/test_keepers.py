@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.dockertools import Docker, Result, voltool
+from tests.integration.dockertools import Docker, Result, records, voltool
 from tests.integration.test_cli import make_snapshot, one_line_error
 from voltool import config, keepers, recover
 from voltool.report import Reporter
@@ -54,7 +54,7 @@ def engine_wide(*args: str, env: dict[str, str] | None = None) -> Result:
 
 def doctor(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[dict[str, Any]]]:
     r = engine_wide(*args, "doctor", "--json", env=env)
-    return r.code, json.loads(r.out)
+    return r.code, records(r.out)
 
 
 @pytest.fixture

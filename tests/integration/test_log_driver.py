@@ -6,12 +6,11 @@ verify all run helpers whose output voltool reads.
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
 
-from tests.integration.dockertools import SMALL_TREE, voltool
+from tests.integration.dockertools import SMALL_TREE, records, voltool
 from tests.integration.second_daemon import SecondDaemon
 
 pytestmark = pytest.mark.engine
@@ -45,7 +44,7 @@ def test_snapshot_restore_verify_on_an_engine_whose_log_driver_is_none(
 
             r = voltool("-H", host, "snapshot", "--json", source)
             assert r.code == 0, r.err
-            snap = json.loads(r.out)[0]
+            snap = records(r.out)[0]
             r = voltool("-H", host, "restore", "--yes", "--create", "--to", target, snap["id"])
             assert r.code == 0, r.err
             r = voltool("-H", host, "verify", "--json", snap["id"])
@@ -54,7 +53,7 @@ def test_snapshot_restore_verify_on_an_engine_whose_log_driver_is_none(
             # restored volume's digest is the snapshot's.
             r = voltool("-H", host, "list", "--json", source)
             assert r.code == 0, r.err
-            assert [s["id"] for s in json.loads(r.out)] == [snap["id"]]
+            assert [s["id"] for s in records(r.out)] == [snap["id"]]
             r = voltool("-H", host, "digest", target)
             assert r.code == 0, r.err
             assert r.out.split()[0] == snap["tree_digest"]

@@ -15,6 +15,7 @@ from tests.integration.dockertools import (
     SMALL_TREE,
     Docker,
     hold_env,
+    records,
     start_voltool,
     voltool,
     wait_for,
@@ -37,7 +38,7 @@ def test_a_target_full_during_staging_is_no_space_and_left_as_it_was(
     source = volume(BIG)
     r = voltool("snapshot", "--json", "--no-quiesce", source)
     assert r.code == 0, r.err
-    sid = str(json.loads(r.out)[0]["id"])
+    sid = str(records(r.out)[0]["id"])
     target = volume(driver_opts=small_fs)
     app = container([target], IDLE_APP)
     dk.run({target: "/v"}, SMALL_TREE)
@@ -81,10 +82,10 @@ def test_a_target_full_during_staging_is_no_space_and_left_as_it_was(
     assert dk.managed_containers() == []
     # Rolled back for good: nothing is left pending for `voltool recover`.
     journal = Path(os.environ["VOLTOOL_STATE_DIR"]) / "journal.jsonl"
-    records = [json.loads(line) for line in journal.read_text().splitlines()]
-    ours = [r for r in records if r.get("target") == target and r["step"] == "begin"]
+    logged = [json.loads(line) for line in journal.read_text().splitlines()]
+    ours = [r for r in logged if r.get("target") == target and r["step"] == "begin"]
     assert len(ours) == 1
-    steps = [r["step"] for r in records if r["op"] == ours[0]["op"]]
+    steps = [r["step"] for r in logged if r["op"] == ours[0]["op"]]
     assert steps[-1] == "failed", steps
 
 
@@ -98,7 +99,7 @@ def test_a_tmpfs_volume_is_not_restored_into(
     r = voltool("snapshot", "--json", "--no-quiesce", target)
     assert r.code == 0, r.err
     dk.run({target: "/v"}, "echo two > /v/small")
-    refused = voltool("restore", "--yes", str(json.loads(r.out)[0]["id"]))
+    refused = voltool("restore", "--yes", str(records(r.out)[0]["id"]))
     assert refused.code == 5, refused.err
     assert "is a tmpfs volume" in refused.err and len(refused.err.strip().splitlines()) == 1
     assert dk.read(target, "small") == b"two\n"
@@ -120,7 +121,7 @@ def test_each_filesystem_is_charged_with_what_is_written_on_it(
     r = voltool("snapshot", "--json", "--no-quiesce", target)
     assert r.code == 0, r.err
     dk.run({target: "/v"}, "echo two > /v/small")
-    restored = voltool("restore", "--yes", "--json", str(json.loads(r.out)[0]["id"]))
+    restored = voltool("restore", "--yes", "--json", str(records(r.out)[0]["id"]))
     assert restored.code == 0, restored.err
     assert dk.read(target, "small") == b"one\n"
     kept = json.loads(restored.out)["pre_restore_snapshot"]

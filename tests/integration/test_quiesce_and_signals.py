@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 from collections.abc import Callable
@@ -10,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dockertools import Docker, hold_env, start_voltool, voltool, wait_for
+from tests.integration.dockertools import (
+    Docker,
+    hold_env,
+    records,
+    start_voltool,
+    voltool,
+    wait_for,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -143,7 +149,7 @@ def test_sigkill_mid_stream_leaves_what_doctor_reports_and_recover_clears(
 
     doctor = voltool("doctor", "--json")
     assert doctor.code == 1, doctor.err  # a container left paused is a failed check
-    checks = json.loads(doctor.out)
+    checks = records(doctor.out)
     (frozen,) = [c for c in checks if c["name"] == "containers"]
     assert frozen["status"] == "fail" and frozen["fix"] == "voltool recover"
     assert f"container {app} was paused by snapshot" in frozen["detail"]

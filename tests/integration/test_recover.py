@@ -25,6 +25,7 @@ from tests.integration.dockertools import (
     Docker,
     Listing,
     hold_env,
+    records,
     start_voltool,
     voltool,
     wait_for,
@@ -43,7 +44,7 @@ def elsewhere(tmp_path: Path) -> dict[str, str]:
 def snap(vol: str) -> dict[str, object]:
     r = voltool("snapshot", "--json", vol)
     assert r.code == 0, r.err
-    return json.loads(r.out)[0]  # type: ignore[no-any-return]
+    return records(r.out)[0]  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -117,7 +118,7 @@ def test_two_restores_that_create_one_volume_lose_nothing(
         assert second.wait(120) == 0, second.stderr.read() if second.stderr else ""
         assert entries(dk.listing(fresh)) == tree
         # What was written between the two is kept, as the second one's pre-restore snapshot.
-        listed = json.loads(voltool("list", "--json", fresh).out)
+        listed = records(voltool("list", "--json", fresh).out)
         (kept,) = [x for x in listed if x["kind"] == "pre-restore"]
         assert "written-between" in dk.listing(kept["volume"], "data").entries
     assert dk.managed_containers() == []
@@ -252,7 +253,7 @@ def test_a_snapshot_killed_at_any_step_is_recovered_from_the_engine_alone(
     assert dk.status(app) == "running"
     assert dk.managed_containers() == []
     # Committed before the kill (it was resumed): kept. Anything less: gone.
-    states = [s["state"] for s in json.loads(voltool("list", "--json", vol).out)]
+    states = [s["state"] for s in records(voltool("list", "--json", vol).out)]
     assert states == (["complete"] if step == "resumed" else []), states
     again = voltool("recover", vol, env=env)
     assert (again.code, again.out.strip()) == (0, "nothing to recover")
@@ -310,7 +311,7 @@ def test_a_process_that_cannot_be_checked_is_only_recovered_when_a_person_says_s
     r = voltool("recover", vol, env=env)
     assert (r.code, r.out.strip()) == (0, "nothing to recover"), r.err  # it may be alive
     assert dk.status(app) == "paused"
-    doctor = json.loads(voltool("doctor", "--json", env=env).out)
+    doctor = records(voltool("doctor", "--json", env=env).out)
     (held,) = [c for c in doctor if c["name"] == "containers"]
     assert held["status"] == "warn" and f"container {app} is paused by snapshot" in held["detail"]
     assert "voltool-elsewhere" in held["detail"]

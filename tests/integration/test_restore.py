@@ -19,6 +19,7 @@ from tests.integration.dockertools import (
     Docker,
     Result,
     hold_env,
+    records,
     start_voltool,
     voltool,
     wait_for,
@@ -43,7 +44,7 @@ chmod 755 /v; chown 0:0 /v
 def snap(vol: str) -> dict[str, object]:
     r = voltool("snapshot", "--json", vol)
     assert r.code == 0, r.err
-    return json.loads(r.out)[0]  # type: ignore[no-any-return]
+    return records(r.out)[0]  # type: ignore[no-any-return]
 
 
 def restore(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -343,14 +344,14 @@ def test_damaged_snapshots_are_never_removed_by_recover(
     newer, broken = snap(vol), snap(vol)
     dk.run({str(newer["volume"]): "/s"}, 'sed -i \'s/"format": 1/"format": 2/\' /s/snapshot.json')
     dk.run({str(broken["volume"]): "/s"}, "printf '{not json' > /s/snapshot.json")
-    states = {s["id"]: s["state"] for s in json.loads(voltool("list", "--json", vol).out)}
+    states = {s["id"]: s["state"] for s in records(voltool("list", "--json", vol).out)}
     assert states == {newer["id"]: "damaged", broken["id"]: "damaged"}
     r = voltool("recover", vol)
     assert r.code == 0 and "remove" not in r.out
     assert len(dk.snapshot_volumes(vol)) == 2
     refused = restore("--yes", str(newer["id"]))
     assert refused.code == 6 and "unknown format 2" in refused.err
-    doctor = json.loads(voltool("doctor", "--json").out)
+    doctor = records(voltool("doctor", "--json").out)
     damaged = [c for c in doctor if c["name"] == "snapshots"]
     assert len(damaged) == 2 and all("is damaged" in c["detail"] for c in damaged)
 

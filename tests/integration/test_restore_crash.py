@@ -21,6 +21,7 @@ from tests.integration.dockertools import (
     Docker,
     Listing,
     hold_env,
+    records,
     start_voltool,
     voltool,
     wait_for,
@@ -49,7 +50,7 @@ def scene(dk: Docker, volume: Callable[..., str], container: Callable[..., str])
     assert r.code == 0, r.err
     dk.run({vol: "/v"}, CHANGES)
     app = container([vol], IDLE_APP)
-    return Scene(vol, app, json.loads(r.out)[0], snapshot_tree, dk.listing(vol))
+    return Scene(vol, app, records(r.out)[0], snapshot_tree, dk.listing(vol))
 
 
 def kill_at(step: str, scene: Scene, tmp_path: Path) -> str:
@@ -103,7 +104,7 @@ def recover_and_check(dk: Docker, scene: Scene, forward: bool, op: str) -> None:
     assert (again.code, again.out.strip()) == (0, "nothing to recover")
     pre = [
         s
-        for s in json.loads(voltool("list", "--json", scene.volume).out)
+        for s in records(voltool("list", "--json", scene.volume).out)
         if s["kind"] == "pre-restore"
     ]
     if forward:
@@ -167,7 +168,7 @@ def test_killed_mid_stream_rolls_back(
     vol = volume("head -c 67108864 /dev/zero > /v/big; echo x > /v/x")
     r = voltool("snapshot", "--json", vol)
     assert r.code == 0, r.err
-    snap = json.loads(r.out)[0]
+    snap = records(r.out)[0]
     dk.run({vol: "/v"}, "echo changed > /v/x; rm /v/big")
     app = container([vol], IDLE_APP)
     before = dk.listing(vol)

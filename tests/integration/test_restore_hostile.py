@@ -7,12 +7,11 @@ locks, staging PUT into the target, roll-back) is the real thing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.dockertools import Docker, voltool
+from tests.integration.dockertools import Docker, records, voltool
 from tests.tarbuild import M, d, f, hard, make_tar
 from voltool import catalog, config, restore
 from voltool.errors import IntegrityError
@@ -76,7 +75,7 @@ def test_hostile_stream_is_refused_and_nothing_is_written(
     canary = volume("echo canary > /v/c")
     r = voltool("snapshot", "--json", target)
     assert r.code == 0, r.err
-    sid = json.loads(r.out)[0]["id"]
+    sid = records(r.out)[0]["id"]
     man = {e["path"]: e for e in dk.manifest(f"voltool-snap-{sid}")}
     dk.run({target: "/v"}, "echo changed > /v/a")
     before, canary_before = dk.listing(target), dk.listing(canary)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dockertools import Docker, start_voltool, voltool
+from tests.integration.dockertools import Docker, records, start_voltool, voltool
 
 pytestmark = pytest.mark.engine
 UTC = {"TZ": "UTC"}
@@ -85,7 +85,7 @@ def test_each_rule_removes_exactly_what_it_should(
     r = voltool("prune", seven, "--yes", "--json", *options, env=UTC)
     assert r.code == 0, r.err
     assert remaining(dk, seven) == kept
-    plan = {p["id"]: p for p in json.loads(r.out)}
+    plan = {p["id"]: p for p in records(r.out)}
     assert {p["id"] for p in plan.values() if p["action"] == "keep"} == {sid(x) for x in kept}
     assert all(p["reasons"] for p in plan.values() if p["action"] == "keep")
     assert all(p["removed"] for p in plan.values() if p["action"] == "remove")
@@ -123,7 +123,7 @@ def test_pre_restore_default_policy_and_incomplete(dk: Docker, volume: Callable[
     assert r.code == 0, r.err
     left = {v.removeprefix("voltool-snap-") for v in dk.snapshot_volumes(vol)}
     assert left == {f"{RUN}{i:08x}" for i in range(3)} | {sid("e")}
-    reasons = {p["id"]: p["reasons"] for p in json.loads(r.out)}
+    reasons = {p["id"]: p["reasons"] for p in records(r.out)}
     assert reasons[sid("f")] == ["incomplete for over an hour"]
     assert old_incomplete not in {v for v in dk.snapshot_volumes(vol)}
 
@@ -161,7 +161,7 @@ def test_pin_edit_and_etags(dk: Docker, seven: str) -> None:
     assert (edited["name"], edited["note"]) == ("nightly", "before upgrade") and edited[
         "etag"
     ] != stale
-    listed = {s["id"]: s for s in json.loads(voltool("list", "--json", seven).out)}
+    listed = {s["id"]: s for s in records(voltool("list", "--json", seven).out)}
     assert listed[sid("a")]["etag"] == edited["etag"]
     refused = voltool("pin", sid("a"), "--if-match", stale)
     assert refused.code == 5 and "nothing was changed" in refused.err

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import pytest
 
-from tests.integration.dockertools import FIDELITY_SCRIPT, Docker, voltool
+from tests.integration.dockertools import FIDELITY_SCRIPT, Docker, records, voltool
 
 pytestmark = pytest.mark.engine
 
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.engine
 def snapshot(*args: str) -> dict[str, object]:
     r = voltool("snapshot", "--json", *args)
     assert r.code == 0, r.err
-    (record,) = json.loads(r.out)
+    (record,) = records(r.out)
     return record  # type: ignore[no-any-return]
 
 
@@ -97,7 +96,7 @@ def test_several_volumes_and_compose_project(dk: Docker, volume: Callable[..., s
         "snapshot", "--json", "--project", "vtproj", "--name", "pre-upgrade", "--note", "before v2"
     )
     assert r.code == 0, r.err
-    made = json.loads(r.out)
+    made = records(r.out)
     assert sorted(m["source"] for m in made) == sorted([a, b])
     assert {m["name"] for m in made} == {"pre-upgrade"} and {m["note"] for m in made} == {
         "before v2"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import pytest
 
-from tests.integration.dockertools import SMALL_TREE, Docker, voltool
+from tests.integration.dockertools import SMALL_TREE, Docker, records, voltool
 
 pytestmark = pytest.mark.engine
 
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.engine
 def snap(vol: str) -> dict[str, object]:
     r = voltool("snapshot", "--json", vol)
     assert r.code == 0, r.err
-    return json.loads(r.out)[0]  # type: ignore[no-any-return]
+    return records(r.out)[0]  # type: ignore[no-any-return]
 
 
 def test_a_clean_snapshot_passes(volume: Callable[..., str]) -> None:
@@ -56,7 +55,7 @@ def test_each_kind_of_damage_is_reported(
     dk.run({str(s["volume"]): "/s"}, f"cd /s/data && {tamper}")
     r = voltool("verify", "--json", str(s["id"]), str(other["id"]))
     assert r.code == 6, r.err
-    reports = {x["id"]: x for x in json.loads(r.out)}
+    reports = {x["id"]: x for x in records(r.out)}
     assert reports[other["id"]]["ok"] is True
     bad = reports[s["id"]]
     assert bad["ok"] is False
@@ -97,7 +96,7 @@ def test_a_snapshot_json_that_disagrees_with_the_labels_is_damaged(
     assert r.code == 6, r.err
     assert f"FAIL  {sid}" in r.out
     assert f"labels on {field}:" in r.out
-    listed = {x["id"]: x for x in json.loads(voltool("list", vol, "--json").out)}
+    listed = {x["id"]: x for x in records(voltool("list", vol, "--json").out)}
     assert listed[sid]["state"] == "damaged"
     restored = voltool("restore", sid, "--dry-run")
     assert restored.code == 6, restored.err

@@ -35,12 +35,16 @@ def test_there_are_enough_cases() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_golden(case: dict[str, Any]) -> None:
-    items = [Item(s[0], at(s[1]), len(s) > 2 and s[2]) for s in case["snapshots"]]
+    # A snapshot: [id, created, pinned?, named?]
+    items = [
+        Item(s[0], at(s[1]), len(s) > 2 and s[2], len(s) > 3 and s[3]) for s in case["snapshots"]
+    ]
     decisions = apply_policy(
         items,
         Policy.from_mapping(case["policy"], "a test"),
         at(case["now"]),
         ZoneInfo(case.get("tz", "UTC")),
+        include_named=case.get("include_named", False),
     )
     kept = {d.id: list(d.reasons) for d in decisions if d.keep}
     assert kept == case["keep"]

@@ -100,6 +100,15 @@ SnapshotRef = Annotated[
 SnapshotName = Annotated[
     str | None, typer.Option("--name", help="Select the snapshot by name instead.")
 ]
+NameVolume = Annotated[
+    str | None,
+    typer.Option(
+        "--volume", help="With --name: the volume whose snapshot it is (names are per volume)."
+    ),
+]
+RequiredRefArg = Annotated[
+    str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
+]
 
 
 def _globals(ctx: typer.Context) -> Globals:
@@ -207,22 +216,189 @@ def snapshot_cmd(
 # -- list, inspect, delete -------------------------------------------------
 
 
+ListVolume = Annotated[
+    str | None, typer.Option("--volume", help="Only snapshots of this volume.", show_default=False)
+]
+ListKind = Annotated[
+    str | None,
+    typer.Option("--kind", help="Only snapshots of this kind: manual, import, pre-restore."),
+]
+ListName = Annotated[str | None, typer.Option("--name", help="Only snapshots with this name.")]
+ListSince = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        metavar="WHEN",
+        help="Only snapshots taken at or after WHEN: an ISO date or time, or a duration "
+        "back from now (7d, 36h).",
+    ),
+]
+ListBefore = Annotated[
+    str | None,
+    typer.Option("--before", metavar="WHEN", help="Only snapshots taken before WHEN."),
+]
+ListQuiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only the ids, one per line (for xargs).")
+]
+ListFormat = Annotated[
+    str | None,
+    typer.Option("--format", metavar="table|json", help="Output format (--format json is --json)."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON, one record per line.")]
+
+
+def _list(
+    ctx: typer.Context,
+    volume: str | None,
+    kind: str | None,
+    name: str | None,
+    since: str | None,
+    before: str | None,
+    quiet: bool,
+    fmt: str | None,
+    as_json: bool,
+) -> None:
+    import datetime as dt
+
+    from voltool.layout import KINDS
+    from voltool.retention import parse_moment
+
+    if fmt is not None and fmt not in ("table", "json"):
+        raise UsageError(f"--format must be table or json, not {fmt!r}")
+    as_json = as_json or fmt == "json"
+    if quiet and as_json:
+        raise UsageError("-q and --json exclude each other")
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"--kind must be one of {', '.join(KINDS)}")
+    if volume is not None:
+        check_volume_name(volume)
+    if name is not None:
+        Meta(name).check_input()
+    now, tz = dt.datetime.now(dt.UTC), dt.datetime.now().astimezone().tzinfo or dt.UTC
+    start = parse_moment(since, now, tz, "--since") if since else None
+    end = parse_moment(before, now, tz, "--before") if before else None
+    rt = _globals(ctx).runtime(quiet=as_json or quiet)
+    # Filters on labels first: the metadata (a helper) is read for those that remain.
+    found = [
+        s
+        for s in catalog.find(rt, volume)
+        if (kind is None or s.kind == kind)
+        and (start is None or s.created >= start)
+        and (end is None or s.created < end)
+    ]
+    snaps = catalog.with_metadata(rt, found) if found else []
+    if name is not None:
+        snaps = [s for s in snaps if s.name == name]
+    if as_json:
+        render.print_json([render.snapshot_record(s) for s in snaps])
+    elif quiet:
+        for s in snaps:
+            out.print(s.id, markup=False)
+    elif not snaps:
+        err.print("voltool: no snapshots" + (f" of {volume!r}" if volume else ""), markup=False)
+    else:
+        out.print(render.snapshot_table(snaps))
+
+
+def _one_volume(argument: str | None, option: str | None) -> str | None:
+    if argument is not None and option is not None and argument != option:
+        raise UsageError(f"VOLUME {argument!r} and --volume {option!r} disagree")
+    return argument if argument is not None else option
+
+
 @app.command("list")
 @_command
 def list_cmd(
     ctx: typer.Context,
     volume: str | None = typer.Argument(None, help="Only snapshots of this volume."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    volume_opt: ListVolume = None,
+    kind: ListKind = None,
+    name: ListName = None,
+    since: ListSince = None,
+    before: ListBefore = None,
+    quiet: ListQuiet = False,
+    fmt: ListFormat = None,
+    as_json: AsJson = False,
 ) -> None:
-    """List snapshots, oldest first."""
-    rt = _globals(ctx).runtime(quiet=as_json)
-    snaps = catalog.list_snapshots(rt, volume)
-    if as_json:
-        render.print_json([render.snapshot_record(s) for s in snaps])
-    elif not snaps:
-        err.print("voltool: no snapshots" + (f" of {volume!r}" if volume else ""), markup=False)
+    """List snapshots, oldest first, filtered by volume, kind, name and time."""
+    volume = _one_volume(volume, volume_opt)
+    _list(ctx, volume, kind, name, since, before, quiet, fmt, as_json)
+
+
+@app.command("ls")
+@_command
+def ls_cmd(
+    ctx: typer.Context,
+    ref: str | None = typer.Argument(
+        None,
+        metavar="[SNAPSHOT]",
+        help="List this snapshot's files (default: list snapshots, as `list`).",
+        show_default=False,
+    ),
+    path: str = typer.Argument(".", metavar="[PATH]", help="Only this directory of the snapshot."),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-R", help="Everything below PATH, not just its entries."
+    ),
+    volume_opt: ListVolume = None,
+    kind: ListKind = None,
+    name: ListName = None,
+    since: ListSince = None,
+    before: ListBefore = None,
+    quiet: ListQuiet = False,
+    fmt: ListFormat = None,
+    as_json: AsJson = False,
+) -> None:
+    """List a snapshot's files like `ls -l` (type, mode, owner, size, mtime, name); with no
+    SNAPSHOT, list snapshots."""
+    if ref is None:
+        if recursive:
+            raise UsageError("--recursive goes with a SNAPSHOT")
+        _list(ctx, volume_opt, kind, name, since, before, quiet, fmt, as_json)
+        return
+    from voltool import browse
+
+    if any(x is not None for x in (kind, name, since, before)) or quiet:
+        raise UsageError(
+            "--kind, --name, --since, --before and -q list snapshots: give no SNAPSHOT"
+        )
+    if fmt is not None and fmt not in ("table", "json"):
+        raise UsageError(f"--format must be table or json, not {fmt!r}")
+    as_json = as_json or fmt == "json"
+    browse.normal_path(path)  # a bad path is a usage error before the engine is asked
+    rt = _globals(ctx).runtime(quiet=True)
+    snap = catalog.resolve(rt, ref, volume=volume_opt)
+    for e in browse.tree(rt, snap, path, recursive):
+        if as_json:
+            render.print_json(e.as_dict())
+        else:
+            out.print(render.tree_line(e), markup=False)
+
+
+@app.command("cat")
+@_command
+def cat_cmd(
+    ctx: typer.Context,
+    ref: RequiredRefArg,
+    path: str = typer.Argument(..., metavar="PATH", help="A regular file of the snapshot."),
+    output: str | None = typer.Option(
+        None, "--output", "-o", metavar="FILE", help="Write to FILE (whole or not at all)."
+    ),
+    volume_opt: ListVolume = None,
+) -> None:
+    """Write one file of a snapshot to stdout, checked against its SHA-256 as it streams."""
+    from voltool import browse, userfile
+
+    browse.normal_path(path)
+    if output is None and sys.stdout.isatty():
+        raise UsageError("refusing to write a file to a terminal: use -o FILE or redirect")
+    dest = None if output is None else userfile.destination(output)
+    rt = _globals(ctx).runtime(quiet=True)
+    snap = catalog.resolve(rt, ref, volume=volume_opt)
+    if dest is None:
+        browse.cat(rt, snap, path, userfile.Output(sys.stdout.fileno(), "stdout"))
     else:
-        out.print(render.snapshot_table(snaps))
+        with userfile.written(dest) as f:
+            browse.cat(rt, snap, path, f)
 
 
 @app.command("inspect")
@@ -231,11 +407,12 @@ def inspect_cmd(
     ctx: typer.Context,
     ref: SnapshotRef = None,
     name: SnapshotName = None,
+    volume: NameVolume = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show everything about one snapshot: labels, snapshot.json, meta.json and its ETag."""
     rt = _globals(ctx).runtime(quiet=as_json)
-    s = catalog.resolve(rt, ref, name)
+    s = catalog.resolve(rt, ref, name, volume)
     record = render.snapshot_record(s)
     record["labels"] = rt.engine.volume(s.volume).labels
     if as_json:
@@ -273,17 +450,27 @@ def inspect_cmd(
 def delete_cmd(
     ctx: typer.Context,
     refs: list[str] = typer.Argument(
-        ..., metavar="SNAPSHOT...", help="Snapshot ids or unique id prefixes."
+        None,
+        metavar="[SNAPSHOT]...",
+        help="Snapshot ids or unique id prefixes.",
+        show_default=False,
     ),
+    name: SnapshotName = None,
+    volume: NameVolume = None,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     force: bool = typer.Option(False, "--force", help="Delete pinned snapshots too."),
     wait: float | None = typer.Option(
         None, "--wait", help="Seconds to wait for a busy snapshot's lock."
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print each deleted snapshot as JSON, one per line."
+    ),
 ) -> None:
-    """Delete snapshots (asks first; pinned ones need --force)."""
-    rt = _globals(ctx).runtime()
-    snaps = catalog.resolve_all(rt, refs)
+    """Delete snapshots (asks first; pinned ones need --force). `rm` is the same command."""
+    if bool(refs) == (name is not None):
+        raise UsageError("name snapshots to delete by id (or unique id prefix), or with --name")
+    rt = _globals(ctx).runtime(quiet=as_json)
+    snaps = catalog.resolve_all(rt, refs) if refs else [catalog.resolve(rt, None, name, volume)]
     pinned = [s.id for s in snaps if s.pinned]
     if pinned and not force:
         raise PreconditionFailed(f"snapshot {pinned[0]} is pinned; unpin it or pass --force")
@@ -293,7 +480,13 @@ def delete_cmd(
     _confirm(f"Delete {len(snaps)} snapshot(s)?", yes, "refusing to delete", details)
     for s in snaps:
         catalog.delete(rt, s, force=force, wait=wait)
-        out.print(f"deleted {s.id}", markup=False)
+        if as_json:
+            render.print_json({**render.snapshot_record(s), "deleted": True})
+        else:
+            out.print(f"deleted {s.id}", markup=False)
+
+
+app.command("rm", hidden=True)(delete_cmd)  # docker's and restic's word for it
 
 
 # -- restore, digest, diff -------------------------------------------------
@@ -347,7 +540,7 @@ def restore_cmd(
     if if_match is not None and not _DIGEST.fullmatch(if_match):
         raise UsageError(f"--if-match {if_match!r} is not a tree digest (64 hex digits)")
     rt = _globals(ctx).runtime(quiet=as_json)
-    snap = catalog.resolve(rt, ref, name)
+    snap = catalog.resolve(rt, ref, name, prefer=to)
     # Without a terminal the restore refuses, but only once the plan's checks
     # have passed: a wrong argument is reported as such (exit 2), not as exit 11.
     prompt = not (yes or dry_run)
@@ -420,13 +613,18 @@ def diff_cmd(
     ),
     name: SnapshotName = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    exit_code: bool = typer.Option(
+        False, "--exit-code", help="Exit 1 if anything changed, 0 if not (as git diff does)."
+    ),
 ) -> None:
     """Show what changed in a volume since a snapshot: entries added, changed and removed."""
     from voltool import live, restore
     from voltool.manifest import diff
 
+    if name is not None and ref is not None and volume is None:
+        ref, volume = None, ref  # `diff --name N VOLUME`: the one argument is the volume
     rt = _globals(ctx).runtime(quiet=True)
-    snap = catalog.resolve(rt, ref, name)
+    snap = catalog.resolve(rt, ref, name, prefer=volume)
     if snap.info is None:
         raise IntegrityError(f"snapshot {snap.id} is {snap.state}: it has no manifest to compare")
     target = volume or snap.info.source
@@ -447,6 +645,8 @@ def diff_cmd(
         f"voltool: {target} since {snap.id}: " + ", ".join(f"{n} {k}" for k, n in counts.items()),
         markup=False,
     )
+    if exit_code and changes:
+        raise typer.Exit(int(ExitCode.DIFFERENCES))
 
 
 @app.command("verify")
@@ -507,6 +707,7 @@ def export_cmd(
     wait: float | None = typer.Option(
         30.0, "--wait", help="Seconds to wait for the snapshot's lock."
     ),
+    volume: NameVolume = None,
 ) -> None:
     """Write a snapshot to one self-describing file: metadata first, then the data."""
     from voltool import compression, export, userfile
@@ -527,7 +728,7 @@ def export_cmd(
     if to_stdout and sys.stdout.isatty():
         raise UsageError("refusing to write an archive to a terminal: use -o FILE or redirect")
     rt = _globals(ctx).runtime()
-    snap = catalog.resolve(rt, ref, name)
+    snap = catalog.resolve(rt, ref, name, volume)
     if dest is None:
         result = export.export(rt, snap, userfile.Output(sys.stdout.fileno(), "stdout"), kind, wait)
     else:
@@ -735,6 +936,11 @@ def prune_cmd(
     as_json: bool = typer.Option(
         False, "--json", help="Print the plan (and what was removed) as JSON."
     ),
+    include_named: bool = typer.Option(
+        False,
+        "--include-named",
+        help="Let the policy remove named snapshots too (kept by default).",
+    ),
 ) -> None:
     """Remove snapshots by a retention policy; pinned ones are always kept."""
     import datetime as dt
@@ -757,7 +963,7 @@ def prune_cmd(
     )
     g = _globals(ctx)
     rt = g.runtime(quiet=as_json)
-    ps = prune.policies(rt.config, None if cli.empty else cli, kind)
+    ps = prune.policies(rt.config, None if cli.empty else cli, kind, include_named)
     now = dt.datetime.now(dt.UTC)
     items = prune.plan(
         rt, ps, list(volumes or []), now, dt.datetime.now().astimezone().tzinfo or dt.UTC
@@ -810,6 +1016,10 @@ def config_show_cmd(
         policies["all volumes"] = {"policy": ps.for_all[0].describe(), "source": ps.for_all[1]}
     for v, (p, where) in sorted(ps.per_volume.items()):
         policies[f"volume {v}"] = {"policy": p.describe(), "source": where}
+    policies["named snapshots"] = {
+        "policy": "kept (reason named); prune --include-named lets the policy decide",
+        "source": "the default",
+    }
     if as_json:
         render.print_json(
             {"file": str(cfg.file) if cfg.file else None, "settings": settings, "prune": policies}

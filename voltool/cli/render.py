@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # imported where they are used: start-up time is a feature
     from rich.table import Table
 
     from voltool.catalog import Snapshot
+    from voltool.manifest import ManifestEntry
     from voltool.prune import PruneItem
     from voltool.restore import RestorePlan, RestoreResult
     from voltool.verify import Report
@@ -44,7 +45,12 @@ if not out.is_terminal:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    """One compact JSON document per line: a list is a record per line (JSON Lines), so
+    that output appended to a file by successive runs stays one document per line."""
+    for record in value if isinstance(value, list) else [value]:
+        sys.stdout.write(
+            json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
+        )
 
 
 def human_bytes(n: int | None) -> str:
@@ -116,6 +122,23 @@ def snapshot_table(snapshots: list[Snapshot]) -> Table:
     return table
 
 
+_TYPE_CHAR = {"file": "-", "dir": "d", "symlink": "l", "char": "c", "block": "b", "fifo": "p"}
+
+
+def tree_line(e: ManifestEntry) -> str:
+    """One manifest entry as `ls -l` shows it: type and mode, owner, size, mtime, path."""
+    import stat
+
+    mode = _TYPE_CHAR.get(e.type, "?") + stat.filemode(e.mode)[1:]
+    when = dt.datetime.fromtimestamp(e.mtime, dt.UTC).astimezone()
+    size = e.dev.replace(",", ", ") if e.dev else str(e.size)
+    name = "/" if e.path == "." else "/" + e.path
+    link = f" -> {e.target}" if e.target is not None else ""
+    return printable(
+        f"{mode} {e.uid:>5} {e.gid:>5} {size:>12} {when:%Y-%m-%d %H:%M:%S} {name}{link}"
+    )
+
+
 def restore_plan_record(plan: RestorePlan) -> dict[str, Any]:
     return {
         "snapshot": plan.snapshot.id,
@@ -184,6 +207,7 @@ def prune_records(items: list[PruneItem], removed: list[str] | None) -> list[dic
             "id": i.snapshot.id,
             "source": i.snapshot.source,
             "kind": i.snapshot.kind,
+            "name": i.snapshot.name,
             "created": i.snapshot.created.isoformat(),
             "action": "remove" if i.remove else "keep",
             "reasons": list(i.reasons),
@@ -198,7 +222,7 @@ def print_prune_plan(items: list[PruneItem], stream: Console = out) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("ID", "VOLUME", "CREATED", "KIND", "ACTION", "WHY"):
+    for col in ("ID", "VOLUME", "CREATED", "KIND", "NAME", "ACTION", "WHY"):
         table.add_column(col, no_wrap=col != "WHY")
     for i in items:
         s = i.snapshot
@@ -207,6 +231,7 @@ def print_prune_plan(items: list[PruneItem], stream: Console = out) -> None:
             s.source,
             f"{s.created.astimezone():%Y-%m-%d %H:%M}",
             s.kind,
+            s.name or "",
             "remove" if i.remove else "keep",
             "; ".join(i.reasons),
         )
