@@ -21,7 +21,7 @@ from typing import Annotated, Any, BinaryIO, NoReturn, ParamSpec, TypeVar, cast
 import typer
 
 from voltool import __version__, catalog, config, helper_image, recover, snapshot
-from voltool.cli import render
+from voltool.cli import complete, render
 from voltool.cli.render import err, out
 from voltool.cli.reporter import ConsoleReporter
 from voltool.errors import (
@@ -44,9 +44,10 @@ from voltool.validate import DEFAULT_MAX_ENTRIES
 app = typer.Typer(
     name="voltool",
     help="Point-in-time snapshots of Docker named volumes, and restores that never lose data.",
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 _DIGEST = re.compile(r"[0-9a-fA-F]{64}")
@@ -58,12 +59,13 @@ R = TypeVar("R")
 @dataclass
 class Globals:
     overrides: dict[str, Any]
+    quiet: bool = False  # --quiet: no notes, no progress; warnings and errors still
 
     def config(self) -> config.Config:
         return config.load(self.overrides)
 
     def runtime(self, quiet: bool = False) -> Runtime:
-        return open_runtime(self.config(), ConsoleReporter(quiet))
+        return open_runtime(self.config(), ConsoleReporter(quiet or self.quiet))
 
 
 def _command(fn: Callable[P, R]) -> Callable[P, R]:
@@ -95,7 +97,12 @@ def _fail(message: str, code: int) -> NoReturn:
 # Parameters several commands share, declared once.
 SnapshotRef = Annotated[
     str | None,
-    typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.", show_default=False),
+    typer.Argument(
+        metavar="SNAPSHOT",
+        help="Snapshot id or unique id prefix.",
+        show_default=False,
+        autocompletion=complete.snapshots,
+    ),
 ]
 SnapshotName = Annotated[
     str | None, typer.Option("--name", help="Select the snapshot by name instead.")
@@ -132,8 +139,11 @@ def _main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", help="No progress and no notes on stderr; warnings and errors still."
+    ),
 ) -> None:
-    ctx.obj = Globals({"host": host, "context": context, "helper_image": helper_image_opt})
+    ctx.obj = Globals({"host": host, "context": context, "helper_image": helper_image_opt}, quiet)
     if ctx.invoked_subcommand is None:
         out.print(ctx.get_help(), markup=False)
         raise typer.Exit(int(ExitCode.USAGE))
@@ -162,7 +172,10 @@ def _confirm(question: str, yes: bool, refusal: str, details: Sequence[str] = ()
 def snapshot_cmd(
     ctx: typer.Context,
     volumes: list[str] = typer.Argument(
-        None, help="Volumes to snapshot, at one point in time.", show_default=False
+        None,
+        help="Volumes to snapshot, at one point in time.",
+        show_default=False,
+        autocompletion=complete.volumes,
     ),
     name: str | None = typer.Option(
         None, "--name", help="Name for the snapshot (unique per volume)."
@@ -211,7 +224,9 @@ def snapshot_cmd(
 @_command
 def list_cmd(
     ctx: typer.Context,
-    volume: str | None = typer.Argument(None, help="Only snapshots of this volume."),
+    volume: str | None = typer.Argument(
+        None, help="Only snapshots of this volume.", autocompletion=complete.volumes
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List snapshots, oldest first."""
@@ -273,7 +288,10 @@ def inspect_cmd(
 def delete_cmd(
     ctx: typer.Context,
     refs: list[str] = typer.Argument(
-        ..., metavar="SNAPSHOT...", help="Snapshot ids or unique id prefixes."
+        ...,
+        metavar="SNAPSHOT...",
+        help="Snapshot ids or unique id prefixes.",
+        autocompletion=complete.snapshots,
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     force: bool = typer.Option(False, "--force", help="Delete pinned snapshots too."),
@@ -306,7 +324,10 @@ def restore_cmd(
     ref: SnapshotRef = None,
     name: SnapshotName = None,
     to: str | None = typer.Option(
-        None, "--to", help="Restore into this volume (default: the snapshot's source)."
+        None,
+        "--to",
+        help="Restore into this volume (default: the snapshot's source).",
+        autocompletion=complete.volumes,
     ),
     create: bool = typer.Option(
         False, "--create", help="With --to: create the volume if it does not exist."
@@ -399,7 +420,7 @@ def restore_cmd(
 @_command
 def digest_cmd(
     ctx: typer.Context,
-    volume: str = typer.Argument(..., help="The volume to read."),
+    volume: str = typer.Argument(..., help="The volume to read.", autocompletion=complete.volumes),
 ) -> None:
     """Print a volume's live tree digest, computed as a snapshot's is (for restore --if-match)."""
     from voltool import live
@@ -416,7 +437,9 @@ def diff_cmd(
     ctx: typer.Context,
     ref: SnapshotRef = None,
     volume: str | None = typer.Argument(
-        None, help="Volume to compare with (default: the snapshot's source)."
+        None,
+        help="Volume to compare with (default: the snapshot's source).",
+        autocompletion=complete.volumes,
     ),
     name: SnapshotName = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -458,6 +481,7 @@ def verify_cmd(
         metavar="[SNAPSHOT]...",
         help="Snapshot ids or unique id prefixes.",
         show_default=False,
+        autocompletion=complete.snapshots,
     ),
     all_: bool = typer.Option(False, "--all", help="Every snapshot."),
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
@@ -625,7 +649,12 @@ IfMatch = Annotated[
 ]
 Wait = Annotated[float | None, typer.Option("--wait", help="Seconds to wait for a busy lock.")]
 RequiredRef = Annotated[
-    str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
+    str,
+    typer.Argument(
+        metavar="SNAPSHOT",
+        help="Snapshot id or unique id prefix.",
+        autocompletion=complete.snapshots,
+    ),
 ]
 
 
@@ -709,7 +738,10 @@ def edit_cmd(
 def prune_cmd(
     ctx: typer.Context,
     volumes: list[str] = typer.Argument(
-        None, help="Only snapshots of these volumes.", show_default=False
+        None,
+        help="Only snapshots of these volumes.",
+        show_default=False,
+        autocompletion=complete.volumes,
     ),
     keep_last: int = typer.Option(0, "--keep-last", help="Keep the N newest.", min=0),
     keep_hourly: int = typer.Option(
@@ -787,8 +819,15 @@ def prune_cmd(
         )
 
 
-config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+config_app = typer.Typer(help="Show the effective configuration.")
 app.add_typer(config_app, name="config")
+
+
+@config_app.callback(invoke_without_command=True)
+def _config_main(ctx: typer.Context) -> None:
+    """Show the effective configuration."""
+    if ctx.invoked_subcommand is None:  # like `git remote`: the help, and success
+        out.print(ctx.get_help(), markup=False)
 
 
 @config_app.command("show")
@@ -881,7 +920,9 @@ def helper_cmd(
 def recover_cmd(
     ctx: typer.Context,
     volumes: list[str] = typer.Argument(
-        None, help="Only what concerns these volumes (default: everything)."
+        None,
+        help="Only what concerns these volumes (default: everything).",
+        autocompletion=complete.volumes,
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Say what would be done; change nothing."
