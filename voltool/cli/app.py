@@ -107,11 +107,22 @@ SnapshotRef = Annotated[
 SnapshotName = Annotated[
     str | None, typer.Option("--name", help="Select the snapshot by name instead.")
 ]
+StopTimeout = typer.Option(
+    None,
+    "--stop-timeout",
+    metavar="SECONDS",
+    min=0,
+    help="Seconds a container gets to stop before it is killed (default: the stop_timeout "
+    "setting, 10).",
+    show_default=False,
+)
 
 
-def _globals(ctx: typer.Context) -> Globals:
+def _globals(ctx: typer.Context, **settings: Any) -> Globals:
+    """The global options; `settings` given (not None) override the configuration's."""
     obj = ctx.find_root().obj
     assert isinstance(obj, Globals)
+    obj.overrides.update({k: v for k, v in settings.items() if v is not None})
     return obj
 
 
@@ -149,6 +160,19 @@ def _main(
         raise typer.Exit(int(ExitCode.USAGE))
 
 
+def _drop_typed_ahead() -> None:
+    """Discard what was typed before the question was shown: only an answer typed after
+    seeing it counts (a name typed ahead while the plan was computed is no consent)."""
+    try:
+        import termios
+    except ImportError:
+        return  # no terminals of that kind here
+    try:
+        termios.tcflush(sys.stdin.fileno(), termios.TCIFLUSH)
+    except (termios.error, OSError, ValueError):
+        pass  # not a terminal that can be flushed: nothing was typed ahead into it
+
+
 def _confirm(question: str, yes: bool, refusal: str, details: Sequence[str] = ()) -> None:
     """Ask on the terminal unless `yes`; with no terminal and no `yes`, refuse.
 
@@ -160,6 +184,7 @@ def _confirm(question: str, yes: bool, refusal: str, details: Sequence[str] = ()
         raise NeedsConfirmation(f"{refusal}: no terminal to confirm on; pass --yes")
     for line in details:
         err.print(line, markup=False)
+    _drop_typed_ahead()
     if not typer.confirm(question, default=False, err=True):
         raise Declined("declined; nothing was changed")
 
@@ -193,13 +218,16 @@ def snapshot_cmd(
     wait: float | None = typer.Option(
         None, "--wait", help="Seconds to wait for a busy volume's lock."
     ),
+    stop_timeout: int | None = StopTimeout,
     as_json: bool = typer.Option(False, "--json", help="Print the new snapshots as JSON."),
 ) -> None:
     """Take a snapshot of each VOLUME (containers using them are paused meanwhile)."""
     if stop and no_quiesce:
         raise UsageError("--stop and --no-quiesce exclude each other")
+    if stop_timeout is not None and not stop:
+        raise UsageError("--stop-timeout goes with --stop")
     Meta(name, note).check_input()  # before the engine is asked anything
-    rt = _globals(ctx).runtime(quiet=as_json)
+    rt = _globals(ctx, stop_timeout=stop_timeout).runtime(quiet=as_json)
     names = list(volumes or [])
     if project:
         found = [v.name for v in rt.engine.volumes([f"com.docker.compose.project={project}"])]
@@ -207,9 +235,20 @@ def snapshot_cmd(
             raise NotFound(f"no volumes of Compose project {project!r}")
         names += found
     mode = "stop" if stop else "none" if no_quiesce else "pause"
-    made = snapshot.take(rt, snapshot.SnapshotRequest(tuple(names), name, note, mode, wait=wait))
+    taken = snapshot.take(rt, snapshot.SnapshotRequest(tuple(names), name, note, mode, wait=wait))
+    made = taken.snapshots
+    for line in render.held_lines(taken.held):
+        rt.reporter.note(line)
     if as_json:
-        render.print_json([render.snapshot_record(s) for s in made])
+        render.print_json(
+            [
+                {
+                    **render.snapshot_record(s),
+                    "containers": render.held_records(taken.held_for(s.source)),
+                }
+                for s in made
+            ]
+        )
         return
     for s in made:
         size = render.human_bytes(s.info.bytes if s.info else None)
@@ -356,6 +395,7 @@ def restore_cmd(
     wait: float | None = typer.Option(
         None, "--wait", help="Seconds to wait for a busy volume's lock."
     ),
+    stop_timeout: int | None = StopTimeout,
     as_json: bool = typer.Option(False, "--json", help="Print the plan or the result as JSON."),
 ) -> None:
     """Restore a snapshot into its volume (or --to another), keeping the old data as a snapshot."""
@@ -367,7 +407,7 @@ def restore_cmd(
         check_volume_name(to)
     if if_match is not None and not _DIGEST.fullmatch(if_match):
         raise UsageError(f"--if-match {if_match!r} is not a tree digest (64 hex digits)")
-    rt = _globals(ctx).runtime(quiet=as_json)
+    rt = _globals(ctx, stop_timeout=stop_timeout).runtime(quiet=as_json)
     snap = catalog.resolve(rt, ref, name)
     # Without a terminal the restore refuses, but only once the plan's checks
     # have passed: a wrong argument is reported as such (exit 2), not as exit 11.
@@ -393,6 +433,7 @@ def restore_cmd(
         if not sys.stdin.isatty():
             raise NeedsConfirmation("refusing to restore: no terminal to confirm on; pass --yes")
         render.print_restore_plan(plan, stream=err)
+        _drop_typed_ahead()
         answer = typer.prompt(
             f"Type the volume name ({plan.target}) to restore into it",
             err=True,
@@ -402,6 +443,8 @@ def restore_cmd(
         if answer.strip() != plan.target:
             raise Declined("declined; nothing was changed")
     result = restore.execute(rt, plan, opts)
+    for line in render.held_lines(result.held):
+        rt.reporter.note(line)
     if as_json:
         render.print_json(render.restore_result_record(result))
         return
@@ -425,10 +468,10 @@ def digest_cmd(
     """Print a volume's live tree digest, computed as a snapshot's is (for restore --if-match)."""
     from voltool import live
 
-    rt = _globals(ctx).runtime(quiet=True)
+    rt = _globals(ctx).runtime()
     catalog.user_volume(rt, volume)
     rt.journal.refuse_pending(volume)
-    out.print(live.manifest_of(rt, volume).digest(), markup=False)
+    out.print(live.manifest_of(rt, volume, label=f"reading {volume}").digest(), markup=False)
 
 
 @app.command("diff")
@@ -448,14 +491,19 @@ def diff_cmd(
     from voltool import live, restore
     from voltool.manifest import diff
 
-    rt = _globals(ctx).runtime(quiet=True)
+    rt = _globals(ctx).runtime(quiet=as_json)
     snap = catalog.resolve(rt, ref, name)
     if snap.info is None:
         raise IntegrityError(f"snapshot {snap.id} is {snap.state}: it has no manifest to compare")
     target = volume or snap.info.source
     catalog.user_volume(rt, target)
     rt.journal.refuse_pending(target)
-    changes = list(diff(restore.read_manifest(rt, snap, snap.info), live.manifest_of(rt, target)))
+    changes = list(
+        diff(
+            restore.read_manifest(rt, snap, snap.info),
+            live.manifest_of(rt, target, label=f"reading {target}"),
+        )
+    )
     if as_json:
         render.print_json(
             {"snapshot": snap.id, "volume": target, "changes": [c.__dict__ for c in changes]}
