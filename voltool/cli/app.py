@@ -6,6 +6,7 @@ become a one-line message and their exit code, and Ctrl-C becomes 130.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -167,10 +168,9 @@ def _drop_typed_ahead() -> None:
         import termios
     except ImportError:
         return  # no terminals of that kind here
-    try:
+    # Not a terminal that can be flushed: nothing was typed ahead into it.
+    with contextlib.suppress(termios.error, OSError, ValueError):
         termios.tcflush(sys.stdin.fileno(), termios.TCIFLUSH)
-    except (termios.error, OSError, ValueError):
-        pass  # not a terminal that can be flushed: nothing was typed ahead into it
 
 
 def _confirm(question: str, yes: bool, refusal: str, details: Sequence[str] = ()) -> None:

@@ -9,6 +9,7 @@ Colours follow rich, which honours NO_COLOR.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -38,6 +39,8 @@ class ConsoleReporter(Reporter):
         self._total: int | None = None
         self._done = 0
         self._started = 0.0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()  # the timer's thread shows the bar; end() may race it
 
     def note(self, message: str) -> None:
         if not self._quiet:
@@ -65,20 +68,28 @@ class ConsoleReporter(Reporter):
     def begin(self, label: str, total: int | None) -> None:
         self._label, self._total, self._done = label, total, 0
         self._started = time.monotonic()
+        if self._bars:
+            # Shown after a while even if no byte comes meanwhile (a stalled engine).
+            self._timer = threading.Timer(_SHOW_AFTER, self._show)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _show(self) -> None:
+        with self._lock:
+            if self._progress is not None or self._timer is None:
+                return
+            self._stop_spinner()  # one live display at a time
+            progress = self._make_progress(self._total is not None)
+            progress.start()
+            self._task = progress.add_task(self._label, total=self._total, completed=self._done)
+            self._progress = progress  # last: advance() uses it, maybe from another thread
 
     def advance(self, nbytes: int) -> None:
         self._done += nbytes
         if self._progress is None:
-            if not self._bars or time.monotonic() - self._started < _SHOW_AFTER:
-                return
-            self._stop_spinner()  # one live display at a time
-            self._progress = self._make_progress(self._total is not None)
-            self._progress.start()
-            self._task = self._progress.add_task(
-                self._label, total=self._total, completed=self._done
-            )
+            if self._bars and time.monotonic() - self._started >= _SHOW_AFTER:
+                self._show()
             return
-        assert self._task is not None
         self._progress.update(self._task, completed=self._done)
 
     def _make_progress(self, known: bool) -> Any:
@@ -113,7 +124,11 @@ class ConsoleReporter(Reporter):
         return Progress(*columns, console=self._console, transient=True)
 
     def end(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-        self._progress = None
-        self._task = None
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None
+            if self._progress is not None:
+                self._progress.stop()
+            self._progress = None
+            self._task = None
