@@ -13,19 +13,18 @@ import socket
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import docker
-import docker.errors
-import docker.utils
-import docker.utils.socket
-import requests
-import requests.exceptions
+from typing import TYPE_CHECKING, Any
 
 from voltool import labels as L
 from voltool.endpoint import Endpoint
 from voltool.errors import EngineError, EngineUnreachable, NoSpace, NotFound, VoltoolError
 from voltool.readahead import read_ahead
+
+if TYPE_CHECKING:
+    # Imported where they are used: `voltool --help` and `--version` must not pay
+    # for the Docker SDK and requests (about 0.1 s), nor shell completion.
+    import docker
+    import requests
 
 # dockerd sends 32 KiB frames; reading 64 KiB at a time was fastest (DESIGN.md).
 ARCHIVE_CHUNK = 64 * 1024
@@ -90,6 +89,8 @@ def parse_image_ref(ref: str) -> tuple[str, str | None]:
     (`registry:5000/busybox`), and a digest (`busybox@sha256:...`) comes back
     as `sha256:...`, which the engine's pull takes where a tag goes.
     """
+    import docker.utils
+
     repository, tag = docker.utils.parse_repository_tag(ref)
     return str(repository), (str(tag) if tag else None)
 
@@ -116,6 +117,9 @@ def _translated(what: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
 @contextlib.contextmanager
 def translated(what: str) -> Iterator[None]:
     """Turn docker-py and requests errors raised inside into voltool errors."""
+    import docker.errors
+    import requests.exceptions
+
     try:
         yield
     except VoltoolError:
@@ -168,6 +172,10 @@ class Engine:
     @classmethod
     def connect(cls, endpoint: Endpoint, timeout: int) -> Engine:
         """Connect and ping; raises EngineUnreachable if the engine does not answer."""
+        import docker
+        import docker.errors
+        import requests.exceptions
+
         try:
             client = docker.DockerClient(
                 base_url=endpoint.host,
@@ -360,6 +368,8 @@ class Engine:
         nothing it writes is missed), not from the engine's logs: a daemon whose
         log driver is `none`, or one that cannot be read back, keeps no logs.
         """
+        import docker.utils.socket
+
         cid = self.create_container(image, mounts, helper_labels, ["-c", script, "sh", *args])
         try:
             with translated("run helper"):
@@ -427,6 +437,8 @@ class Engine:
         Raises NoSpace, naming the volume mounted at `path`, if the filesystem
         it is written to fills up: the engine's untar then fails with ENOSPC.
         """
+        import docker.errors
+
         what = f"write archive to {path}"
         full = False
         with translated(what):
@@ -499,6 +511,8 @@ def _collect(frames: Iterable[tuple[int, bytes]]) -> tuple[bytes, bytes, bool]:
     bytes of stderr, and whether stdout was longer. Everything is read to the
     end either way, so that the helper never blocks on a full pipe.
     """
+    import docker.utils.socket
+
     out = bytearray()
     err = bytearray()
     overflow = False

@@ -19,9 +19,17 @@ from voltool.validate import EntryValidator, Limits
 
 
 def manifest_of(
-    rt: Runtime, volume: str, op: str | None = None, own: Names | None = None, sub: str = ""
+    rt: Runtime,
+    volume: str,
+    op: str | None = None,
+    own: Names | None = None,
+    sub: str = "",
+    label: str | None = None,
+    total: int | None = None,
 ) -> Manifest:
     """The manifest of `volume` (or of its directory `sub`) as it is now.
+
+    With `label`, the bytes read are reported as a transfer of `total` bytes (if known).
 
     The caller decides what must hold still. `own`: a running restore's
     working entries, left out of its own digest. Nothing else is left out: a
@@ -44,9 +52,16 @@ def manifest_of(
             EntryValidator(top, Limits(allow_special=True, read_only=True)),
             "tree",
             skip=skip,
+            on_bytes=rt.reporter.advance if label else None,
         )
-        for _ in transfer:
-            pass  # only the manifest is wanted; the re-emitted stream goes nowhere
+        if label:
+            rt.reporter.begin(label, total)
+        try:
+            for _ in transfer:
+                pass  # only the manifest is wanted; the re-emitted stream goes nowhere
+        finally:
+            if label:
+                rt.reporter.end()
     return transfer.manifest
 
 

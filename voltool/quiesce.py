@@ -9,8 +9,9 @@ or stopped stays as it was.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voltool.engine import ContainerInfo, Engine
 from voltool.errors import NotFound, UsageError, VoltoolError
@@ -40,6 +41,34 @@ class Quiesced:
         return cls(cid, name, str(action))
 
 
+@dataclass(frozen=True)
+class Held:
+    """A container an operation paused or stopped, and for how long."""
+
+    name: str
+    action: str  # "pause" | "stop"
+    seconds: float  # from just before the pause or stop to just after the unpause or start
+
+
+@dataclass
+class Clock:
+    """When each container was paused or stopped, and resumed (monotonic seconds).
+
+    `apply` and `resume` fill it in; a container never resumed counts up to `now`.
+    """
+
+    began: dict[str, float] = field(default_factory=dict)
+    ended: dict[str, float] = field(default_factory=dict)
+
+    def held(self, targets: Iterable[Quiesced]) -> list[Held]:
+        now = time.monotonic()
+        return [
+            Held(q.name, q.action, max(self.ended.get(q.id, now) - self.began[q.id], 0.0))
+            for q in targets
+            if q.id in self.began
+        ]
+
+
 def running_users(engine: Engine, volumes: Iterable[str]) -> list[ContainerInfo]:
     """Running containers that mount any of `volumes`, each once, in a stable order."""
     seen: dict[str, ContainerInfo] = {}
@@ -63,6 +92,7 @@ def apply(
     targets: list[Quiesced],
     stop_timeout: int,
     before_stop: Callable[[Quiesced], None] | None = None,
+    clock: Clock | None = None,
 ) -> None:
     """Pause or stop every target, in order; raises at the first that fails.
 
@@ -73,11 +103,18 @@ def apply(
     """
     for q in targets:
         if q.action == "pause":
+            _began(clock, q)
             engine.pause(q.id)
         else:
             if before_stop:
                 before_stop(q)
+            _began(clock, q)
             engine.stop(q.id, stop_timeout)
+
+
+def _began(clock: Clock | None, q: Quiesced) -> None:
+    if clock is not None:
+        clock.began[q.id] = time.monotonic()
 
 
 class Revival(enum.StrEnum):
@@ -124,7 +161,7 @@ def revive(engine: Engine, q: Quiesced, how: Revival, stop_timeout: int) -> str 
     return None
 
 
-def resume(engine: Engine, targets: Iterable[Quiesced]) -> list[str]:
+def resume(engine: Engine, targets: Iterable[Quiesced], clock: Clock | None = None) -> list[str]:
     """Unpause or start every target that is still as we left it; returns the failures.
 
     Best effort, each container on its own: one that fails does not keep the
@@ -142,6 +179,10 @@ def resume(engine: Engine, targets: Iterable[Quiesced]) -> list[str]:
                 engine.unpause(q.id)
             elif q.action == "stop" and status in ("exited", "created"):
                 engine.start(q.id)
+            else:
+                continue
+            if clock is not None:
+                clock.ended[q.id] = time.monotonic()
         except VoltoolError as e:
             failures.append(f"{q.name}: {e}")
     return failures

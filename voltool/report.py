@@ -24,3 +24,7 @@ class Reporter:
 
     def end(self) -> None:
         """The current transfer is over (finished or not)."""
+
+    def status(self, message: str | None) -> None:
+        """What is being done now that has no byte count ("reading the manifest");
+        None: that is over. A transfer that begins replaces it."""

@@ -106,6 +106,7 @@ class RestoreResult:
     safety_snapshot: str | None  # id of the pre-restore snapshot, if kept
     restarted: tuple[str, ...]  # names of the containers stopped and started again
     downtime: float  # seconds from the first stop to the last start
+    held: tuple[quiesce.Held, ...] = ()  # each container stopped, and for how long
 
 
 # -- plan ------------------------------------------------------------------
@@ -139,6 +140,21 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
                 "runs with it, and a restore stops its containers; restore into another volume"
             )
     rt.journal.refuse_pending(target)
+    try:
+        return _plan(rt, snapshot, info, opts, target, create)
+    finally:
+        rt.reporter.status(None)
+
+
+def _plan(
+    rt: Runtime,
+    snapshot: Snapshot,
+    info: SnapshotInfo,
+    opts: RestoreOptions,
+    target: str,
+    create: bool,
+) -> RestorePlan:
+    rt.reporter.status(f"reading the manifest of snapshot {snapshot.id}")
     manifest = read_manifest(rt, snapshot, info)
     if not opts.allow_special:  # staging would refuse it: a dry run must say so too
         special = next((e for e in manifest if e.type in ("char", "block", "fifo")), None)
@@ -158,7 +174,9 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
                 )
         containers = tuple(quiesce.running_users(rt.engine, [target]))
         if opts.summary:
+            rt.reporter.status(f"comparing the snapshot with volume {target}")
             changes = summarize(diff(live.manifest_of(rt, target), manifest))
+    rt.reporter.status(f"measuring the space in volume {target}")
     # Each filesystem is charged with what will be written on it: the staged copy on
     # the target's, the pre-restore snapshot on the one that holds snapshots.
     staged = info.bytes + info.entries * PER_ENTRY_COST + _FIXED_SLACK
@@ -224,6 +242,7 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
     assert root is not None
     stopped: list[quiesce.Quiesced] = []
     times: dict[str, float] = {}
+    clock = quiesce.Clock()
     with contextlib.ExitStack() as locks:
         journal.hold_for_tests("locking")
         # Locks first: one that cannot be had changes nothing and needs no record.
@@ -263,12 +282,12 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
                         "restore started; nothing was restored: run it again"
                     )
             if opts.offline:
-                _stop(rt, op, p.target, times, stopped)
+                _stop(rt, op, p.target, times, stopped, clock)
             rt.journal.append(op, "stage")
             stage(rt, op, p, names, opts.allow_special)
             rt.journal.append(op, "staged")
             if not opts.offline:
-                _stop(rt, op, p.target, times, stopped)
+                _stop(rt, op, p.target, times, stopped, clock)
             if opts.if_match:
                 rt.journal.append(op, "check")
                 current = live.manifest_of(rt, p.target, op, own=names).digest()
@@ -290,7 +309,7 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
                 rt.journal.append(op, "swapped")
                 swapped = True
                 if not opts.offline:
-                    _started(rt, op, stopped, times)
+                    _started(rt, op, stopped, times, clock)
             if safety:
                 rt.journal.append(op, "save", safety=safety)
                 save_old(rt, op, p.target, names, safety, p.snapshot.id)
@@ -300,13 +319,13 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
             if opts.offline:
                 # Kept down until the hidden directories are gone, as --offline promises.
                 with deferred_interrupts():
-                    _started(rt, op, stopped, times)
+                    _started(rt, op, stopped, times, clock)
         except BaseException:
             # Past the swap there is no going back, only forward. Containers
             # come back now only if the swap is complete: never onto half a tree.
             if swapped:
                 with contextlib.suppress(VoltoolError):
-                    _start(rt, stopped, times)
+                    _start(rt, stopped, times, clock)
             rt.reporter.warn(
                 "the restore was cut short after its swap began; "
                 "run `voltool recover` to finish it (nothing is lost)"
@@ -315,7 +334,13 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
         rt.journal.append(op, "done")
     downtime = times.get("started", 0.0) - times.get("stopped", 0.0)
     return RestoreResult(
-        op, p.target, p.snapshot.id, safety, tuple(q.name for q in stopped), max(downtime, 0.0)
+        op,
+        p.target,
+        p.snapshot.id,
+        safety,
+        tuple(q.name for q in stopped),
+        max(downtime, 0.0),
+        tuple(clock.held(stopped)),
     )
 
 
@@ -339,7 +364,12 @@ def _recheck_target(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> tuple[
 
 
 def _stop(
-    rt: Runtime, op: str, target: str, times: dict[str, float], stopped: list[quiesce.Quiesced]
+    rt: Runtime,
+    op: str,
+    target: str,
+    times: dict[str, float],
+    stopped: list[quiesce.Quiesced],
+    clock: quiesce.Clock,
 ) -> None:
     """Stop the running users of `target`; `stopped` lists them before any is touched,
     so that a failure or Ctrl-C half-way still starts every one of them again."""
@@ -354,20 +384,27 @@ def _stop(
         targets,
         rt.config.stop_timeout,
         before_stop=lambda q: rt.journal.append(op, "stopping", container=q.id),
+        clock=clock,
     )
 
 
 def _started(
-    rt: Runtime, op: str, stopped: list[quiesce.Quiesced], times: dict[str, float]
+    rt: Runtime,
+    op: str,
+    stopped: list[quiesce.Quiesced],
+    times: dict[str, float],
+    clock: quiesce.Clock,
 ) -> None:
     """Start the stopped containers again, each step journaled."""
     rt.journal.append(op, "start")
-    _start(rt, stopped, times)
+    _start(rt, stopped, times, clock)
     rt.journal.append(op, "started")
 
 
-def _start(rt: Runtime, stopped: list[quiesce.Quiesced], times: dict[str, float]) -> None:
-    failures = quiesce.resume(rt.engine, stopped)
+def _start(
+    rt: Runtime, stopped: list[quiesce.Quiesced], times: dict[str, float], clock: quiesce.Clock
+) -> None:
+    failures = quiesce.resume(rt.engine, stopped, clock)
     times["started"] = _now()
     for f in failures:
         rt.reporter.warn(f"could not start {f}")
@@ -582,6 +619,7 @@ def save_old(rt: Runtime, op: str, target: str, names: Names, sid: str, restored
         f"/v/{names.old}",
         names.old,
         Commit("pre-restore", "stop", meta),
+        label=f"safety snapshot of {target}",
     )
 
 

@@ -55,6 +55,19 @@ class SnapshotRequest:
 
 
 @dataclass(frozen=True)
+class Taken:
+    """What a snapshot made, and what it did to the containers meanwhile."""
+
+    snapshots: list[Snapshot]
+    held: tuple[quiesce.Held, ...] = ()  # paused or stopped, in name order
+    uses: dict[str, tuple[str, ...]] | None = None  # container name: the volumes it mounts
+
+    def held_for(self, volume: str) -> list[quiesce.Held]:
+        """The containers held that mount `volume`."""
+        return [h for h in self.held if volume in (self.uses or {}).get(h.name, ())]
+
+
+@dataclass(frozen=True)
 class Commit:
     """What a new snapshot's snapshot.json and meta.json say beyond what its data gives."""
 
@@ -83,8 +96,9 @@ class Received:
         )
 
 
-def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
-    """Snapshot every volume of the request at one point in time; returns the new snapshots."""
+def take(rt: Runtime, req: SnapshotRequest) -> Taken:
+    """Snapshot every volume of the request at one point in time; returns the new snapshots
+    and how long each container was paused or stopped."""
     volumes = sorted(dict.fromkeys(req.volumes))
     if not volumes:
         raise UsageError("name at least one volume")
@@ -101,6 +115,9 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
     commit = Commit(req.kind, req.quiesce, meta)
     staged: list[Received] = []
     committed: list[Snapshot] = []
+    clock = quiesce.Clock()
+    targets: list[quiesce.Quiesced] = []
+    uses: dict[str, tuple[str, ...]] = {}
     with contextlib.ExitStack() as locks:
         # Locks first: a lock that cannot be had changes nothing, so it needs no
         # journal record (and must not leave a "begin" that looks interrupted).
@@ -111,7 +128,9 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
         )
         resumed = False
         try:
-            targets = quiesce.plan(quiesce.running_users(rt.engine, volumes), req.quiesce)
+            users = quiesce.running_users(rt.engine, volumes)
+            uses = {c.name: c.volumes for c in users}
+            targets = quiesce.plan(users, req.quiesce)
             rt.journal.append(
                 op,
                 "quiesce",
@@ -126,6 +145,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
                     targets,
                     rt.config.stop_timeout,
                     before_stop=lambda q: rt.journal.append(op, "stopping", container=q.id),
+                    clock=clock,
                 )
                 for v in volumes:
                     mount = Mount(v, "/data", read_only=True)
@@ -133,7 +153,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
             finally:
                 # Every target, whether or not apply reached it: resume() skips
                 # containers that are not in the state we would have put them in.
-                failures = quiesce.resume(rt.engine, targets)
+                failures = quiesce.resume(rt.engine, targets, clock)
                 for f in failures:
                     rt.reporter.warn(f"could not resume {f}")
                 resumed = not failures
@@ -159,7 +179,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> list[Snapshot]:
                     rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
             raise
         rt.journal.append(op, "done")
-    return committed
+    return Taken(committed, tuple(clock.held(targets)), uses)
 
 
 def abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
@@ -197,9 +217,10 @@ def stream_volume(
     path: str,
     top: str,
     commit: Commit,
+    label: str | None = None,
 ) -> Received:
     """Create snapshot volume `sid`, stream the tree at `path` (top dir `top`) into its data/,
-    and commit it."""
+    and commit it. `label` names the transfer in progress reports."""
     created = create_volume(rt, op, sid, source, commit.kind)
     rt.journal.append(op, "stream", snapshot=sid, volume=source)
     with (
@@ -215,7 +236,7 @@ def stream_volume(
             on_bytes=journal.held_after(rt.reporter.advance, "streaming-data"),
             close=False,
         )
-        rt.reporter.begin(source, None)
+        rt.reporter.begin(label or f"snapshot of {source}", None)
         try:
             return receive(rt, op, sid, source, created, transfer, commit)
         finally:

@@ -86,7 +86,13 @@ def verify(rt: Runtime, snapshot: Snapshot, wait: float | None = 30) -> Report:
         catalog.require(rt, snapshot)
         try:
             want = read_manifest(rt, snapshot, info)
-            got = live.manifest_of(rt, snapshot.volume, sub=DATA_DIR)
+            got = live.manifest_of(
+                rt,
+                snapshot.volume,
+                sub=DATA_DIR,
+                label=f"verifying {snapshot.id}",
+                total=info.bytes,
+            )
         except IntegrityError as e:
             return Report(snapshot, problem=str(e))
     report = Report(snapshot, compare(want, got), checked=len(want))

@@ -6,6 +6,7 @@ become a one-line message and their exit code, and Ctrl-C becomes 130.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -21,7 +22,7 @@ from typing import Annotated, Any, BinaryIO, NoReturn, ParamSpec, TypeVar, cast
 import typer
 
 from voltool import __version__, catalog, config, helper_image, recover, snapshot
-from voltool.cli import render
+from voltool.cli import complete, render
 from voltool.cli.render import err, out
 from voltool.cli.reporter import ConsoleReporter
 from voltool.errors import (
@@ -44,9 +45,10 @@ from voltool.validate import DEFAULT_MAX_ENTRIES
 app = typer.Typer(
     name="voltool",
     help="Point-in-time snapshots of Docker named volumes, and restores that never lose data.",
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 _DIGEST = re.compile(r"[0-9a-fA-F]{64}")
@@ -58,12 +60,13 @@ R = TypeVar("R")
 @dataclass
 class Globals:
     overrides: dict[str, Any]
+    quiet: bool = False  # --quiet: no notes, no progress; warnings and errors still
 
     def config(self) -> config.Config:
         return config.load(self.overrides)
 
     def runtime(self, quiet: bool = False) -> Runtime:
-        return open_runtime(self.config(), ConsoleReporter(quiet))
+        return open_runtime(self.config(), ConsoleReporter(quiet or self.quiet))
 
 
 def _command(fn: Callable[P, R]) -> Callable[P, R]:
@@ -95,7 +98,12 @@ def _fail(message: str, code: int) -> NoReturn:
 # Parameters several commands share, declared once.
 SnapshotRef = Annotated[
     str | None,
-    typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.", show_default=False),
+    typer.Argument(
+        metavar="SNAPSHOT",
+        help="Snapshot id or unique id prefix.",
+        show_default=False,
+        autocompletion=complete.snapshots,
+    ),
 ]
 SnapshotName = Annotated[
     str | None, typer.Option("--name", help="Select the snapshot by name instead.")
@@ -109,11 +117,22 @@ NameVolume = Annotated[
 RequiredRefArg = Annotated[
     str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
 ]
+StopTimeout = typer.Option(
+    None,
+    "--stop-timeout",
+    metavar="SECONDS",
+    min=0,
+    help="Seconds a container gets to stop before it is killed (default: the stop_timeout "
+    "setting, 10).",
+    show_default=False,
+)
 
 
-def _globals(ctx: typer.Context) -> Globals:
+def _globals(ctx: typer.Context, **settings: Any) -> Globals:
+    """The global options; `settings` given (not None) override the configuration's."""
     obj = ctx.find_root().obj
     assert isinstance(obj, Globals)
+    obj.overrides.update({k: v for k, v in settings.items() if v is not None})
     return obj
 
 
@@ -141,11 +160,26 @@ def _main(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    quiet: bool = typer.Option(
+        False, "--quiet", help="No progress and no notes on stderr; warnings and errors still."
+    ),
 ) -> None:
-    ctx.obj = Globals({"host": host, "context": context, "helper_image": helper_image_opt})
+    ctx.obj = Globals({"host": host, "context": context, "helper_image": helper_image_opt}, quiet)
     if ctx.invoked_subcommand is None:
         out.print(ctx.get_help(), markup=False)
         raise typer.Exit(int(ExitCode.USAGE))
+
+
+def _drop_typed_ahead() -> None:
+    """Discard what was typed before the question was shown: only an answer typed after
+    seeing it counts (a name typed ahead while the plan was computed is no consent)."""
+    try:
+        import termios
+    except ImportError:
+        return  # no terminals of that kind here
+    # Not a terminal that can be flushed: nothing was typed ahead into it.
+    with contextlib.suppress(termios.error, OSError, ValueError):
+        termios.tcflush(sys.stdin.fileno(), termios.TCIFLUSH)
 
 
 def _confirm(question: str, yes: bool, refusal: str, details: Sequence[str] = ()) -> None:
@@ -159,6 +193,7 @@ def _confirm(question: str, yes: bool, refusal: str, details: Sequence[str] = ()
         raise NeedsConfirmation(f"{refusal}: no terminal to confirm on; pass --yes")
     for line in details:
         err.print(line, markup=False)
+    _drop_typed_ahead()
     if not typer.confirm(question, default=False, err=True):
         raise Declined("declined; nothing was changed")
 
@@ -171,7 +206,10 @@ def _confirm(question: str, yes: bool, refusal: str, details: Sequence[str] = ()
 def snapshot_cmd(
     ctx: typer.Context,
     volumes: list[str] = typer.Argument(
-        None, help="Volumes to snapshot, at one point in time.", show_default=False
+        None,
+        help="Volumes to snapshot, at one point in time.",
+        show_default=False,
+        autocompletion=complete.volumes,
     ),
     name: str | None = typer.Option(
         None, "--name", help="Name for the snapshot (unique per volume)."
@@ -189,13 +227,16 @@ def snapshot_cmd(
     wait: float | None = typer.Option(
         None, "--wait", help="Seconds to wait for a busy volume's lock."
     ),
+    stop_timeout: int | None = StopTimeout,
     as_json: bool = typer.Option(False, "--json", help="Print the new snapshots as JSON."),
 ) -> None:
     """Take a snapshot of each VOLUME (containers using them are paused meanwhile)."""
     if stop and no_quiesce:
         raise UsageError("--stop and --no-quiesce exclude each other")
+    if stop_timeout is not None and not stop:
+        raise UsageError("--stop-timeout goes with --stop")
     Meta(name, note).check_input()  # before the engine is asked anything
-    rt = _globals(ctx).runtime(quiet=as_json)
+    rt = _globals(ctx, stop_timeout=stop_timeout).runtime(quiet=as_json)
     names = list(volumes or [])
     if project:
         found = [v.name for v in rt.engine.volumes([f"com.docker.compose.project={project}"])]
@@ -203,9 +244,20 @@ def snapshot_cmd(
             raise NotFound(f"no volumes of Compose project {project!r}")
         names += found
     mode = "stop" if stop else "none" if no_quiesce else "pause"
-    made = snapshot.take(rt, snapshot.SnapshotRequest(tuple(names), name, note, mode, wait=wait))
+    taken = snapshot.take(rt, snapshot.SnapshotRequest(tuple(names), name, note, mode, wait=wait))
+    made = taken.snapshots
+    for line in render.held_lines(taken.held):
+        rt.reporter.note(line)
     if as_json:
-        render.print_json([render.snapshot_record(s) for s in made])
+        render.print_json(
+            [
+                {
+                    **render.snapshot_record(s),
+                    "containers": render.held_records(taken.held_for(s.source)),
+                }
+                for s in made
+            ]
+        )
         return
     for s in made:
         size = render.human_bytes(s.info.bytes if s.info else None)
@@ -310,7 +362,9 @@ def _one_volume(argument: str | None, option: str | None) -> str | None:
 @_command
 def list_cmd(
     ctx: typer.Context,
-    volume: str | None = typer.Argument(None, help="Only snapshots of this volume."),
+    volume: str | None = typer.Argument(
+        None, help="Only snapshots of this volume.", autocompletion=complete.volumes
+    ),
     volume_opt: ListVolume = None,
     kind: ListKind = None,
     name: ListName = None,
@@ -454,6 +508,7 @@ def delete_cmd(
         metavar="[SNAPSHOT]...",
         help="Snapshot ids or unique id prefixes.",
         show_default=False,
+        autocompletion=complete.snapshots,
     ),
     name: SnapshotName = None,
     volume: NameVolume = None,
@@ -499,7 +554,10 @@ def restore_cmd(
     ref: SnapshotRef = None,
     name: SnapshotName = None,
     to: str | None = typer.Option(
-        None, "--to", help="Restore into this volume (default: the snapshot's source)."
+        None,
+        "--to",
+        help="Restore into this volume (default: the snapshot's source).",
+        autocompletion=complete.volumes,
     ),
     create: bool = typer.Option(
         False, "--create", help="With --to: create the volume if it does not exist."
@@ -528,6 +586,7 @@ def restore_cmd(
     wait: float | None = typer.Option(
         None, "--wait", help="Seconds to wait for a busy volume's lock."
     ),
+    stop_timeout: int | None = StopTimeout,
     as_json: bool = typer.Option(False, "--json", help="Print the plan or the result as JSON."),
 ) -> None:
     """Restore a snapshot into its volume (or --to another), keeping the old data as a snapshot."""
@@ -539,7 +598,7 @@ def restore_cmd(
         check_volume_name(to)
     if if_match is not None and not _DIGEST.fullmatch(if_match):
         raise UsageError(f"--if-match {if_match!r} is not a tree digest (64 hex digits)")
-    rt = _globals(ctx).runtime(quiet=as_json)
+    rt = _globals(ctx, stop_timeout=stop_timeout).runtime(quiet=as_json)
     snap = catalog.resolve(rt, ref, name, prefer=to)
     # Without a terminal the restore refuses, but only once the plan's checks
     # have passed: a wrong argument is reported as such (exit 2), not as exit 11.
@@ -565,6 +624,7 @@ def restore_cmd(
         if not sys.stdin.isatty():
             raise NeedsConfirmation("refusing to restore: no terminal to confirm on; pass --yes")
         render.print_restore_plan(plan, stream=err)
+        _drop_typed_ahead()
         answer = typer.prompt(
             f"Type the volume name ({plan.target}) to restore into it",
             err=True,
@@ -574,6 +634,8 @@ def restore_cmd(
         if answer.strip() != plan.target:
             raise Declined("declined; nothing was changed")
     result = restore.execute(rt, plan, opts)
+    for line in render.held_lines(result.held):
+        rt.reporter.note(line)
     if as_json:
         render.print_json(render.restore_result_record(result))
         return
@@ -592,15 +654,15 @@ def restore_cmd(
 @_command
 def digest_cmd(
     ctx: typer.Context,
-    volume: str = typer.Argument(..., help="The volume to read."),
+    volume: str = typer.Argument(..., help="The volume to read.", autocompletion=complete.volumes),
 ) -> None:
     """Print a volume's live tree digest, computed as a snapshot's is (for restore --if-match)."""
     from voltool import live
 
-    rt = _globals(ctx).runtime(quiet=True)
+    rt = _globals(ctx).runtime()
     catalog.user_volume(rt, volume)
     rt.journal.refuse_pending(volume)
-    out.print(live.manifest_of(rt, volume).digest(), markup=False)
+    out.print(live.manifest_of(rt, volume, label=f"reading {volume}").digest(), markup=False)
 
 
 @app.command("diff")
@@ -609,7 +671,9 @@ def diff_cmd(
     ctx: typer.Context,
     ref: SnapshotRef = None,
     volume: str | None = typer.Argument(
-        None, help="Volume to compare with (default: the snapshot's source)."
+        None,
+        help="Volume to compare with (default: the snapshot's source).",
+        autocompletion=complete.volumes,
     ),
     name: SnapshotName = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -623,14 +687,19 @@ def diff_cmd(
 
     if name is not None and ref is not None and volume is None:
         ref, volume = None, ref  # `diff --name N VOLUME`: the one argument is the volume
-    rt = _globals(ctx).runtime(quiet=True)
+    rt = _globals(ctx).runtime(quiet=as_json)
     snap = catalog.resolve(rt, ref, name, prefer=volume)
     if snap.info is None:
         raise IntegrityError(f"snapshot {snap.id} is {snap.state}: it has no manifest to compare")
     target = volume or snap.info.source
     catalog.user_volume(rt, target)
     rt.journal.refuse_pending(target)
-    changes = list(diff(restore.read_manifest(rt, snap, snap.info), live.manifest_of(rt, target)))
+    changes = list(
+        diff(
+            restore.read_manifest(rt, snap, snap.info),
+            live.manifest_of(rt, target, label=f"reading {target}"),
+        )
+    )
     if as_json:
         render.print_json(
             {"snapshot": snap.id, "volume": target, "changes": [c.__dict__ for c in changes]}
@@ -658,6 +727,7 @@ def verify_cmd(
         metavar="[SNAPSHOT]...",
         help="Snapshot ids or unique id prefixes.",
         show_default=False,
+        autocompletion=complete.snapshots,
     ),
     all_: bool = typer.Option(False, "--all", help="Every snapshot."),
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
@@ -826,7 +896,12 @@ IfMatch = Annotated[
 ]
 Wait = Annotated[float | None, typer.Option("--wait", help="Seconds to wait for a busy lock.")]
 RequiredRef = Annotated[
-    str, typer.Argument(metavar="SNAPSHOT", help="Snapshot id or unique id prefix.")
+    str,
+    typer.Argument(
+        metavar="SNAPSHOT",
+        help="Snapshot id or unique id prefix.",
+        autocompletion=complete.snapshots,
+    ),
 ]
 
 
@@ -910,7 +985,10 @@ def edit_cmd(
 def prune_cmd(
     ctx: typer.Context,
     volumes: list[str] = typer.Argument(
-        None, help="Only snapshots of these volumes.", show_default=False
+        None,
+        help="Only snapshots of these volumes.",
+        show_default=False,
+        autocompletion=complete.volumes,
     ),
     keep_last: int = typer.Option(0, "--keep-last", help="Keep the N newest.", min=0),
     keep_hourly: int = typer.Option(
@@ -993,8 +1071,15 @@ def prune_cmd(
         )
 
 
-config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+config_app = typer.Typer(help="Show the effective configuration.")
 app.add_typer(config_app, name="config")
+
+
+@config_app.callback(invoke_without_command=True)
+def _config_main(ctx: typer.Context) -> None:
+    """Show the effective configuration."""
+    if ctx.invoked_subcommand is None:  # like `git remote`: the help, and success
+        out.print(ctx.get_help(), markup=False)
 
 
 @config_app.command("show")
@@ -1091,7 +1176,9 @@ def helper_cmd(
 def recover_cmd(
     ctx: typer.Context,
     volumes: list[str] = typer.Argument(
-        None, help="Only what concerns these volumes (default: everything)."
+        None,
+        help="Only what concerns these volumes (default: everything).",
+        autocompletion=complete.volumes,
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Say what would be done; change nothing."

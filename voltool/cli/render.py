@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # imported where they are used: start-up time is a feature
     from voltool.catalog import Snapshot
     from voltool.manifest import ManifestEntry
     from voltool.prune import PruneItem
+    from voltool.quiesce import Held
     from voltool.restore import RestorePlan, RestoreResult
     from voltool.verify import Report
 
@@ -197,7 +199,28 @@ def restore_result_record(result: RestoreResult) -> dict[str, Any]:
         "pre_restore_snapshot": result.safety_snapshot,
         "restarted": list(result.restarted),
         "downtime_seconds": round(result.downtime, 3),
+        "containers": held_records(result.held),
     }
+
+
+_VERBS = {"pause": "paused", "stop": "stopped"}
+
+
+def held_lines(held: Sequence[Held]) -> list[str]:
+    """What was done to containers, one line per action: "paused db, web for 0.8 s"
+    (the longest of them)."""
+    lines = []
+    for action, verb in _VERBS.items():
+        some = [h for h in held if h.action == action]
+        if some:
+            names = ", ".join(printable(h.name) for h in some)
+            lines.append(f"{verb} {names} for {max(h.seconds for h in some):.1f} s")
+    return lines
+
+
+def held_records(held: Sequence[Held]) -> list[dict[str, Any]]:
+    """Each container held, as JSON: {"name": "db", "paused_s": 0.812} (or "stopped_s")."""
+    return [{"name": h.name, f"{_VERBS[h.action]}_s": round(h.seconds, 3)} for h in held]
 
 
 def prune_records(items: list[PruneItem], removed: list[str] | None) -> list[dict[str, Any]]:
