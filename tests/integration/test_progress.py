@@ -14,13 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.integration.conftest import BIG
-from tests.integration.dockertools import Docker, hold_env, voltool, wait_for
+from tests.integration.dockertools import Docker, hold_env, records, voltool, wait_for
 
 
 def _snap(vol: str) -> dict[str, object]:
     r = voltool("snapshot", "--json", "--no-quiesce", vol)
     assert r.code == 0, r.err
-    return json.loads(r.out)[0]  # type: ignore[no-any-return]
+    return records(r.out)[0]  # type: ignore[no-any-return]
 
 
 def test_snapshot_says_what_it_paused_and_for_how_long(
@@ -33,7 +33,7 @@ def test_snapshot_says_what_it_paused_and_for_how_long(
     assert re.search(rf"^voltool: paused {app} for \d+\.\d s$", r.err, re.M), r.err
     r = voltool("snapshot", "--json", vol)
     assert r.code == 0, r.err
-    (containers,) = [s["containers"] for s in json.loads(r.out)]
+    (containers,) = [s["containers"] for s in records(r.out)]
     assert [c["name"] for c in containers] == [app]
     assert 0 <= containers[0]["paused_s"] < 60 and set(containers[0]) == {"name", "paused_s"}
 
