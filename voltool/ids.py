@@ -43,7 +43,10 @@ def snapshot_volume_name(snapshot_id: str) -> str:
 def check_volume_name(name: str) -> str:
     """Return `name` if Docker could accept it as a volume name, else raise UsageError."""
     if not VOLUME_NAME_PATTERN.fullmatch(name) or len(name) > 255:
-        raise UsageError(f"invalid volume name {name!r}")
+        raise UsageError(
+            f"invalid volume name {name!r}: up to 255 letters, digits and _.-, "
+            "starting with a letter or digit"
+        )
     return name
 
 

@@ -87,10 +87,9 @@ def read_archive(stream: BinaryIO, req: ImportRequest) -> Incoming:
     Touches no engine: whatever fails here fails before anything is created.
     """
     meta = Meta(req.name, None, False)
-    try:
-        meta.check()
-    except IntegrityError:
-        raise UsageError(f"invalid snapshot name {req.name!r}") from None
+    why = meta.problem()
+    if why:
+        raise UsageError(why.replace("invalid name", "invalid snapshot name", 1))
     if req.source is not None:
         check_volume_name(req.source)
     _, chunks = compression.reader(stream)

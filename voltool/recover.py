@@ -378,7 +378,7 @@ def _recover_one(
     except (KeyError, TypeError, ValueError) as e:
         # Records are data read back from the engine: one that does not read well
         # stops its own operation's recovery, never the others'.
-        report.failures.append(f"{op.kind} {op.id}: its records do not read well ({e!r})")
+        report.failures.append(f"{op.kind} {op.id}: its records do not read well ({e})")
 
 
 # -- containers ------------------------------------------------------------

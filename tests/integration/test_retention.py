@@ -138,7 +138,7 @@ def test_config_file_policy_and_config_show(dk: Docker, seven: str, tmp_path: Pa
     assert (
         "prune pre-restore: last 3, within 1w  (the default for pre-restore snapshots)" in shown.out
     )
-    assert voltool("prune", "--yes", env=env).code == 0
+    assert voltool("prune", seven, "--yes", env=env).code == 0
     assert remaining(dk, seven) == {"a"}
 
 

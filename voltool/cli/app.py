@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import re
 import signal
@@ -1114,9 +1115,16 @@ def config_show_cmd(
         f"config file: {cfg.file or '(none) ' + str(config.config_file_path())}", markup=False
     )
     for key, setting in settings.items():
-        out.print(f"{key} = {setting['value']!r}  ({setting['source']})", markup=False)
+        out.print(f"{key} = {_toml_value(setting['value'])}  ({setting['source']})", markup=False)
     for scope, rule in policies.items():
         out.print(f"prune {scope}: {rule['policy']}  ({rule['source']})", markup=False)
+
+
+def _toml_value(value: object) -> str:
+    """A setting as the config file would spell it (never a Python repr)."""
+    if value is None:
+        return "(not set)"
+    return json.dumps(value)
 
 
 # -- doctor, helper, recover -----------------------------------------------
