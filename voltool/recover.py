@@ -565,7 +565,9 @@ def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
         if not offline:
             actions += late
     safety = d.get("safety")
-    if isinstance(safety, str) and is_valid_id(safety) and not op.reached("saved"):
+    # Whatever the records say ("saved" included), the old data is removed only once a
+    # complete pre-restore snapshot of it is there to be seen.
+    if isinstance(safety, str) and is_valid_id(safety):
         existing = catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id == safety])
         # Only a complete one counts: a damaged one (a commit cut short) is
         # this op's own partial work, and the old data must not rest on it.
