@@ -229,7 +229,8 @@ def test_doctor_reports_a_broken_config_and_checks_the_rest(
     assert bad["fix"] == f"edit {path}"
     names = {c["name"] for c in checks}
     assert {"engine", "helper image", "state directory", "leftovers"} <= names
-    assert all(c["status"] != "fail" for c in checks if c["name"] != "config")
+    # What others left on a shared engine (containers, leftovers) is none of this test's.
+    assert all(c["status"] != "fail" for c in checks if c["name"] not in ("config", "containers"))
     r = voltool("doctor", env=env)
     assert r.code == 1 and "FAIL  config: " in r.out and "ok    engine: " in r.out
 

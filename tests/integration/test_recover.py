@@ -312,7 +312,7 @@ def test_a_process_that_cannot_be_checked_is_only_recovered_when_a_person_says_s
     assert (r.code, r.out.strip()) == (0, "nothing to recover"), r.err  # it may be alive
     assert dk.status(app) == "paused"
     doctor = records(voltool("doctor", "--json", env=env).out)
-    (held,) = [c for c in doctor if c["name"] == "containers"]
+    (held,) = [c for c in doctor if c["name"] == "containers" and app in c["detail"]]
     assert held["status"] == "warn" and f"container {app} is paused by snapshot" in held["detail"]
     assert "voltool-elsewhere" in held["detail"]
     op = held["fix"].rsplit(" ", 1)[-1]
