@@ -62,6 +62,7 @@ class ContainerInfo:
     status: str  # created | running | paused | restarting | exited | dead
     labels: dict[str, str]
     volumes: tuple[str, ...] = ()  # the volumes it mounts
+    created: int = 0  # when the engine created it, in seconds (0: not known)
 
     @property
     def short_id(self) -> str:
@@ -566,6 +567,7 @@ def _container_info(c: dict[str, Any]) -> ContainerInfo:
         status=c.get("State", ""),
         labels=c.get("Labels") or {},
         volumes=_mounted_volumes(c),
+        created=int(c.get("Created") or 0),
     )
 
 

@@ -28,7 +28,7 @@ from voltool.ids import is_valid_id
 from voltool.owner import Owner, current
 
 TERMINAL = frozenset({"done", "failed", "recovered"})
-# What only an operation's "begin" record may say.
+# What no record but an operation's first "begin" may say (besides all it says).
 _FIXED_AT_BEGIN = frozenset({"op", "step", "at", "kind", "volumes", "owner", "target", "create"})
 
 
@@ -184,6 +184,7 @@ class Journal:
         point one at other volumes.
         """
         ops: dict[str, Operation] = {}
+        begun_keys: dict[str, set[str]] = {}
         for rec in self.store.read():
             if not is_valid_id(str(rec.get("op", ""))):
                 continue
@@ -199,15 +200,23 @@ class Journal:
                 op.started = str(rec.get("at", ""))
             op.steps.append(step)
             op.records.append(rec)
-            fixed = ("op", "step", "at") if first else _FIXED_AT_BEGIN
-            op.data.update({k: v for k, v in rec.items() if k not in fixed})
+            if first:
+                op.data.update({k: v for k, v in rec.items() if k not in ("op", "step", "at")})
+                begun = set(rec)
+            else:
+                # A later record adds what its step says; it never changes what the
+                # operation said it would do (its safety snapshot, --offline, ...).
+                fixed = _FIXED_AT_BEGIN | (begun_keys.get(op.id) or set())
+                op.data.update({k: v for k, v in rec.items() if k not in fixed})
+            if first:
+                begun_keys[op.id] = begun
         for op in ops.values():
             self._volumes.setdefault(op.id, op.volumes)
         return ops
 
     def interrupted(self) -> list[Operation]:
         """Operations that will never finish by themselves: `voltool recover` must."""
-        return [op for op in self.operations().values() if op.interrupted]
+        return [op for op in self.operations().values() if op.interrupted and op.reached("begin")]
 
     def refuse_pending(self, volume: str) -> None:
         """Raise PendingOperation if an interrupted operation on `volume` awaits recover."""

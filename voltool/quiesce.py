@@ -9,6 +9,7 @@ or stopped stays as it was.
 from __future__ import annotations
 
 import enum
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from voltool.engine import ContainerInfo, Engine
 from voltool.errors import NotFound, UsageError, VoltoolError
 
 MODES = ("pause", "stop", "none")
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+# A stop timeout read back from a record is data: bounded, so that recovery always ends.
+MAX_STOP_TIMEOUT = 3600
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Quiesced:
             return None
         cid, name, action = rec.get("id"), rec.get("name"), rec.get("action")
         if not (isinstance(cid, str) and isinstance(name, str) and action in ("pause", "stop")):
+            return None
+        if not _CONTAINER_ID.fullmatch(cid):
             return None
         return cls(cid, name, str(action))
 

@@ -53,7 +53,7 @@ class EngineRecords:
         """Every record in the engine, each operation's in the order they were written."""
         self.problems = []
         found = self.engine.managed_containers(L.ROLE_RECORD)
-        for c in sorted(found, key=lambda c: c.labels.get(L.RECORD_SEQ, "")):
+        for c in sorted(found, key=_order):
             rec = _parse(c)
             if rec is None:
                 self.problems.append(f"operation record {c.short_id} is unreadable and was skipped")
@@ -63,8 +63,14 @@ class EngineRecords:
     def forget(self, op: str) -> None:
         """Remove the records of a finished operation, the terminal one last."""
         found = self.engine.managed_containers(L.ROLE_RECORD, where={L.OP: op})
-        for c in sorted(found, key=lambda c: c.labels.get(L.RECORD_SEQ, "")):
+        for c in sorted(found, key=_order):
             self.engine.remove_container(c.id)
+
+
+def _order(c: ContainerInfo) -> tuple[int, str]:
+    """The engine's own creation time first (a client cannot set it: a record made later
+    cannot pass for an earlier one), then the writer's sequence within a second."""
+    return c.created, c.labels.get(L.RECORD_SEQ, "")
 
 
 def unreadable(engine: Engine) -> list[ContainerInfo]:

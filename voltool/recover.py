@@ -23,7 +23,7 @@ what `--dry-run` prints; run for real, each prints what it actually did.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -233,6 +233,13 @@ def recover(
     """
     report = Report()
     every = rt.journal.operations()
+    for oid in sorted(abandoned):
+        owner = every[oid].owner if oid in every else None
+        if owner is not None and owner.checkable and owner.is_alive():
+            report.failures.append(
+                f"operation {oid} is not abandoned: its process ({owner.describe()}) is alive"
+            )
+            abandoned = abandoned - {oid}
     ops = {k: op for k, op in every.items() if scope.op(op)}
     for op in ops.values():
         if op.finished or not op.reached("begin"):
@@ -240,15 +247,10 @@ def recover(
             # records with no operation: nothing to do but tidy them away.
             _run(rt, [_forget(rt, op)], dry_run, report)
     interrupted = [op for op in ops.values() if _dead(op, abandoned)]
-    claimed = _claimed(every.values(), abandoned)
     for op in interrupted:
-        revivals = [_revive(rt, f) for f in _frozen(rt, op, claimed, early=True)]
-        if revivals and _run(rt, revivals, dry_run, report) and not dry_run:
-            # Said once: a later recover must not wait again for stops long over.
-            with contextlib.suppress(VoltoolError):
-                rt.journal.append(op.id, "revived")
+        _revive_first(rt, op, dry_run, report, abandoned)
     for op in interrupted:
-        _recover_one(rt, op, dry_run, report, claimed, op.id in abandoned)
+        _recover_one(rt, op, dry_run, report, abandoned)
 
     try:
         left = find_leftovers(rt, scope)
@@ -324,40 +326,71 @@ def _claimed(ops: Iterable[Operation], abandoned: frozenset[str]) -> set[str]:
     }
 
 
+@contextlib.contextmanager
+def _holding(
+    rt: Runtime, op: Operation, dry_run: bool, abandoned: frozenset[str]
+) -> Iterator[tuple[Operation, set[str]] | None]:
+    """`op`'s volume locks held (taken over from the dead), and `op` read again under them,
+    with the containers operations still running hold; None if `op` is no longer recover's
+    (another recover finished it meanwhile). A dry run takes no lock."""
+    if dry_run:
+        every = rt.journal.operations()
+        yield op, _claimed(every.values(), abandoned)
+        return
+    with contextlib.ExitStack() as locks:
+        for v in sorted(op.volumes):
+            locks.enter_context(
+                volume_lock(
+                    rt,
+                    v,
+                    op.id,
+                    "recover",
+                    wait=30,
+                    recovering=True,
+                    take_over=op.id if op.id in abandoned else None,
+                )
+            )
+        # Read again under the locks: another recover may have finished it (replaying
+        # a finished swap would move the restored data away), and another operation
+        # may have stopped its containers since.
+        every = rt.journal.operations()
+        fresh = every.get(op.id)
+        if fresh is None or not _dead(fresh, abandoned):
+            yield None
+        else:
+            yield fresh, _claimed(every.values(), abandoned)
+
+
+def _revive_first(
+    rt: Runtime, op: Operation, dry_run: bool, report: Report, abandoned: frozenset[str]
+) -> None:
+    """Bring back `op`'s containers, before any operation's own steps (see `_deferred`)."""
+    try:
+        with _holding(rt, op, dry_run, abandoned) as held:
+            if held is None:
+                return
+            fresh, claimed = held
+            revivals = [_revive(rt, f) for f in _frozen(rt, fresh, claimed, early=True)]
+            if revivals and _run(rt, revivals, dry_run, report) and not dry_run:
+                # Said once: a later recover must not wait again for stops long over.
+                with contextlib.suppress(VoltoolError):
+                    rt.journal.append(op.id, "revived")
+    except VoltoolError as e:
+        report.failures.append(f"{op.kind} {op.id}: {e}")
+
+
 def _recover_one(
-    rt: Runtime,
-    op: Operation,
-    dry_run: bool,
-    report: Report,
-    claimed: set[str],
-    abandoned: bool = False,
+    rt: Runtime, op: Operation, dry_run: bool, report: Report, abandoned: frozenset[str]
 ) -> None:
     planner = _PLANNERS.get(op.kind)
     if planner is None:
         report.failures.append(f"operation {op.id} of unknown kind {op.kind!r} left as it is")
         return
     try:
-        with contextlib.ExitStack() as locks:
-            if not dry_run:
-                for v in sorted(op.volumes):
-                    locks.enter_context(
-                        volume_lock(
-                            rt,
-                            v,
-                            op.id,
-                            "recover",
-                            wait=30,
-                            recovering=True,
-                            take_over=op.id if abandoned else None,
-                        )
-                    )
-                # Read the op again under its locks: another recover may have
-                # finished it meanwhile, and replaying a finished swap would
-                # move the restored data away.
-                fresh = rt.journal.operations().get(op.id)
-                if fresh is None or not _dead(fresh, frozenset({op.id} if abandoned else ())):
-                    return
-                op = fresh
+        with _holding(rt, op, dry_run, abandoned) as held:
+            if held is None:
+                return
+            op, claimed = held
             plan = planner(rt, op, claimed)
             if not _run(rt, plan.actions, dry_run, report):
                 return  # stays pending: the next recover tries again
@@ -423,6 +456,8 @@ def _frozen(rt: Runtime, op: Operation, claimed: set[str], early: bool) -> list[
             status: str | None = rt.engine.container(q.id).status
         except NotFound:
             status = None
+        except VoltoolError:
+            continue  # cannot be told: left as it is, never guessed at
         how = quiesce.revival(q, status, q.id in begun)
         if how is not None:
             found.append(Frozen(op, q, how))
@@ -433,7 +468,8 @@ def _revive(rt: Runtime, f: Frozen) -> Action:
     q, op = f.container, f.op
     whose = f"({op.kind} {op.id})"
     timeout = op.data.get("stop_timeout")
-    timeout = timeout if isinstance(timeout, int) else rt.config.stop_timeout
+    if not (isinstance(timeout, int) and 0 <= timeout <= quiesce.MAX_STOP_TIMEOUT):
+        timeout = rt.config.stop_timeout
     words = {
         quiesce.Revival.UNPAUSE: f"unpause container {q.name} {whose}",
         quiesce.Revival.START: f"start container {q.name} {whose}",

@@ -322,13 +322,16 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
                     _started(rt, op, stopped, times, clock)
         except BaseException:
             # Past the swap there is no going back, only forward. Containers
-            # come back now only if the swap is complete: never onto half a tree.
-            if swapped:
+            # come back now only if the swap is complete: never onto half a tree;
+            # with --offline, only once recover has removed the hidden directories.
+            if swapped and not opts.offline:
                 with contextlib.suppress(VoltoolError):
-                    _start(rt, stopped, times, clock)
+                    _started(rt, op, stopped, times, clock)
+            kept = ", ".join(q.name for q in stopped) if opts.offline else ""
             rt.reporter.warn(
                 "the restore was cut short after its swap began; "
                 "run `voltool recover` to finish it (nothing is lost)"
+                + (f"; {kept} stay stopped until it has (--offline)" if kept else "")
             )
             raise
         rt.journal.append(op, "done")

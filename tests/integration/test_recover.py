@@ -372,3 +372,84 @@ def test_records_that_do_not_read_well_block_nothing(
     assert "which does not read as one" in r.out
     assert dk.listing(vol).entries["x"].size == 2
     assert voltool("snapshot", vol).code == 0
+
+
+def forge(dk: Docker, vol: str, rec: dict[str, object]) -> None:
+    """A record in the engine, as anyone who reaches the engine could make one."""
+    dk.client.api.create_container(
+        dk.image,
+        ["true"],
+        labels={
+            "io.voltool.managed": "true",
+            "io.voltool.role": "record",
+            "io.voltool.op": str(rec["op"]),
+            "io.voltool.record": json.dumps(rec),
+            "io.voltool.record.seq": "0" * 20,
+            "io.voltool.volumes": vol,
+        },
+    )
+
+
+def test_a_later_record_cannot_change_what_a_restore_said_it_would_do(
+    dk: Docker, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    dk.run({vol: "/v"}, "echo newer > /v/newer")
+    hold = tmp_path / "hold"
+    proc = start_voltool("restore", "--yes", str(s["id"]), env=hold_env("swapped", hold))
+    wait_for(hold.exists, timeout=120, what="the restore's swap")
+    proc.kill()
+    proc.wait(30)
+    journal = Path(os.environ["VOLTOOL_STATE_DIR"]) / "journal.jsonl"
+    op = [json.loads(line) for line in journal.read_text().splitlines()][-1]["op"]
+    # "No pre-restore snapshot after all", said by a record made after the fact.
+    forge(dk, vol, {"op": op, "step": "note", "safety": None, "offline": True})
+    r = voltool("recover", vol, env=elsewhere(tmp_path))
+    assert r.code == 0, r.err
+    assert "keep the old data" in r.out
+    (kept,) = [x for x in records(voltool("list", "--json", vol).out) if x["kind"] == "pre-restore"]
+    assert dk.read(kept["volume"], "data/newer") == b"newer\n"
+
+
+def test_abandoned_is_refused_for_a_process_alive_here(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume("head -c 33554432 /dev/zero > /v/big")
+    app = container([vol])
+    hold = tmp_path / "hold"
+    proc = start_voltool("snapshot", vol, env=hold_env("streaming-data", hold))
+    try:
+        wait_for(hold.exists, timeout=120, what="the snapshot's stream")
+        journal = Path(os.environ["VOLTOOL_STATE_DIR"]) / "journal.jsonl"
+        op = next(json.loads(line) for line in journal.read_text().splitlines())["op"]
+        r = voltool("recover", vol, "--abandoned", op, env=elsewhere(tmp_path))
+        assert r.code == 9 and f"operation {op} is not abandoned" in r.err, r.err
+        assert dk.status(app) == "paused"  # the live snapshot's to resume, not recover's
+        hold.unlink()
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert dk.status(app) == "running"
+
+
+def test_an_offline_restore_cut_after_its_swap_keeps_its_containers_down_until_recovered(
+    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume(SMALL_TREE)
+    s = snap(vol)
+    dk.run({vol: "/v"}, "echo changed > /v/a.txt")
+    app = container([vol], "trap 'exit 0' TERM; while :; do ls -A /v0; sleep 0.02; done")
+    hold = tmp_path / "hold"
+    proc = start_voltool("restore", "--yes", "--offline", str(s["id"]), env=hold_env("save", hold))
+    wait_for(hold.exists, timeout=120, what="the restore to keep the old data")
+    proc.send_signal(signal.SIGTERM)
+    hold.unlink()
+    assert proc.wait(120) == 130
+    assert dk.status(app) == "exited"  # down until the hidden directories are gone
+    r = voltool("recover", vol, env=elsewhere(tmp_path))
+    assert r.code == 0, r.err
+    assert dk.status(app) == "running"
+    assert ".voltool-" not in dk.client.api.logs(app).decode(errors="replace")
+    assert not [n for n in dk.listing(vol).entries if n.startswith(".voltool-")]
