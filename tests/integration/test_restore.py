@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -266,19 +268,37 @@ def test_not_enough_space_is_refused_in_preflight(
 
 
 def _with_tty(args: list[str], answer: str) -> tuple[int, str]:
+    """Run voltool on a terminal and type `answer` once its prompt shows: what is typed
+    before the prompt is thrown away (so an early keystroke is never taken as consent)."""
     master, slave = os.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "voltool", *args],
         stdin=slave,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=slave,
+        stderr=slave,
     )
     os.close(slave)
-    os.write(master, (answer + "\n").encode())
-    out, err = proc.communicate(timeout=120)
+    seen = b""
+    deadline = time.monotonic() + 120
+    answered = False
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other side closed: the process is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if not answered and b"to restore into it" in seen:
+            os.write(master, (answer + "\n").encode())
+            answered = True
+        if proc.poll() is not None and not ready:
+            break
+    code = proc.wait(30)
     os.close(master)
-    return proc.returncode, out + err
+    return code, seen.decode(errors="replace")
 
 
 def test_confirmation(dk: Docker, volume: Callable[..., str]) -> None:
