@@ -8,13 +8,18 @@ the engine can run it.
 
 Order, and why:
 1. Containers first: every container an interrupted operation paused or
-   stopped is brought back before anything else is tried, each on its own
-   (except those of a restore cut inside its swap: they come back once the
-   swap is finished, never onto half a tree).
+   stopped is brought back before anything else is tried, each on its own,
+   under that operation's locks and from its records read again there (so a
+   container a running operation holds is never started). Those of a restore
+   cut inside its swap come back once the swap is finished, never onto half a
+   tree; those of a restore with --offline once its hidden directories are gone.
 2. Then each operation on its own, under its volumes' locks (taken over from
    the dead): one that cannot be finished is reported and stays pending,
    and the others are still recovered.
 3. Then the leftovers that belong to no interrupted operation.
+
+Records are data read back from the engine: see voltool.journal for what a
+later record may and may not say.
 
 Every step is planned from what is there now, as an `Action` whose words are
 what `--dry-run` prints; run for real, each prints what it actually did.
