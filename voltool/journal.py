@@ -259,7 +259,10 @@ def hold_for_tests(step: str) -> None:
         return
     import time
 
-    hold.write_text(str(os.getpid()))
+    # Whole or not at all: a test that sees the file may read our pid at once.
+    part = hold.with_name(hold.name + ".part")
+    part.write_text(str(os.getpid()))
+    os.replace(part, hold)
     while hold.exists():
         time.sleep(0.02)
 
