@@ -533,18 +533,22 @@ def _collect(frames: Iterable[tuple[int, bytes]]) -> tuple[bytes, bytes, bool]:
 def _cleanup(action: Callable[[], None]) -> None:
     """Run a clean-up step even if Ctrl-C arrives during it, then pass the Ctrl-C on.
 
-    The step's own errors are not fatal: what it could not remove is reported
-    by `voltool doctor` and removed by `voltool recover`.
+    An engine error is tried again, briefly: a removal can fail for a moment
+    ("device or resource busy" while the engine unmounts a layer). What still
+    cannot be removed is not fatal: `voltool doctor` reports it and `voltool
+    recover` removes it.
     """
     interrupted = False
-    for _ in range(3):
+    for attempt in range(3):
         try:
             action()
             break
         except KeyboardInterrupt:
             interrupted = True
         except VoltoolError:
-            break
+            if attempt == 2:
+                break
+            time.sleep(0.2 * (attempt + 1))
     if interrupted:
         raise KeyboardInterrupt
 

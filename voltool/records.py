@@ -25,6 +25,7 @@ from typing import Any
 
 from voltool import labels as L
 from voltool.engine import ContainerInfo, Engine
+from voltool.errors import VoltoolError
 from voltool.ids import is_valid_id
 from voltool.owner import current
 
@@ -63,8 +64,14 @@ class EngineRecords:
     def forget(self, op: str) -> None:
         """Remove the records of a finished operation, the terminal one last."""
         found = self.engine.managed_containers(L.ROLE_RECORD, where={L.OP: op})
+        failed: VoltoolError | None = None
         for c in sorted(found, key=_order):
-            self.engine.remove_container(c.id)
+            try:
+                self.engine.remove_container(c.id)
+            except VoltoolError as e:  # the others still go; recover removes what stays
+                failed = e
+        if failed is not None:
+            raise failed
 
 
 def _order(c: ContainerInfo) -> tuple[int, str]:
