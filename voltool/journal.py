@@ -184,7 +184,6 @@ class Journal:
         point one at other volumes.
         """
         ops: dict[str, Operation] = {}
-        begun_keys: dict[str, set[str]] = {}
         for rec in self.store.read():
             if not is_valid_id(str(rec.get("op", ""))):
                 continue
@@ -192,24 +191,20 @@ class Journal:
             if op is None:
                 op = ops[rec["op"]] = Operation(id=str(rec["op"]), kind="?", volumes=[])
             step = str(rec["step"])
-            first = step == "begin" and not op.reached("begin")
-            if first:
+            begin = next((r for r in op.records if r.get("step") == "begin"), None)
+            if step == "begin" and begin is None:
                 volumes = rec.get("volumes")
                 op.kind = str(rec.get("kind", "?"))
                 op.volumes = [str(v) for v in volumes] if isinstance(volumes, list) else []
                 op.started = str(rec.get("at", ""))
-            op.steps.append(step)
-            op.records.append(rec)
-            if first:
-                op.data.update({k: v for k, v in rec.items() if k not in ("op", "step", "at")})
-                begun = set(rec)
+                fixed: set[str] | frozenset[str] = {"op", "step", "at"}
             else:
                 # A later record adds what its step says; it never changes what the
                 # operation said it would do (its safety snapshot, --offline, ...).
-                fixed = _FIXED_AT_BEGIN | (begun_keys.get(op.id) or set())
-                op.data.update({k: v for k, v in rec.items() if k not in fixed})
-            if first:
-                begun_keys[op.id] = begun
+                fixed = _FIXED_AT_BEGIN | set(begin or ())
+            op.steps.append(step)
+            op.records.append(rec)
+            op.data.update({k: v for k, v in rec.items() if k not in fixed})
         for op in ops.values():
             self._volumes.setdefault(op.id, op.volumes)
         return ops
