@@ -22,6 +22,7 @@ from voltool.layout import DATA_DIR
 from voltool.locks import volume_lock
 from voltool.manifest import ManifestEntry
 from voltool.runtime import Runtime
+from voltool.words import quoted
 
 
 class Sink(Protocol):
@@ -59,7 +60,7 @@ def tree(
         manifest = read_manifest(rt, snapshot, snapshot.info)
     entry = manifest.get(want)
     if entry is None:
-        raise NotFound(f"no {want!r} in snapshot {snapshot.id}")
+        raise NotFound(f"no {quoted(want)} in snapshot {snapshot.id}")
     if entry.type != "dir":
         return iter([entry])
     prefix = "" if want == "." else want + "/"
@@ -90,10 +91,12 @@ def cat(rt: Runtime, snapshot: Snapshot, path: str, out: Sink, wait: float = 30)
         catalog.require(rt, snapshot)
         entry = read_manifest(rt, snapshot, snapshot.info).get(want)
         if entry is None:
-            raise NotFound(f"no {want!r} in snapshot {snapshot.id}")
+            raise NotFound(f"no {quoted(want)} in snapshot {snapshot.id}")
         if entry.type != "file":
             what = "a directory" if entry.type == "dir" else f"a {entry.type}"
-            raise UsageError(f"{want!r} in snapshot {snapshot.id} is {what}, not a regular file")
+            raise UsageError(
+                f"{quoted(want)} in snapshot {snapshot.id} is {what}, not a regular file"
+            )
         return _copy(_content(rt, snapshot, entry), entry, out)
 
 
@@ -102,7 +105,7 @@ def _content(rt: Runtime, snapshot: Snapshot, entry: ManifestEntry) -> Iterator[
         yield from catalog.read_file(rt, snapshot.volume, f"{DATA_DIR}/{entry.path}", entry.size)
     except NotFound:
         raise IntegrityError(
-            f"snapshot {snapshot.id} lists {entry.path!r} but its data does not hold it"
+            f"snapshot {snapshot.id} lists {quoted(entry.path)} but its data does not hold it"
         ) from None
 
 
@@ -118,7 +121,7 @@ def _copy(chunks: Iterator[bytes], entry: ManifestEntry, out: Sink) -> int:
         out.write(chunk)
     if n != entry.size or digest.hexdigest() != entry.sha256:
         raise IntegrityError(
-            f"{entry.path!r} does not match the snapshot's manifest "
+            f"{quoted(entry.path)} does not match the snapshot's manifest "
             f"({'size' if n != entry.size else 'SHA-256'} differs): the snapshot is damaged"
         )
     out.flush()

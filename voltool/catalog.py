@@ -29,6 +29,7 @@ from voltool.keepers import remove_snapshot_volume
 from voltool.layout import META, SNAPSHOT, Meta, SnapshotInfo
 from voltool.locks import volume_lock
 from voltool.runtime import Runtime
+from voltool.words import quoted
 
 MIN_PREFIX = 4
 _MAX_META_FILE = 1024 * 1024
@@ -50,6 +51,7 @@ class Snapshot:
     meta: Meta | None = None
     problem: str | None = None  # why info or meta could not be read
     format_label: str = ""  # the volume's format label, held against snapshot.json
+    op: str = ""  # the operation that took it: snapshots taken together share it
 
     @property
     def state(self) -> str:
@@ -86,6 +88,7 @@ def from_labels(volume: str, lab: dict[str, str]) -> Snapshot | None:
         lab.get(L.KIND, "?"),
         lab.get(L.OWNER, ""),
         format_label=lab.get(L.FORMAT, ""),
+        op=lab.get(L.OP, ""),
     )
 
 
@@ -234,7 +237,7 @@ def check_labels(s: Snapshot, info: SnapshotInfo) -> None:
             shown = in_label.isoformat() if isinstance(in_label, dt.datetime) else in_label
             raise IntegrityError(
                 f"{SNAPSHOT} disagrees with its volume's labels on {field}: "
-                f"{getattr(info, field)!r} in the file, {shown!r} in the labels"
+                f"{quoted(getattr(info, field))} in the file, {quoted(shown)} in the labels"
             )
 
 
@@ -259,21 +262,54 @@ def resolve(
     if ref is not None:
         found = resolve_all(rt, [ref])[0]
         if volume is not None and found.source != volume:
-            raise NotFound(f"snapshot {found.id} is of volume {found.source!r}, not {volume!r}")
+            raise NotFound(
+                f"snapshot {found.id} is of volume {quoted(found.source)}, not {quoted(volume)}"
+            )
         return found
     assert name is not None
     Meta(name).check_input()  # a name no snapshot can have is a mistake, not "not found"
     matches = [s for s in list_snapshots(rt, volume) if s.name == name]
     if prefer is not None and volume is None:
         matches = [s for s in matches if s.source == prefer] or matches
-    where = f" of volume {volume!r}" if volume is not None else ""
+    where = f" of volume {quoted(volume)}" if volume is not None else ""
     return _one(
         matches,
         name,
-        f"no snapshot named {name!r}{where}",
+        f"no snapshot named {quoted(name)}{where}",
         what="snapshot name",
         hint="; choose one with --volume VOLUME or by id",
     )
+
+
+def project_volumes(rt: Runtime, project: str) -> list[str]:
+    """The volumes of Compose project `project`, by the label Compose gives them."""
+    found = sorted(v.name for v in rt.engine.volumes([f"com.docker.compose.project={project}"]))
+    if not found:
+        raise NotFound(f"no volumes of Compose project {quoted(project)}")
+    return found
+
+
+def resolve_group(rt: Runtime, name: str, project: str) -> list[Snapshot]:
+    """The snapshot named `name` of each volume of Compose project `project`, with metadata.
+
+    All or nothing: a volume of the project without such a snapshot is an error,
+    not a volume silently left out of the restore.
+    """
+    Meta(name).check_input()
+    volumes = project_volumes(rt, project)
+    named = {s.source: s for s in list_snapshots(rt) if s.name == name and s.source in volumes}
+    if not named:
+        raise NotFound(
+            f"no snapshot named {quoted(name)} of any volume of Compose project {quoted(project)}"
+        )
+    missing = [v for v in volumes if v not in named]
+    if missing:
+        raise NotFound(
+            f"no snapshot named {quoted(name)} of {', '.join(missing)} "
+            f"(Compose project {quoted(project)}); "
+            "nothing was restored: restore the others one by one (restore --name NAME --to VOLUME)"
+        )
+    return [named[v] for v in volumes]
 
 
 def resolve_all(rt: Runtime, refs: Iterable[str]) -> list[Snapshot]:
@@ -286,13 +322,17 @@ def resolve_all(rt: Runtime, refs: Iterable[str]) -> list[Snapshot]:
     for ref in refs:
         key = ref.removeprefix(SNAPSHOT_VOLUME_PREFIX).lower()
         if not key or any(c not in "0123456789abcdef" for c in key):
-            raise UsageError(f"{ref!r} is not a snapshot id or id prefix (for a name, use --name)")
+            raise UsageError(
+                f"{quoted(ref)} is not a snapshot id or id prefix (for a name, use --name)"
+            )
         if len(key) < MIN_PREFIX:
             raise UsageError(
-                f"snapshot id prefix {ref!r} is too short: give at least {MIN_PREFIX} digits"
+                f"snapshot id prefix {quoted(ref)} is too short: give at least {MIN_PREFIX} digits"
             )
         s = _one(
-            [s for s in snapshots if s.id.startswith(key)], ref, f"no snapshot with id {ref!r}"
+            [s for s in snapshots if s.id.startswith(key)],
+            ref,
+            f"no snapshot with id {quoted(ref)}",
         )
         chosen.setdefault(s.id, s)
     return with_metadata(rt, list(chosen.values()))
@@ -369,7 +409,7 @@ def user_volume(rt: Runtime, name: str) -> VolumeInfo:
     except NotFound:
         raise no_such_volume(rt, name) from None
     if info.labels.get(L.MANAGED) == "true" or name.startswith(SNAPSHOT_VOLUME_PREFIX):
-        raise UsageError(f"{name!r} is a voltool snapshot volume, not a volume to work on")
+        raise UsageError(f"{quoted(name)} is a voltool snapshot volume, not a volume to work on")
     return info
 
 
@@ -389,5 +429,5 @@ def no_such_volume(rt: Runtime, name: str, hint: str = "") -> NotFound:
     except VoltoolError:  # the suggestion is a courtesy: never let it hide the real error
         names = []
     close = difflib.get_close_matches(name, names, n=1)
-    suggestion = f"; did you mean {close[0]!r}?" if close else ""
-    return NotFound(f"no volume named {name!r}{hint}{suggestion}")
+    suggestion = f"; did you mean {quoted(close[0])}?" if close else ""
+    return NotFound(f"no volume named {quoted(name)}{hint}{suggestion}")

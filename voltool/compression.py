@@ -23,6 +23,7 @@ except ImportError:  # its backport, the same module for 3.11-3.13
     from backports import zstd  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 from voltool.errors import IntegrityError, UsageError
+from voltool.words import quoted
 
 CHUNK = 64 * 1024
 ZSTD_LEVEL = 3  # zstd's own default: about as fast as the engine delivers data
@@ -74,7 +75,9 @@ def choose(requested: str | None, filename: str | None) -> Compression:
     try:
         kind = Compression(requested)
     except ValueError:
-        raise UsageError(f"unknown compression {requested!r}: use zstd, gzip or none") from None
+        raise UsageError(
+            f"unknown compression {quoted(requested)}: use zstd, gzip or none"
+        ) from None
     if by_name is not None and by_name is not kind:
         raise UsageError(
             f"{filename} names {by_name.value} compression but --compress says {kind.value}"

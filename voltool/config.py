@@ -15,6 +15,7 @@ from typing import Any
 import platformdirs
 
 from voltool.errors import UsageError
+from voltool.words import quoted
 
 DEFAULT_HELPER_IMAGE = "busybox"
 DEFAULT_BUSYBOX = "/bin/busybox"
@@ -166,7 +167,9 @@ def _coerce(s: Setting, raw: Any, where: str) -> Any:
         try:
             value = int(raw)
         except (TypeError, ValueError):
-            raise UsageError(f"{s.name} from {where} must be a whole number, not {raw!r}") from None
+            raise UsageError(
+                f"{s.name} from {where} must be a whole number, not {quoted(raw)}"
+            ) from None
         if value <= 0:
             raise UsageError(f"{s.name} from {where} must be positive, not {value}")
         return value

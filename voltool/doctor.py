@@ -20,6 +20,7 @@ from voltool.recover import Leftovers, find_leftovers
 from voltool.report import Reporter
 from voltool.runtime import Runtime, open_journal
 from voltool.state import state_dir
+from voltool.words import quoted
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def _leftover_checks(rt: Runtime) -> list[Check]:
                     Check(
                         "snapshots",
                         "warn",
-                        f"snapshot {s.id} of {s.source!r} is damaged: {s.problem}",
+                        f"snapshot {s.id} of {quoted(s.source)} is damaged: {s.problem}",
                         f"voltool inspect {s.id}, then voltool delete {s.id} if it is not needed",
                     )
                 )
@@ -184,12 +185,12 @@ def _leftover_items(left: Leftovers) -> list[str]:
     return (
         [f"interrupted {op.kind} {op.id} on {', '.join(op.volumes)}" for op in left.interrupted]
         + [f"orphaned helper container {c.short_id}" for c in left.helpers]
-        + [f"stale lock on {h.volume!r} ({h.describe()})" for h in left.locks]
-        + [f"incomplete snapshot {s.id} of {s.source!r}" for s in left.incomplete]
+        + [f"stale lock on {quoted(h.volume)} ({h.describe()})" for h in left.locks]
+        + [f"incomplete snapshot {s.id} of {quoted(s.source)}" for s in left.incomplete]
         + [f"keeper {c.name} of a volume that is gone" for c in left.keepers]
         + [f"operation record {c.short_id} that does not read as one" for c in left.records]
         + [
-            f"snapshot {s.id} of {s.source!r} is not protected from docker volume prune"
+            f"snapshot {s.id} of {quoted(s.source)} is not protected from docker volume prune"
             for s in left.unprotected
         ]
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voltool.errors import NotFound, UsageError
+from voltool.words import quoted
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
@@ -64,7 +65,7 @@ def _checked(endpoint: Endpoint) -> Endpoint:
         parse_host(endpoint.host, False, tls=bool(endpoint.tls))
     except Exception as e:  # docker-py raises DockerException or a bare ValueError
         raise UsageError(
-            f"invalid engine address {endpoint.host!r} (from {endpoint.source}): {e}; "
+            f"invalid engine address {quoted(endpoint.host)} (from {endpoint.source}): {e}; "
             "use unix:///path, tcp://host:port or ssh://user@host"
         ) from None
     return endpoint
@@ -88,7 +89,7 @@ def _from_context(name: str, source: str) -> Endpoint:
     try:
         ctx = ContextAPI.get_context(name)
     except Exception as e:
-        raise UsageError(f"Docker context {name!r} cannot be read: {e}") from None
+        raise UsageError(f"Docker context {quoted(name)} cannot be read: {e}") from None
     if ctx is None or not ctx.Host:
-        raise NotFound(f"no Docker context named {name!r}")
-    return Endpoint(ctx.Host, f"context {name!r} ({source})", ctx.TLSConfig or None)
+        raise NotFound(f"no Docker context named {quoted(name)}")
+    return Endpoint(ctx.Host, f"context {quoted(name)} ({source})", ctx.TLSConfig or None)

@@ -19,6 +19,7 @@ from voltool import labels as L
 from voltool.endpoint import Endpoint
 from voltool.errors import EngineError, EngineUnreachable, NoSpace, NotFound, VoltoolError
 from voltool.readahead import read_ahead
+from voltool.words import quoted
 
 if TYPE_CHECKING:
     # Imported where they are used: `voltool --help` and `--version` must not pay
@@ -203,7 +204,7 @@ class Engine:
 
     def volume(self, name: str) -> VolumeInfo:
         """The named volume; raises NotFound if there is none."""
-        with translated(f"volume {name!r}"):
+        with translated(f"volume {quoted(name)}"):
             return _volume_info(self._api.inspect_volume(name))
 
     def volumes(self, label_filters: list[str] | None = None) -> list[VolumeInfo]:
@@ -213,19 +214,19 @@ class Engine:
         return [_volume_info(v) for v in (answer.get("Volumes") or [])]
 
     def create_volume(self, name: str, volume_labels: dict[str, str]) -> VolumeInfo:
-        with translated(f"create volume {name!r}"):
+        with translated(f"create volume {quoted(name)}"):
             return _volume_info(self._api.create_volume(name=name, labels=volume_labels))
 
     def remove_volume(self, name: str) -> None:
         """Remove a volume; a volume that is already gone is not an error."""
-        with contextlib.suppress(NotFound), translated(f"remove volume {name!r}"):
+        with contextlib.suppress(NotFound), translated(f"remove volume {quoted(name)}"):
             self._api.remove_volume(name, force=True)
 
     # -- containers ----------------------------------------------------------
 
     def containers_using(self, volume: str) -> list[ContainerInfo]:
         """Containers (any state) that mount `volume`, voltool's own excluded."""
-        with translated(f"containers using {volume!r}"):
+        with translated(f"containers using {quoted(volume)}"):
             found = self._api.containers(all=True, filters={"volume": volume})
         infos = [_container_info(c) for c in found]
         return [c for c in infos if c.labels.get(L.MANAGED) != "true"]
@@ -255,7 +256,7 @@ class Engine:
         return failures
 
     def container(self, ref: str) -> ContainerInfo:
-        with translated(f"container {ref!r}"):
+        with translated(f"container {quoted(ref)}"):
             data = self._api.inspect_container(ref)
         return ContainerInfo(
             id=data["Id"],
@@ -332,7 +333,7 @@ class Engine:
             network_mode="none",
             security_opt=["no-new-privileges"],
         )
-        with translated(f"create helper container from {image!r}"):
+        with translated(f"create helper container from {quoted(image)}"):
             answer = self._api.create_container(
                 image,
                 command=command or ["-c", "exit 0"],
@@ -470,29 +471,29 @@ class Engine:
             inside = path == dest or path.startswith(dest.rstrip("/") + "/")
             if m.get("Type") == "volume" and inside and len(dest) > len(best):
                 best, volume = dest, m.get("Name")
-        return f"volume {volume!r}" if volume else f"the filesystem of {path}"
+        return f"volume {quoted(volume)}" if volume else f"the filesystem of {path}"
 
     # -- images --------------------------------------------------------------
 
     def image_exists(self, ref: str) -> bool:
         try:
-            with translated(f"image {ref!r}"):
+            with translated(f"image {quoted(ref)}"):
                 self._api.inspect_image(ref)
         except NotFound:
             return False
         return True
 
     def image_id(self, ref: str) -> str:
-        with translated(f"image {ref!r}"):
+        with translated(f"image {quoted(ref)}"):
             return str(self._api.inspect_image(ref)["Id"])
 
     def pull(self, ref: str, on_status: Callable[[str], None]) -> None:
         """Pull image `ref` (`latest` if it names no tag or digest)."""
         repository, tag = parse_image_ref(ref)
-        with translated(f"pull {ref!r}"):
+        with translated(f"pull {quoted(ref)}"):
             for event in self._api.pull(repository, tag=tag or "latest", stream=True, decode=True):
                 if "error" in event:
-                    raise EngineError(f"pull {ref!r}: {event['error']}")
+                    raise EngineError(f"pull {quoted(ref)}: {event['error']}")
                 on_status(str(event.get("status", "")))
 
     def import_image(self, tar_bytes: bytes, ref: str, changes: list[str]) -> str:

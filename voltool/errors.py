@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+from voltool.words import quoted
+
 
 class ExitCode(enum.IntEnum):
     """The exit codes voltool documents (README, "Exit codes")."""
@@ -55,7 +57,9 @@ class AmbiguousReference(UsageError):
         self, ref: str, candidates: list[str], what: str = "snapshot reference", hint: str = ""
     ) -> None:
         self.candidates = candidates
-        super().__init__(f"{what} {ref!r} is ambiguous; it matches: {', '.join(candidates)}{hint}")
+        super().__init__(
+            f"{what} {quoted(ref)} is ambiguous; it matches: {', '.join(candidates)}{hint}"
+        )
 
 
 class Busy(VoltoolError):
@@ -82,7 +86,7 @@ class ArchiveRejected(IntegrityError):
     def __init__(self, entry: str, rule: str) -> None:
         self.entry = entry
         self.rule = rule
-        super().__init__(f"archive rejected at entry {entry!r}: {rule}")
+        super().__init__(f"archive rejected at entry {quoted(entry)}: {rule}")
 
 
 class NoSpace(VoltoolError):

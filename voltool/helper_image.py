@@ -27,6 +27,7 @@ from voltool.ids import new_id
 from voltool.owner import current
 from voltool.report import Reporter
 from voltool.state import state_dir
+from voltool.words import quoted
 
 BUILT_REPOSITORY = "voltool/helper"
 
@@ -44,7 +45,7 @@ def built_tag(busybox: str) -> str:
             digest = hashlib.sha256(f.read()).hexdigest()[:12]
     except OSError as e:
         raise NotFound(
-            f"cannot read the static busybox {busybox!r} ({e.strerror}); install Debian's "
+            f"cannot read the static busybox {quoted(busybox)} ({e.strerror}); install Debian's "
             "busybox-static or set VOLTOOL_BUSYBOX"
         ) from None
     return f"{BUILT_REPOSITORY}:busybox-{digest}"
@@ -72,7 +73,7 @@ def ensure(engine: Engine, configured: str, busybox: str, reporter: Reporter) ->
     reason = unusable(engine, image)
     if reason:
         raise UsageError(
-            f"helper image {image!r} cannot run voltool's helpers: {reason}; "
+            f"helper image {quoted(image)} cannot run voltool's helpers: {reason}; "
             "choose another with --helper-image"
         )
     return image
@@ -89,7 +90,7 @@ def _present(engine: Engine, configured: str, busybox: str, reporter: Reporter) 
     except VoltoolError as e:
         if configured != DEFAULT_HELPER_IMAGE:
             raise NotFound(
-                f"helper image {configured!r} is missing and cannot be pulled: {e}"
+                f"helper image {quoted(configured)} is missing and cannot be pulled: {e}"
             ) from None
     reporter.note(f"no registry reachable: building the helper image from {busybox}")
     return build(engine, busybox)

@@ -11,6 +11,7 @@ import re
 import secrets
 
 from voltool.errors import UsageError
+from voltool.words import quoted
 
 ID_LENGTH = 16
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
@@ -36,7 +37,7 @@ def is_valid_id(value: str) -> bool:
 def snapshot_volume_name(snapshot_id: str) -> str:
     """The snapshot volume's name; refuses anything that is not a valid id."""
     if not is_valid_id(snapshot_id):
-        raise ValueError(f"not a snapshot id: {snapshot_id!r}")
+        raise ValueError(f"not a snapshot id: {quoted(snapshot_id)}")
     return SNAPSHOT_VOLUME_PREFIX + snapshot_id
 
 
@@ -44,7 +45,7 @@ def check_volume_name(name: str) -> str:
     """Return `name` if Docker could accept it as a volume name, else raise UsageError."""
     if not VOLUME_NAME_PATTERN.fullmatch(name) or len(name) > 255:
         raise UsageError(
-            f"invalid volume name {name!r}: up to 255 letters, digits and _.-, "
+            f"invalid volume name {quoted(name)}: up to 255 letters, digits and _.-, "
             "starting with a letter or digit"
         )
     return name
@@ -58,5 +59,5 @@ def lock_container_name(volume: str) -> str:
 def keeper_container_name(snapshot_id: str) -> str:
     """The name of the container that keeps snapshot `snapshot_id`'s volume in use."""
     if not is_valid_id(snapshot_id):
-        raise ValueError(f"not a snapshot id: {snapshot_id!r}")
+        raise ValueError(f"not a snapshot id: {quoted(snapshot_id)}")
     return KEEPER_CONTAINER_PREFIX + snapshot_id

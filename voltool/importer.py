@@ -35,6 +35,7 @@ from voltool.snapshot import Commit, abandon, check_name_free, create_volume, re
 from voltool.tarstream import TarEntry, TarReader
 from voltool.transfer import Transfer
 from voltool.validate import PER_ENTRY_COST, EntryValidator, Limits
+from voltool.words import quoted
 
 KIND = "import"
 DEFAULT_SOURCE = "imported"  # what a plain tar is filed under without --volume
@@ -161,7 +162,9 @@ def _recorded_source(info: SnapshotInfo) -> str:
     try:
         return check_volume_name(info.source)
     except UsageError:
-        raise IntegrityError(f"{SNAPSHOT}: source {info.source!r} is not a volume name") from None
+        raise IntegrityError(
+            f"{SNAPSHOT}: source {quoted(info.source)} is not a volume name"
+        ) from None
 
 
 def _room(rt: Runtime, volume: str, expect: Manifest | None) -> live.Space:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from voltool.errors import PendingOperation, VoltoolError
 from voltool.ids import is_valid_id
 from voltool.owner import Owner, current
+from voltool.words import quoted
 
 TERMINAL = frozenset({"done", "failed", "recovered"})
 # What no record but an operation's first "begin" may say (besides all it says).
@@ -218,7 +219,7 @@ class Journal:
         op = self.pending_on(volume)
         if op:
             raise PendingOperation(
-                f"volume {volume!r} has an interrupted {op.kind} operation {op.id}; "
+                f"volume {quoted(volume)} has an interrupted {op.kind} operation {op.id}; "
                 "run `voltool recover`"
             )
 

@@ -24,6 +24,7 @@ from voltool.engine import ContainerInfo, Mount, NameConflict
 from voltool.errors import EngineError, NotFound, VoltoolError
 from voltool.ids import SNAPSHOT_VOLUME_PREFIX, is_valid_id, keeper_container_name
 from voltool.runtime import Runtime
+from voltool.words import quoted
 
 MOUNT = "/snapshot"  # where a keeper mounts its snapshot volume
 
@@ -31,7 +32,7 @@ MOUNT = "/snapshot"  # where a keeper mounts its snapshot volume
 def _snapshot_id(volume: str) -> str:
     sid = volume.removeprefix(SNAPSHOT_VOLUME_PREFIX)
     if volume == sid or not is_valid_id(sid):
-        raise ValueError(f"not a snapshot volume: {volume!r}")
+        raise ValueError(f"not a snapshot volume: {quoted(volume)}")
     return sid
 
 
@@ -53,7 +54,8 @@ def protect(rt: Runtime, volume: str, op: str) -> str:
         found = rt.engine.container(name)
         if found.labels.get(L.ROLE) != L.ROLE_KEEPER or found.labels.get(L.KEEPER_VOLUME) != volume:
             raise EngineError(
-                f"container {name!r} is in the way of snapshot volume {volume!r}'s keeper"
+                f"container {quoted(name)} is in the way of the keeper of "
+                f"snapshot volume {quoted(volume)}"
             ) from None
         return found.id
 

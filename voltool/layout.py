@@ -23,6 +23,7 @@ from typing import Any
 from voltool.errors import IntegrityError, UsageError
 from voltool.ids import is_valid_id
 from voltool.manifest import MAX_LINE, Manifest
+from voltool.words import quoted
 
 FORMAT = 1
 DATA_DIR = "data"
@@ -52,7 +53,7 @@ class Names:
         """The names of operation `op`'s entries; refuses anything that is not a valid id
         (an id read back from the engine names paths that get removed)."""
         if not is_valid_id(op):
-            raise ValueError(f"not an operation id: {op!r}")
+            raise ValueError(f"not an operation id: {quoted(op)}")
         return cls(STAGE_PREFIX + op, OLD_PREFIX + op, SWAP_MARK_PREFIX + op)
 
 
@@ -88,14 +89,14 @@ class SnapshotInfo:
     def parse(cls, raw: builtins.bytes, expected_id: str | None = None) -> SnapshotInfo:
         data = _load_object(raw, SNAPSHOT)
         if data.get("format") != FORMAT:
-            raise IntegrityError(f"{SNAPSHOT}: unknown format {data.get('format')!r}")
+            raise IntegrityError(f"{SNAPSHOT}: unknown format {quoted(data.get('format'))}")
         known = set(cls.__dataclass_fields__)
         try:
             info = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError:
             raise IntegrityError(f"{SNAPSHOT}: fields are missing") from None
         if not isinstance(info.id, str) or not is_valid_id(info.id):
-            raise IntegrityError(f"{SNAPSHOT}: invalid snapshot id {info.id!r}")
+            raise IntegrityError(f"{SNAPSHOT}: invalid snapshot id {quoted(info.id)}")
         if expected_id is not None and info.id != expected_id:
             raise IntegrityError(f"{SNAPSHOT}: id {info.id} does not match its volume")
         for name in ("entries", "bytes"):
@@ -118,7 +119,7 @@ class SnapshotInfo:
         if info.origin_id is not None and not (
             isinstance(info.origin_id, str) and is_valid_id(info.origin_id)
         ):
-            raise IntegrityError(f"{SNAPSHOT}: invalid origin id {info.origin_id!r}")
+            raise IntegrityError(f"{SNAPSHOT}: invalid origin id {quoted(info.origin_id)}")
         if info.origin_created is not None and not _is_time(info.origin_created):
             raise IntegrityError(f"{SNAPSHOT}: origin_created is malformed")
         return info
@@ -168,7 +169,7 @@ def check_manifest(manifest: Manifest, info: SnapshotInfo) -> None:
             continue
         parent = manifest.get(path)
         if parent is None or parent.type != "dir":
-            raise IntegrityError(f"manifest entry {e.path!r}: its parent is not a directory")
+            raise IntegrityError(f"manifest entry {quoted(e.path)}: its parent is not a directory")
         known_dir = path
 
 
@@ -217,7 +218,7 @@ class Meta:
             not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name)
         ):
             return (
-                f"invalid name {self.name!r}: up to {MAX_NAME} letters, digits and _.@:+-, "
+                f"invalid name {quoted(self.name)}: up to {MAX_NAME} letters, digits and _.@:+-, "
                 "starting with a letter or digit"
             )
         if self.note is not None and (not isinstance(self.note, str) or len(self.note) > MAX_NOTE):

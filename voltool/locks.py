@@ -28,6 +28,7 @@ from voltool.errors import Busy, NotFound, PendingOperation, VoltoolError
 from voltool.ids import lock_container_name
 from voltool.owner import Owner
 from voltool.runtime import Runtime
+from voltool.words import quoted
 
 _POLL = 0.25
 
@@ -120,7 +121,7 @@ def _acquire(
             _take_over_stale(rt, held, recovering)
             continue
         if time.monotonic() >= deadline:
-            raise Busy(f"volume {volume!r} is busy: {held.describe()}")
+            raise Busy(f"volume {quoted(volume)} is busy: {held.describe()}")
         time.sleep(_POLL)
 
 
@@ -133,11 +134,11 @@ def _take_over_stale(rt: Runtime, held: Holder, recovering: bool) -> None:
     pending = rt.journal.operations().get(held.op)
     if not recovering and pending is not None and not pending.finished:
         raise PendingOperation(
-            f"volume {held.volume!r} has an interrupted {held.kind} operation {held.op} "
+            f"volume {quoted(held.volume)} has an interrupted {held.kind} operation {held.op} "
             f"({held.owner.describe() if held.owner else 'unknown holder'}); "
             "run `voltool recover`"
         )
-    rt.reporter.warn(f"took over the stale lock on {held.volume!r} left by {held.describe()}")
+    rt.reporter.warn(f"took over the stale lock on {quoted(held.volume)} left by {held.describe()}")
     rt.engine.remove_container(held.container_id)
 
 

@@ -32,6 +32,7 @@ from voltool.validate import (
     path_key,
     stored_size,
 )
+from voltool.words import quoted
 
 TYPES = ("file", "dir", "symlink", "char", "block", "fifo")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -78,19 +79,19 @@ class ManifestEntry:
         try:
             raw = json.loads(line)
         except (ValueError, RecursionError):
-            raise IntegrityError(f"manifest line is not JSON: {line[:80]!r}") from None
+            raise IntegrityError(f"manifest line is not JSON: {quoted(line[:80])}") from None
         if not isinstance(raw, dict) or set(raw) - set(_FIELDS):
-            raise IntegrityError(f"manifest line has unknown fields: {line[:80]!r}")
+            raise IntegrityError(f"manifest line has unknown fields: {quoted(line[:80])}")
         try:
             entry = cls(**raw)
         except TypeError:
-            raise IntegrityError(f"manifest line lacks fields: {line[:80]!r}") from None
+            raise IntegrityError(f"manifest line lacks fields: {quoted(line[:80])}") from None
         entry.check()
         return entry
 
     def check(self) -> None:
         def bad(why: str) -> IntegrityError:
-            return IntegrityError(f"manifest entry {self.path!r}: {why}")
+            return IntegrityError(f"manifest entry {quoted(self.path)}: {why}")
 
         if not isinstance(self.path, str) or not _is_normal_path(self.path):
             raise bad("path is not normalised")
@@ -99,7 +100,7 @@ class ManifestEntry:
         ):
             raise bad(f"target is not text of at most {MAX_PATH_BYTES} bytes")
         if self.type not in TYPES:
-            raise bad(f"unknown type {self.type!r}")
+            raise bad(f"unknown type {quoted(self.type)}")
         for name in ("sha256", "target", "link", "dev"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise bad(f"{name} is not text")
@@ -266,7 +267,7 @@ class Manifest:
                 raise IntegrityError("manifest has a line that is not ASCII") from None
             entry = ManifestEntry.from_line(text)
             if entry.line() != text:
-                raise IntegrityError(f"manifest line is not canonical: {text[:80]!r}")
+                raise IntegrityError(f"manifest line is not canonical: {quoted(text[:80])}")
             names += sum(stored_size(t) for t in (entry.path, entry.target or "", entry.link or ""))
             if names > MAX_NAME_TOTAL:
                 raise IntegrityError(f"manifest names take more than {MAX_NAME_TOTAL} bytes")
@@ -284,10 +285,10 @@ class Manifest:
                 continue
             head = self.get(e.link)
             if head is None or head.link != e.link or head.sha256 != e.sha256:
-                raise IntegrityError(f"manifest entry {e.path!r}: broken hard-link group")
+                raise IntegrityError(f"manifest entry {quoted(e.path)}: broken hard-link group")
             if path_key(e.link) > path_key(e.path):
                 raise IntegrityError(
-                    f"manifest entry {e.path!r}: link is not the group's smallest path"
+                    f"manifest entry {quoted(e.path)}: link is not the group's smallest path"
                 )
 
 
@@ -333,7 +334,7 @@ def _no_duplicates() -> Iterator[None]:
     try:
         yield
     except Duplicate as e:
-        raise IntegrityError(f"manifest lists {_path_of(e.args[0])!r} twice") from None
+        raise IntegrityError(f"manifest lists {quoted(_path_of(e.args[0]))} twice") from None
 
 
 def _path_of(key: bytes) -> str:

@@ -19,6 +19,7 @@ from voltool.ids import new_id
 from voltool.layout import META, Meta
 from voltool.locks import volume_lock
 from voltool.runtime import Runtime
+from voltool.words import quoted
 
 EDIT_WAIT = 10.0
 
@@ -50,7 +51,8 @@ def update(
             for other in catalog.list_snapshots(rt, snapshot.source):
                 if other.id != snapshot.id and other.name == new.name:
                     raise UsageError(
-                        f"volume {snapshot.source!r} already has a snapshot named {new.name!r} "
+                        f"volume {quoted(snapshot.source)} already has a snapshot named "
+                        f"{quoted(new.name)} "
                         f"({other.id})"
                     )
         if new != meta or current.meta is None:

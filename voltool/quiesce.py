@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from voltool.engine import ContainerInfo, Engine
 from voltool.errors import NotFound, UsageError, VoltoolError
+from voltool.words import quoted
 
 MODES = ("pause", "stop", "none")
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
@@ -87,7 +88,7 @@ def running_users(engine: Engine, volumes: Iterable[str]) -> list[ContainerInfo]
 
 def plan(containers: Iterable[ContainerInfo], mode: str) -> list[Quiesced]:
     if mode not in MODES:
-        raise UsageError(f"unknown quiesce mode {mode!r}")
+        raise UsageError(f"unknown quiesce mode {quoted(mode)}")
     if mode == "none":
         return []
     return [Quiesced(c.id, c.name, mode) for c in containers]

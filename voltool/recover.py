@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from voltool import catalog, keepers, quiesce, records
+from voltool import catalog, keepers, quiesce, records, restore
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
@@ -44,6 +44,7 @@ from voltool.locks import Holder, lock_holders, volume_lock
 from voltool.manifest import ManifestEntry
 from voltool.owner import Owner
 from voltool.runtime import Runtime
+from voltool.words import quoted
 
 
 @dataclass(frozen=True)
@@ -266,23 +267,25 @@ def recover(
         what = f"remove orphaned helper {c.short_id}"
         _run(rt, [Action(what, partial(rt.engine.remove_container, c.id))], dry_run, report)
     for h in left.locks:
-        what = f"release stale lock on {h.volume!r} ({h.describe()})"
+        what = f"release stale lock on {quoted(h.volume)} ({h.describe()})"
         _run(
             rt, [Action(what, partial(rt.engine.remove_container, h.container_id))], dry_run, report
         )
     for s in left.incomplete:
-        what = f"remove incomplete snapshot {s.id} of {s.source!r}"
+        what = f"remove incomplete snapshot {s.id} of {quoted(s.source)}"
         _run(rt, [Action(what, partial(_remove_incomplete, rt, s))], dry_run, report)
     for c in left.records:
         what = f"remove operation record {c.short_id}, which does not read as one"
         _run(rt, [Action(what, partial(rt.engine.remove_container, c.id))], dry_run, report)
     for c in left.keepers:
-        what = (
-            f"remove keeper {c.name} of the missing volume {c.labels.get(L.KEEPER_VOLUME, '?')!r}"
-        )
+        missing = quoted(c.labels.get(L.KEEPER_VOLUME, "?"))
+        what = f"remove keeper {c.name} of the missing volume {missing}"
         _run(rt, [Action(what, partial(keepers.remove_orphan, rt, c))], dry_run, report)
     for s in left.unprotected:
-        what = f"protect snapshot {s.id} of {s.source!r} from docker volume prune (add its keeper)"
+        what = (
+            f"protect snapshot {s.id} of {quoted(s.source)} from docker volume prune "
+            "(add its keeper)"
+        )
         _run(rt, [Action(what, partial(protect_snapshot, rt, s))], dry_run, report)
     return report
 
@@ -389,7 +392,7 @@ def _recover_one(
 ) -> None:
     planner = _PLANNERS.get(op.kind)
     if planner is None:
-        report.failures.append(f"operation {op.id} of unknown kind {op.kind!r} left as it is")
+        report.failures.append(f"operation {op.id} of unknown kind {quoted(op.kind)} left as it is")
         return
     try:
         with _holding(rt, op, dry_run, abandoned) as held:
@@ -502,7 +505,13 @@ def _forget(rt: Runtime, op: Operation) -> Action:
 def _snapshot_ids(op: Operation) -> list[str]:
     """The ids of the snapshots `op` was making (a restore's pre-restore snapshot too)."""
     made = op.data.get("snapshots")
-    ids = [*(made.values() if isinstance(made, dict) else []), op.data.get("safety")]
+    members = op.data.get("members")
+    safeties = (
+        [m.get("safety") for m in members if isinstance(m, dict)]
+        if isinstance(members, list)
+        else []
+    )
+    ids = [*(made.values() if isinstance(made, dict) else []), op.data.get("safety"), *safeties]
     return [i for i in ids if isinstance(i, str) and is_valid_id(i)]
 
 
@@ -515,7 +524,7 @@ def _helper_removals(rt: Runtime, op: Operation) -> list[Action]:
     ]
     locks = [
         Action(
-            f"release stale lock on {h.volume!r} ({h.describe()})",
+            f"release stale lock on {quoted(h.volume)} ({h.describe()})",
             partial(rt.engine.remove_container, h.container_id),
         )
         for h in lock_holders(rt)
@@ -534,7 +543,7 @@ def _plan_snapshot(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
         if not s.committed:
             actions.append(
                 Action(
-                    f"remove incomplete snapshot {s.id} of {s.source!r}",
+                    f"remove incomplete snapshot {s.id} of {quoted(s.source)}",
                     partial(_remove_incomplete, rt, s, s.volume in op.volumes),
                 )
             )
@@ -554,98 +563,151 @@ def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
             keepers.remove_snapshot_volume(rt, s.volume)
 
 
-def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
-    """Before "swap": roll back. From "swap" on: roll forward. Each step done is journaled.
-    The containers it stopped come back before this (see `recover`), or, when they must
-    wait for its steps (`_deferred`), once those are done."""
-    from voltool import restore
+@dataclass(frozen=True)
+class _Member:
+    """One volume of a restore, as its begin record describes it."""
 
+    target: str
+    snapshot: str
+    root: ManifestEntry
+    old_mtime: int | None
+    safety: str | None
+    create: bool
+
+
+def _members(op: Operation) -> list[_Member]:
+    """The volumes a restore works on: a group's "members", or the one a single restore's
+    begin record describes with the same fields."""
     d = op.data
-    target = str(d.get("target", ""))
-    if target not in op.volumes:
-        raise VoltoolError(f"its target {target!r} is not among the volumes it locked")
+    described = d.get("members") if "members" in d else [d]
+    if not isinstance(described, list) or not described:
+        raise VoltoolError("its record of the volumes it restores is unreadable")
+    found = []
+    for m in described:
+        if not isinstance(m, dict):
+            raise VoltoolError("its record of the volumes it restores is unreadable")
+        target = str(m.get("target", ""))
+        if target not in op.volumes:
+            raise VoltoolError(f"its target {quoted(target)} is not among the volumes it locked")
+        old_mtime = m.get("old_mtime")
+        safety = m.get("safety")
+        found.append(
+            _Member(
+                target,
+                str(m.get("snapshot")),
+                # Needed from the swap on only: a restore rolled back never reads it.
+                _root_entry(m.get("root")) if op.reached("swap") else _NO_ROOT,
+                old_mtime if isinstance(old_mtime, int) else None,
+                safety if isinstance(safety, str) and is_valid_id(safety) else None,
+                m.get("create") is True,
+            )
+        )
+    return found
+
+
+def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
+    """Before "swap": roll every member back. From "swap" on: roll every member forward.
+    Each step done is journaled. The containers it stopped come back before this (see
+    `recover`), or, when they must wait for its steps (`_deferred`), once those are done."""
     names = Names.for_op(op.id)  # derived from the id, not read back from the records
-    old_mtime = d.get("old_mtime")
-    old_mtime = old_mtime if isinstance(old_mtime, int) else None
+    members = _members(op)
     actions = _helper_removals(rt, op)  # also stops a swap helper that is still running
     late = [_revive(rt, f) for f in _frozen(rt, op, claimed, early=False)] if _deferred(op) else []
-    offline = d.get("offline") is True
-    try:
-        volume = rt.engine.volume(target)
-    except NotFound:
-        if not op.reached("swap") and d.get("create") is True:
-            return Plan(actions)  # the volume it was to make is not there: nothing to undo
-        return Plan(
-            actions + late,
-            unrecoverable=f"its target volume {target!r} no longer exists; "
-            "nothing is left to finish or undo",
-        )
+    offline = op.data.get("offline") is True
+    lost = []
+    present = []
+    for m in members:
+        try:
+            volume = rt.engine.volume(m.target)
+        except NotFound:
+            if not (not op.reached("swap") and m.create):  # else: nothing made, nothing to undo
+                lost.append(m.target)
+            continue
+        present.append((m, volume.labels.get(L.CREATED_BY) == op.id))
+    gone = (
+        f"its target volume {quoted(lost[0])} no longer exists; nothing is left to finish or undo"
+        if len(lost) == 1
+        else f"its target volumes {', '.join(map(repr, lost))} no longer exist; "
+        "nothing is left to finish or undo there"
+    )
+    unrecoverable = gone if lost else None
     if not op.reached("swap"):
-        if volume.labels.get(L.CREATED_BY) == op.id:
-            what = f"remove the volume {target!r} that restore {op.id} created"
-            actions.append(Action(what, partial(restore.remove_created, rt, op.id, target, names)))
-        else:
-            what = f"remove the staging directory of restore {op.id} from {target!r}"
-            actions.append(
-                Action(what, partial(restore.drop_stage, rt, op.id, target, names, old_mtime))
-            )
-        return Plan(actions + late)
-    root = _root_entry(d.get("root"))
-    if not op.reached("swapped"):
-        actions.append(
-            Action(
-                f"finish the swap of restore {op.id} in {target!r}",
-                _recorded(
-                    rt,
-                    op,
-                    "swapped",
-                    partial(restore.swap, rt, op.id, target, names, root, old_mtime),
-                ),
-            )
+        began = set(op.all_of("stage", "member"))  # a group's: the members it began to stage
+        for m, made in present:
+            if "members" in op.data and m.target not in began and not made:
+                continue
+            actions.append(_undo(rt, op, m, names, made))
+        return Plan(actions + late, unrecoverable)
+    swaps = [
+        Action(
+            f"finish the swap of restore {op.id} in {quoted(m.target)}",
+            partial(restore.swap, rt, op.id, m.target, names, m.root, m.old_mtime),
         )
+        for m, _ in present
+    ]
+    if not op.reached("swapped") and swaps:
+        # Every member's swap is run again (each is idempotent); "swapped" is said once,
+        # after the last, as the restore itself does.
+        last = swaps[-1]
+        swaps[-1] = Action(last.what, _recorded(rt, op, "swapped", last.run))
+        actions += swaps
         if not offline:
             actions += late
-    safety = d.get("safety")
-    # Whatever the records say ("saved" included), the old data is removed only once a
-    # complete pre-restore snapshot of it is there to be seen.
-    if isinstance(safety, str) and is_valid_id(safety):
-        existing = catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id == safety])
-        # Only a complete one counts: a damaged one (a commit cut short) is
-        # this op's own partial work, and the old data must not rest on it.
-        if not (existing and existing[0].state == "complete"):
-            if existing:
-                actions.append(
-                    Action(
-                        f"remove the partial pre-restore snapshot {safety}",
-                        partial(keepers.remove_snapshot_volume, rt, snapshot_volume_name(safety)),
-                    )
-                )
-            actions.append(
-                Action(
-                    f"keep the old data of {target!r} as pre-restore snapshot {safety}",
-                    _recorded(
-                        rt,
-                        op,
-                        "saved",
-                        partial(
-                            restore.save_old,
-                            rt,
-                            op.id,
-                            target,
-                            names,
-                            safety,
-                            str(d.get("snapshot")),
-                        ),
-                    ),
-                )
+    for m, _ in present:
+        actions += _keep_old(rt, op, m, names)
+    for m, _ in present:
+        actions.append(
+            Action(
+                f"remove the old data of restore {op.id} from {quoted(m.target)}",
+                partial(restore.cleanup, rt, op.id, m.target, names, m.root.mtime),
             )
+        )
+    return Plan(actions + (late if offline else []), unrecoverable)
+
+
+def _undo(rt: Runtime, op: Operation, m: _Member, names: Names, made: bool) -> Action:
+    """Before the swap: the volume this restore created goes (if nothing else was written
+    into it); in any other, the staging directory goes."""
+    if made:
+        what = f"remove the volume {quoted(m.target)} that restore {op.id} created"
+        return Action(what, partial(restore.remove_created, rt, op.id, m.target, names))
+    what = f"remove the staging directory of restore {op.id} from {quoted(m.target)}"
+    return Action(what, partial(restore.drop_stage, rt, op.id, m.target, names, m.old_mtime))
+
+
+def _keep_old(rt: Runtime, op: Operation, m: _Member, names: Names) -> list[Action]:
+    """Whatever the records say ("saved" included), the old data is removed only once a
+    complete pre-restore snapshot of it is there to be seen."""
+    if m.safety is None:
+        return []
+    existing = catalog.with_metadata(rt, [s for s in catalog.find(rt) if s.id == m.safety])
+    # Only a complete one counts: a damaged one (a commit cut short) is this op's own
+    # partial work, and the old data must not rest on it.
+    if existing and existing[0].state == "complete":
+        return []
+    actions = []
+    if existing:
+        actions.append(
+            Action(
+                f"remove the partial pre-restore snapshot {m.safety}",
+                partial(keepers.remove_snapshot_volume, rt, snapshot_volume_name(m.safety)),
+            )
+        )
     actions.append(
         Action(
-            f"remove the old data of restore {op.id} from {target!r}",
-            partial(restore.cleanup, rt, op.id, target, names, root.mtime),
+            f"keep the old data of {quoted(m.target)} as pre-restore snapshot {m.safety}",
+            _recorded(
+                rt,
+                op,
+                "saved",
+                partial(restore.save_old, rt, op.id, m.target, names, m.safety, m.snapshot),
+            ),
         )
     )
-    return Plan(actions + (late if offline else []))
+    return actions
+
+
+_NO_ROOT = ManifestEntry(".", "dir", 0o755, 0, 0, 0, 0)
 
 
 def _root_entry(root: object) -> ManifestEntry:

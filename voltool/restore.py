@@ -23,6 +23,13 @@ Invariants:
 Steps, in journal order: begin, [create], [stop if offline], stage, staged,
 [stop], [check], swap, swapped, start, started, [save, saved], cleanup, done
 (with --offline, start and started come after cleanup).
+
+Several volumes restored together (a group: `restore --project`) are one
+operation: one lock set, one begin record listing each member (the same
+fields a single restore's begin record has), a stage and staged record per
+member, one stop of every container using any of them, one "swap" record
+before the first member's swap and one "swapped" after the last, so that
+recover rolls every member back or every member forward, never some of each.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ from voltool.signals import deferred_interrupts
 from voltool.snapshot import Commit, fix_modes, stream_volume
 from voltool.transfer import RootOverride, Transfer
 from voltool.validate import PER_ENTRY_COST, EntryValidator, Limits
+from voltool.words import quoted
 
 # Slack on top of the content bytes: blocks rounded up, directories, inodes.
 _FIXED_SLACK = 16 * 1024 * 1024
@@ -93,6 +101,7 @@ class RestorePlan:
     needed: int  # bytes the target's filesystem must have free
     available: int | None
     target_mtime: int | None  # the target root's mtime before anything was staged
+    device: str | None = None  # the target's filesystem (equal: one filesystem), if known
 
     def counts(self) -> dict[str, int] | None:
         return None if self.changes is None else self.changes.counts()
@@ -136,7 +145,7 @@ def plan(rt: Runtime, snapshot: Snapshot, opts: RestoreOptions) -> RestorePlan:
             # Stopping its containers for the swap would unmount it, and with it both
             # the user's data and the staged copy.
             raise PreconditionFailed(
-                f"volume {target!r} is a tmpfs volume: its data lives only while a container "
+                f"volume {quoted(target)} is a tmpfs volume: its data lives only while a container "
                 "runs with it, and a restore stops its containers; restore into another volume"
             )
     rt.journal.refuse_pending(target)
@@ -161,7 +170,7 @@ def _plan(
         if special is not None:
             raise IntegrityError(
                 f"snapshot {snapshot.id} holds a device node or FIFO ({special.type} "
-                f"{special.path!r}): restoring it needs --allow-special"
+                f"{quoted(special.path)}): restoring it needs --allow-special"
             )
     containers: tuple[ContainerInfo, ...] = ()
     changes = None
@@ -169,7 +178,7 @@ def _plan(
         for c in rt.engine.containers_using(target):
             if c.status in ("paused", "restarting"):
                 raise PreconditionFailed(
-                    f"container {c.name} uses {target!r} and is {c.status}: "
+                    f"container {c.name} uses {quoted(target)} and is {c.status}: "
                     "unpause or stop it before restoring"
                 )
         containers = tuple(quiesce.running_users(rt.engine, [target]))
@@ -200,6 +209,7 @@ def _plan(
         needed,
         available,
         target_mtime,
+        room.device,
     )
 
 
@@ -212,12 +222,14 @@ def charge(target: str, staged: int, safety: int, room: live.Space, store: live.
     what = "a staged copy and the pre-restore snapshot" if together and safety else "a staged copy"
     if room.available is not None and room.available < needed:
         raise NoSpace(
-            f"not enough space to restore into {target!r}: {room.available // 2**20} MiB free, "
+            f"not enough space to restore into {quoted(target)}: "
+            f"{room.available // 2**20} MiB free, "
             f"{needed // 2**20} MiB needed ({what})"
         )
     if not together and store.available is not None and store.available < safety:
         raise NoSpace(
-            f"not enough space for the pre-restore snapshot of {target!r} where snapshots are "
+            f"not enough space for the pre-restore snapshot of {quoted(target)} "
+            "where snapshots are "
             f"kept: {store.available // 2**20} MiB free, {safety // 2**20} MiB needed"
         )
     return needed
@@ -231,73 +243,140 @@ def read_manifest(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo) -> Manife
     return manifest
 
 
+def plan_group(rt: Runtime, snapshots: list[Snapshot], opts: RestoreOptions) -> list[RestorePlan]:
+    """Pre-flight for restoring several snapshots together, each into its own source volume:
+    every member's checks, and the space all of them need on each filesystem at once."""
+    if opts.target or opts.create or opts.if_match:
+        raise UsageError("--to, --create and --if-match restore one volume, not a group")
+    sources = [s.source for s in snapshots]
+    if len(set(sources)) != len(sources):
+        raise UsageError("a group restore takes one snapshot per volume")
+    plans = [plan(rt, s, opts) for s in snapshots]
+    _charge_together(plans)
+    return plans
+
+
+def _charge_together(plans: list[RestorePlan]) -> None:
+    """Members on one filesystem are staged at the same time: their needs add up."""
+    by_device: dict[str | None, list[RestorePlan]] = {}
+    for p in plans:
+        by_device.setdefault(p.device, []).append(p)
+    for device, some in by_device.items():
+        known = [p.available for p in some if p.available is not None]
+        if device is None or not known or len(some) < 2:
+            continue
+        needed = sum(p.needed for p in some)
+        if min(known) < needed:
+            names = ", ".join(p.target for p in some)
+            raise NoSpace(
+                f"not enough space to restore {names} together: {min(known) // 2**20} MiB "
+                f"free, {needed // 2**20} MiB needed"
+            )
+
+
 # -- execute ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One volume of a restore, as decided under its lock."""
+
+    plan: RestorePlan
+    create: bool
+    old_mtime: int | None
+    safety: str | None  # the id its pre-restore snapshot will have
+
+    @property
+    def target(self) -> str:
+        return self.plan.target
+
+    def record(self) -> dict[str, object]:
+        """What recover needs to finish or undo this member (see voltool.recover)."""
+        root = self.plan.manifest.root
+        assert root is not None
+        return {
+            "target": self.target,
+            "snapshot": self.plan.snapshot.id,
+            "snapshot_volume": self.plan.snapshot.volume,
+            "root": {"mode": root.mode, "uid": root.uid, "gid": root.gid, "mtime": root.mtime},
+            "old_mtime": self.old_mtime,
+            "safety": self.safety,
+            "create": self.create,
+        }
 
 
 def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
     """Carry out a plan: lock, journal, stage, stop, swap, start, keep the old data."""
+    (result,) = execute_together(rt, [p], opts)
+    return result
+
+
+def execute_together(
+    rt: Runtime, plans: list[RestorePlan], opts: RestoreOptions
+) -> tuple[RestoreResult, ...]:
+    """Carry out the plans of a group as one operation: every member is restored, or (if
+    it fails before the swap) none is; the containers of all of them are stopped once."""
     op = new_id()
     names = Names.for_op(op)
-    root = p.manifest.root
-    assert root is not None
+    group = len(plans) > 1
     stopped: list[quiesce.Quiesced] = []
+    staged: set[str] = set()  # the members whose staging began: theirs to drop
     times: dict[str, float] = {}
     clock = quiesce.Clock()
+    targets = [p.target for p in plans]
     with contextlib.ExitStack() as locks:
         journal.hold_for_tests("locking")
         # Locks first: one that cannot be had changes nothing and needs no record.
-        for v in sorted({p.target, p.snapshot.volume}):
+        for v in sorted({*targets, *(p.snapshot.volume for p in plans)}):
             locks.enter_context(volume_lock(rt, v, op, "restore", opts.wait))
-        rt.journal.refuse_pending(p.target)  # the plan was made before the locks
-        # Decide again, under the lock, from what exists now: the volume may have
-        # been made (by another restore, by compose) since the plan was.
-        create, old_mtime = _recheck_target(rt, p, opts)
-        # A volume this restore creates holds nothing before it: no old data to keep.
-        safety = new_id() if opts.safety_snapshot and not create else None
+        members = []
+        for p in plans:
+            rt.journal.refuse_pending(p.target)  # the plan was made before the locks
+            # Decide again, under the lock, from what exists now: the volume may have
+            # been made (by another restore, by compose) since the plan was.
+            create, old_mtime = _recheck_target(rt, p, opts)
+            # A volume this restore creates holds nothing before it: no old data to keep.
+            safety = new_id() if opts.safety_snapshot and not create else None
+            members.append(_Member(p, create, old_mtime, safety))
+        # A single restore's begin record is its one member's record, as it always was.
+        described = {"members": [m.record() for m in members]} if group else members[0].record()
         rt.journal.append(
             op,
             "begin",
             kind="restore",
-            volumes=[p.target],
-            target=p.target,
-            snapshot=p.snapshot.id,
-            snapshot_volume=p.snapshot.volume,
+            volumes=targets,
             names={"stage": names.stage, "old": names.old, "mark": names.mark},
-            root={"mode": root.mode, "uid": root.uid, "gid": root.gid, "mtime": root.mtime},
-            old_mtime=old_mtime,
             offline=opts.offline,
-            safety=safety,
-            create=create,
             stop_timeout=rt.config.stop_timeout,
+            **described,
         )
         try:
-            if create:
-                rt.journal.append(op, "create")
-                made = rt.engine.create_volume(p.target, {L.CREATED_BY: op})
-                if made.labels.get(L.CREATED_BY) != op:
-                    # The engine hands back a volume someone made a moment ago
-                    # as if it were new: it is not ours, and holds their data.
-                    raise Busy(
-                        f"volume {p.target!r} was created by someone else while this "
-                        "restore started; nothing was restored: run it again"
-                    )
+            for m in members:
+                if m.create:
+                    _create(rt, op, m.target)
             if opts.offline:
-                _stop(rt, op, p.target, times, stopped, clock)
-            rt.journal.append(op, "stage")
-            stage(rt, op, p, names, opts.allow_special)
-            rt.journal.append(op, "staged")
+                _stop(rt, op, targets, times, stopped, clock)
+            for m in members:
+                rt.journal.append(op, "stage", **_which(group, m))
+                staged.add(m.target)
+                stage(rt, op, m.plan, names, opts.allow_special)
+                rt.journal.append(op, "staged", **_which(group, m))
             if not opts.offline:
-                _stop(rt, op, p.target, times, stopped, clock)
+                _stop(rt, op, targets, times, stopped, clock)
             if opts.if_match:
+                (m,) = members  # plan_group refuses --if-match
                 rt.journal.append(op, "check")
-                current = live.manifest_of(rt, p.target, op, own=names).digest()
+                current = live.manifest_of(rt, m.target, op, own=names).digest()
                 if current != opts.if_match.lower():
                     raise PreconditionFailed(
-                        f"volume {p.target!r} changed: its digest is {current}, "
+                        f"volume {quoted(m.target)} changed: its digest is {current}, "
                         f"not {opts.if_match}; nothing was restored"
                     )
         except BaseException as e:
-            _roll_back(rt, op, p.target, names, old_mtime, stopped, e)
+            # A single restore undoes its target whatever the step; a group only the
+            # members it began to stage (the others' roots are left as they are).
+            undo = [m for m in members if not group or m.target in staged or m.create]
+            _roll_back(rt, op, undo, names, stopped, e)
             raise
         swapped = False
         try:
@@ -305,17 +384,25 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
             # together against Ctrl-C: a swap cut in two would need recover.
             with deferred_interrupts():
                 rt.journal.append(op, "swap")
-                swap(rt, op, p.target, names, root, old_mtime)
+                for m in members:
+                    root = m.plan.manifest.root
+                    assert root is not None
+                    swap(rt, op, m.target, names, root, m.old_mtime)
+                    journal.hold_for_tests("member-swapped")
                 rt.journal.append(op, "swapped")
                 swapped = True
                 if not opts.offline:
                     _started(rt, op, stopped, times, clock)
-            if safety:
-                rt.journal.append(op, "save", safety=safety)
-                save_old(rt, op, p.target, names, safety, p.snapshot.id)
-                rt.journal.append(op, "saved")
+            for m in members:
+                if m.safety:
+                    rt.journal.append(op, "save", safety=m.safety, **_which(group, m))
+                    save_old(rt, op, m.target, names, m.safety, m.plan.snapshot.id)
+                    rt.journal.append(op, "saved", **_which(group, m))
             rt.journal.append(op, "cleanup")
-            cleanup(rt, op, p.target, names, root.mtime)
+            for m in members:
+                root = m.plan.manifest.root
+                assert root is not None
+                cleanup(rt, op, m.target, names, root.mtime)
             if opts.offline:
                 # Kept down until the hidden directories are gone, as --offline promises.
                 with deferred_interrupts():
@@ -335,16 +422,31 @@ def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
             )
             raise
         rt.journal.append(op, "done")
-    downtime = times.get("started", 0.0) - times.get("stopped", 0.0)
-    return RestoreResult(
-        op,
-        p.target,
-        p.snapshot.id,
-        safety,
-        tuple(q.name for q in stopped),
-        max(downtime, 0.0),
-        tuple(clock.held(stopped)),
+    downtime = max(times.get("started", 0.0) - times.get("stopped", 0.0), 0.0)
+    restarted = tuple(q.name for q in stopped)
+    held = tuple(clock.held(stopped))
+    return tuple(
+        RestoreResult(op, m.target, m.plan.snapshot.id, m.safety, restarted, downtime, held)
+        for m in members
     )
+
+
+def _which(group: bool, m: _Member) -> dict[str, str]:
+    """What a step's record says of the member it is about (a group's records only)."""
+    return {"member": m.target} if group else {}
+
+
+def _create(rt: Runtime, op: str, target: str) -> None:
+    """Create the target volume, labelled as this restore's."""
+    rt.journal.append(op, "create")
+    made = rt.engine.create_volume(target, {L.CREATED_BY: op})
+    if made.labels.get(L.CREATED_BY) != op:
+        # The engine hands back a volume someone made a moment ago
+        # as if it were new: it is not ours, and holds their data.
+        raise Busy(
+            f"volume {quoted(target)} was created by someone else while this "
+            "restore started; nothing was restored: run it again"
+        )
 
 
 def _recheck_target(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> tuple[bool, int | None]:
@@ -358,25 +460,25 @@ def _recheck_target(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> tuple[
         catalog.user_volume(rt, p.target)
     except NotFound:
         if not opts.create:
-            raise NotFound(f"no volume named {p.target!r} (--create makes it)") from None
+            raise NotFound(f"no volume named {quoted(p.target)} (--create makes it)") from None
         return True, None
     if not p.create:
         return False, p.target_mtime
-    rt.reporter.warn(f"volume {p.target!r} was created meanwhile: restoring into it as it is")
+    rt.reporter.warn(f"volume {quoted(p.target)} was created meanwhile: restoring into it as it is")
     return False, live.space(rt, p.target).root_mtime
 
 
 def _stop(
     rt: Runtime,
     op: str,
-    target: str,
+    volumes: list[str],
     times: dict[str, float],
     stopped: list[quiesce.Quiesced],
     clock: quiesce.Clock,
 ) -> None:
-    """Stop the running users of `target`; `stopped` lists them before any is touched,
-    so that a failure or Ctrl-C half-way still starts every one of them again."""
-    targets = quiesce.plan(quiesce.running_users(rt.engine, [target]), "stop")
+    """Stop the running users of `volumes`, each once; `stopped` lists them before any is
+    touched, so that a failure or Ctrl-C half-way still starts every one of them again."""
+    targets = quiesce.plan(quiesce.running_users(rt.engine, volumes), "stop")
     rt.journal.append(op, "stop", containers=[q.as_record() for q in targets])
     stopped.extend(targets)
     for q in targets:
@@ -420,25 +522,25 @@ def _now() -> float:
 def _roll_back(
     rt: Runtime,
     op: str,
-    target: str,
+    members: list[_Member],
     names: Names,
-    root_mtime: int | None,
     stopped: list[quiesce.Quiesced],
     error: BaseException,
 ) -> None:
-    """Before the swap: drop the staging directory (or the volume this restore made, if
-    nothing else was written into it) and restart; the target is as it was.
+    """Before the swap: drop each member's staging directory (or the volume this restore
+    made, if nothing else was written into it) and restart; every target is as it was.
 
     Best effort, never raising: if something stays, the op stays pending for recover.
     """
     failures = rt.engine.remove_helpers_of(op)
-    try:
-        if _created_by(rt, target) == op:
-            remove_created(rt, op, target, names)
-        else:
-            drop_stage(rt, op, target, names, root_mtime)
-    except VoltoolError as e:
-        failures.append(str(e))
+    for m in members:
+        try:
+            if _created_by(rt, m.target) == op:
+                remove_created(rt, op, m.target, names)
+            else:
+                drop_stage(rt, op, m.target, names, m.old_mtime)
+        except VoltoolError as e:
+            failures.append(str(e))
     failures += quiesce.resume(rt.engine, stopped)
     for f in failures:
         rt.reporter.warn(f"could not roll back fully ({f}); `voltool recover` will")
@@ -505,7 +607,9 @@ def remove_created(rt: Runtime, op: str, target: str, names: Names) -> str:
     carries `op`'s label and nothing but the staging directory was written into it.
     Returns what was done."""
     if _created_by(rt, target) != op:
-        raise VoltoolError(f"volume {target!r} was not created by restore {op}: left as it is")
+        raise VoltoolError(
+            f"volume {quoted(target)} was not created by restore {op}: left as it is"
+        )
     mounts = [Mount(target, "/v")]
     result = rt.engine.run(
         rt.image, mounts, rt.helper_labels(op), _DROP_AND_CHECK_EMPTY, [names.stage]
@@ -513,11 +617,11 @@ def remove_created(rt: Runtime, op: str, target: str, names: Names) -> str:
     if result.exit_code != 0:
         drop_stage(rt, op, target, names, None)
         return (
-            f"kept the volume {target!r} that restore {op} created: something else was "
+            f"kept the volume {quoted(target)} that restore {op} created: something else was "
             "written into it; its staging directory is removed"
         )
     rt.engine.remove_volume(target)
-    return f"removed the volume {target!r} that restore {op} created"
+    return f"removed the volume {quoted(target)} that restore {op} created"
 
 
 # Idempotent: run it again after a cut at any point and it finishes the swap.
@@ -640,5 +744,5 @@ def _run(rt: Runtime, op: str, target: str, script: str, args: list[str], what: 
     if result.exit_code != 0:
         detail = result.stderr.decode(errors="replace").strip().splitlines()
         raise EngineError(
-            f"{what} in {target!r} failed: {detail[-1] if detail else result.exit_code}"
+            f"{what} in {quoted(target)} failed: {detail[-1] if detail else result.exit_code}"
         )

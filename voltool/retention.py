@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 from voltool.errors import UsageError
+from voltool.words import quoted
 
 PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
 
@@ -68,14 +69,18 @@ class Policy:
             name = key.removeprefix("keep-").removeprefix("keep_")
             if name == "within":
                 if not isinstance(value, str):
-                    raise UsageError(f'{key} in {where} must be a string like "7d", not {value!r}')
+                    raise UsageError(
+                        f'{key} in {where} must be a string like "7d", not {quoted(value)}'
+                    )
                 values["within"] = parse_duration(value, f"{key} in {where}")
             elif name in ("last", *PERIODS):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise UsageError(f"{key} in {where} must be a whole number, not {value!r}")
+                    raise UsageError(
+                        f"{key} in {where} must be a whole number, not {quoted(value)}"
+                    )
                 values[name] = value
             else:
-                raise UsageError(f"unknown retention rule {key!r} in {where}")
+                raise UsageError(f"unknown retention rule {quoted(key)} in {where}")
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -186,7 +191,7 @@ def parse_duration(text: str, where: str = "--keep-within") -> Duration:
     units = [u for _, u in parts]
     if not parts or _DURATION.sub("", text) or len(set(units)) != len(units):
         raise UsageError(
-            f"{where}: {text!r} is not a duration; use {_UNIT_WORDS}, each at most once, "
+            f"{where}: {quoted(text)} is not a duration; use {_UNIT_WORDS}, each at most once, "
             "as in 36h, 7d, 2w, 6m or 1y6m"
         )
     n = {u: int(v) for v, u in parts}
@@ -222,6 +227,7 @@ def parse_moment(text: str, now: dt.datetime, tz: dt.tzinfo, where: str) -> dt.d
         return parse_duration(text, where).before(now, tz)
     except UsageError:
         raise UsageError(
-            f"{where}: {text!r} is neither an ISO date or time (2026-01-31, 2026-01-31T14:00) "
+            f"{where}: {quoted(text)} is neither an ISO date or time "
+            "(2026-01-31, 2026-01-31T14:00) "
             "nor a duration back from now (36h, 7d, 2w, 6m)"
         ) from None

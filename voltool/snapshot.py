@@ -42,6 +42,7 @@ from voltool.runtime import Runtime
 from voltool.tarstream import END_OF_ARCHIVE, file_member
 from voltool.transfer import Transfer
 from voltool.validate import EntryValidator, Limits
+from voltool.words import quoted
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,9 @@ def abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
 def check_name_free(rt: Runtime, volumes: list[str], name: str) -> None:
     for s in catalog.list_snapshots(rt):
         if s.source in volumes and s.name == name:
-            raise UsageError(f"volume {s.source!r} already has a snapshot named {name!r} ({s.id})")
+            raise UsageError(
+                f"volume {quoted(s.source)} already has a snapshot named {quoted(name)} ({s.id})"
+            )
 
 
 def stream_volume(

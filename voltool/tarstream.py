@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from voltool.errors import ArchiveRejected, IntegrityError
+from voltool.words import quoted
 
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
@@ -284,7 +285,7 @@ class TarReader:
         meta_bytes = 0  # metadata members since the last entry, and global ones ever
         while True:
             self._skip_rest()
-            block = self._src.read_exact(BLOCK, f"the header after {self._current!r}")
+            block = self._src.read_exact(BLOCK, f"the header after {quoted(self._current)}")
             if block == _ZERO_BLOCK:
                 self.ended = True
                 self._src.drain(MAX_TRAILING)
@@ -341,11 +342,11 @@ class TarReader:
     def content(self) -> Iterator[bytes]:
         """The current entry's content, in chunks; may be called once per entry."""
         # Count down as pieces go out, so content abandoned half-way is skipped correctly.
-        for piece in self._src.pieces(self._remaining, f"the content of {self._current!r}"):
+        for piece in self._src.pieces(self._remaining, f"the content of {quoted(self._current)}"):
             self._remaining -= len(piece)
             yield piece
         if self._pad:
-            self._src.read_exact(self._pad, f"the padding of {self._current!r}")
+            self._src.read_exact(self._pad, f"the padding of {quoted(self._current)}")
             self._pad = 0
 
     def _skip_rest(self) -> None:
@@ -367,7 +368,9 @@ def _parse_header(block: bytes, after: str) -> tarfile.TarInfo:
     try:
         info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
     except tarfile.HeaderError as e:
-        raise IntegrityError(f"archive is corrupt: bad header after {after!r} ({e})") from None
+        raise IntegrityError(
+            f"archive is corrupt: bad header after {quoted(after)} ({e})"
+        ) from None
     if block[257:263] != b"ustar\x00" and info.type not in tarfile.GNU_TYPES:
         # Only POSIX ustar ("ustar\0" magic, whatever the version) has a name
         # prefix (GNU keeps times there, v7 nothing);
@@ -393,14 +396,14 @@ def _parse_pax(data: bytes, after: str) -> dict[str, str]:
     while pos < end_of_records:
         m = _PAX_RECORD.match(data, pos)
         if not m:
-            raise IntegrityError(f"archive is corrupt: malformed PAX header after {after!r}")
+            raise IntegrityError(f"archive is corrupt: malformed PAX header after {quoted(after)}")
         length = int(m.group(1))
         end = pos + length
         if length <= len(m.group(0)) or end > len(data) or data[end - 1 : end] != b"\n":
-            raise IntegrityError(f"archive is corrupt: malformed PAX record after {after!r}")
+            raise IntegrityError(f"archive is corrupt: malformed PAX record after {quoted(after)}")
         key, eq, value = data[m.end() : end - 1].partition(b"=")
         if not eq:
-            raise IntegrityError(f"archive is corrupt: malformed PAX record after {after!r}")
+            raise IntegrityError(f"archive is corrupt: malformed PAX record after {quoted(after)}")
         count += 1
         if count > MAX_PAX_RECORDS:
             raise ArchiveRejected(after, f"a PAX header of more than {MAX_PAX_RECORDS} records")
@@ -422,7 +425,7 @@ def _pax_int(records: dict[str, str], key: str, default: int, name: str) -> int:
     elif _DIGITS.fullmatch(raw):
         value = int(raw)
     else:
-        raise ArchiveRejected(name, f"PAX {key} is not a whole number: {raw!r}")
+        raise ArchiveRejected(name, f"PAX {key} is not a whole number: {quoted(raw)}")
     if value < 0:
         raise ArchiveRejected(name, f"negative {key}")
     if key in ("uid", "gid") and value > _MAX_ID:
@@ -439,7 +442,7 @@ def _pax_mtime(records: dict[str, str], default: float, name: str) -> int:
     if raw is None:
         return int(default)
     if not _MTIME.fullmatch(raw):
-        raise ArchiveRejected(name, f"PAX mtime is not a number: {raw!r}")
+        raise ArchiveRejected(name, f"PAX mtime is not a number: {quoted(raw)}")
     return int(float(raw) // 1)
 
 
@@ -454,7 +457,7 @@ def _entry(
         raise ArchiveRejected(name, "sparse members are not supported")
     kind = _FROM_TAR.get(info.type)
     if kind is None:
-        raise ArchiveRejected(name, f"unsupported tar member type {info.type!r}")
+        raise ArchiveRejected(name, f"unsupported tar member type {quoted(info.type)}")
     if kind is EntryType.FILE and name.endswith("/") and info.type == tarfile.AREGTYPE:
         kind = EntryType.DIR
     if not (0 <= info.devmajor <= _MAX_DEV and 0 <= info.devminor <= _MAX_DEV):

@@ -22,6 +22,7 @@ from voltool.errors import IntegrityError
 from voltool.manifest import Manifest, ManifestBuilder, ManifestEntry, merge
 from voltool.tarstream import END_OF_ARCHIVE, EntryType, TarEntry, TarReader, header_bytes, padding
 from voltool.validate import EntryValidator
+from voltool.words import quoted
 
 _FLUSH = 512 * 1024  # coalesce headers and content into chunks of about this size
 
@@ -95,7 +96,7 @@ class Transfer:
                 target = self._validator.link_target(entry)
                 head = self._builder.get(target)
                 if head is None:
-                    raise IntegrityError(f"{rel!r} is a hard link to a skipped entry")
+                    raise IntegrityError(f"{quoted(rel)} is a hard link to a skipped entry")
                 # dockerd applies a link header's owner, mode and mtime to the shared
                 # inode: send the target's, so the disk is what the manifest records.
                 got = self._builder.add_hardlink(rel, target, head.mtime)
@@ -189,11 +190,13 @@ class Transfer:
         if self._expect is None:
             return
         if want is None:
-            raise IntegrityError(f"snapshot data has {rel!r}, which its manifest does not list")
+            raise IntegrityError(
+                f"snapshot data has {quoted(rel)}, which its manifest does not list"
+            )
         got = _manifest_entry(rel, entry, None)
         for field in ("type", "size", "target", "dev", "mode", "uid", "gid", "mtime"):
             if getattr(got, field) != getattr(want, field):
-                raise IntegrityError(f"{rel!r} does not match its manifest ({field} differs)")
+                raise IntegrityError(f"{quoted(rel)} does not match its manifest ({field} differs)")
 
     def _check_expected(
         self, rel: str, entry: TarEntry, got: ManifestEntry, want: ManifestEntry | None
@@ -202,13 +205,17 @@ class Transfer:
         if self._expect is None:
             return
         if want is None:
-            raise IntegrityError(f"snapshot data has {rel!r}, which its manifest does not list")
+            raise IntegrityError(
+                f"snapshot data has {quoted(rel)}, which its manifest does not list"
+            )
         if entry.type is EntryType.HARDLINK and want.link is None:
-            raise IntegrityError(f"{rel!r} arrived as a hard link; the manifest lists a lone file")
+            raise IntegrityError(
+                f"{quoted(rel)} arrived as a hard link; the manifest lists a lone file"
+            )
         for field in ("type", "size", "sha256", "target", "dev", "mode", "uid", "gid", "mtime"):
             if getattr(got, field) != getattr(want, field):
                 what = "content" if field == "sha256" else field
-                raise IntegrityError(f"{rel!r} does not match its manifest ({what} differs)")
+                raise IntegrityError(f"{quoted(rel)} does not match its manifest ({what} differs)")
 
 
 # dockerd stores any time before 1970 or after 2262 as 1970-01-01 (moby
@@ -257,7 +264,9 @@ def _check_complete(got: Manifest, want: Manifest) -> None:
     if missing:
         raise IntegrityError(
             f"snapshot data lacks {missing} entr{'y' if missing == 1 else 'ies'} "
-            f"its manifest lists, first {first!r}"
+            f"its manifest lists, first {quoted(first)}"
         )
     if regrouped:
-        raise IntegrityError(f"{regrouped!r} does not match its manifest (hard-link group differs)")
+        raise IntegrityError(
+            f"{quoted(regrouped)} does not match its manifest (hard-link group differs)"
+        )

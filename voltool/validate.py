@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from voltool.errors import ArchiveRejected, NoSpace
 from voltool.spill import Table
 from voltool.tarstream import EntryType, TarEntry
+from voltool.words import quoted
 
 # PATH_MAX is 4096 for the full path the engine extracts to; keep room for
 # voltool's own prefixes ("/v/.voltool-stage-<op>/", "/snap/data/").
@@ -120,7 +121,9 @@ class EntryValidator:
         if entry.type is EntryType.HARDLINK:
             target = self.relative(entry.linkname, name)
             if self._kind(target) != "file" or target == rel:
-                raise ArchiveRejected(name, f"hard link to {entry.linkname!r}, not an earlier file")
+                raise ArchiveRejected(
+                    name, f"hard link to {quoted(entry.linkname)}, not an earlier file"
+                )
             self._mark(rel, "file")
         elif seen != entry.type.value:
             self._mark(rel, entry.type.value)
@@ -171,9 +174,9 @@ class EntryValidator:
             if seen == "dir" or seen == _IMPLIED:
                 break  # its own ancestors were checked when it arrived
             if seen == "symlink":
-                raise ArchiveRejected(name, f"written through the symlink {parent!r}")
+                raise ArchiveRejected(name, f"written through the symlink {quoted(parent)}")
             if seen is not None:
-                raise ArchiveRejected(name, f"parent {parent!r} is not a directory")
+                raise ArchiveRejected(name, f"parent {quoted(parent)} is not a directory")
             self._mark(parent, _IMPLIED)
             self._count_names(name, stored_size(parent))
             parent = parent.rpartition("/")[0]
@@ -191,11 +194,13 @@ class EntryValidator:
         free, inodes = self._limits.free_bytes, self._limits.free_inodes
         if free is not None and self.bytes + self.entries * PER_ENTRY_COST > free:
             raise NoSpace(
-                f"archive needs more than the {free // 2**20} MiB free for it (stopped at {name!r})"
+                f"archive needs more than the {free // 2**20} MiB free for it "
+                f"(stopped at {quoted(name)})"
             )
         if inodes is not None and self.entries > inodes:
             raise NoSpace(
-                f"archive has more entries than the {inodes} free inodes (stopped at {name!r})"
+                f"archive has more entries than the {inodes} free inodes "
+                f"(stopped at {quoted(name)})"
             )
 
 
@@ -227,7 +232,7 @@ def _check_link_climb(name: str, rel: str, target: str) -> None:
             if depth < -1:
                 raise ArchiveRejected(
                     name,
-                    f"symlink to {target!r} climbs above the volume's root: "
+                    f"symlink to {quoted(target)} climbs above the volume's root: "
                     "the Docker archive API refuses to write it",
                 )
         elif part not in ("", "."):

@@ -42,6 +42,7 @@ from voltool.ids import check_volume_name, is_valid_id
 from voltool.layout import Meta
 from voltool.runtime import Runtime, connect_engine, open_runtime
 from voltool.validate import DEFAULT_MAX_ENTRIES
+from voltool.words import quoted
 
 app = typer.Typer(
     name="voltool",
@@ -240,10 +241,7 @@ def snapshot_cmd(
     rt = _globals(ctx, stop_timeout=stop_timeout).runtime(quiet=as_json)
     names = list(volumes or [])
     if project:
-        found = [v.name for v in rt.engine.volumes([f"com.docker.compose.project={project}"])]
-        if not found:
-            raise NotFound(f"no volumes of Compose project {project!r}")
-        names += found
+        names += catalog.project_volumes(rt, project)
     mode = "stop" if stop else "none" if no_quiesce else "pause"
     taken = snapshot.take(rt, snapshot.SnapshotRequest(tuple(names), name, note, mode, wait=wait))
     made = taken.snapshots
@@ -317,7 +315,7 @@ def _list(
     from voltool.retention import parse_moment
 
     if fmt is not None and fmt not in ("table", "json"):
-        raise UsageError(f"--format must be table or json, not {fmt!r}")
+        raise UsageError(f"--format must be table or json, not {quoted(fmt)}")
     as_json = as_json or fmt == "json"
     if quiet and as_json:
         raise UsageError("-q and --json exclude each other")
@@ -348,14 +346,16 @@ def _list(
         for s in snaps:
             out.print(s.id, markup=False)
     elif not snaps:
-        err.print("voltool: no snapshots" + (f" of {volume!r}" if volume else ""), markup=False)
+        err.print(
+            "voltool: no snapshots" + (f" of {quoted(volume)}" if volume else ""), markup=False
+        )
     else:
         out.print(render.snapshot_table(snaps))
 
 
 def _one_volume(argument: str | None, option: str | None) -> str | None:
     if argument is not None and option is not None and argument != option:
-        raise UsageError(f"VOLUME {argument!r} and --volume {option!r} disagree")
+        raise UsageError(f"VOLUME {quoted(argument)} and --volume {quoted(option)} disagree")
     return argument if argument is not None else option
 
 
@@ -417,7 +417,7 @@ def ls_cmd(
             "--kind, --name, --since, --before and -q list snapshots: give no SNAPSHOT"
         )
     if fmt is not None and fmt not in ("table", "json"):
-        raise UsageError(f"--format must be table or json, not {fmt!r}")
+        raise UsageError(f"--format must be table or json, not {quoted(fmt)}")
     as_json = as_json or fmt == "json"
     browse.normal_path(path)  # a bad path is a usage error before the engine is asked
     rt = _globals(ctx).runtime(quiet=True)
@@ -587,6 +587,12 @@ def restore_cmd(
     wait: float | None = typer.Option(
         None, "--wait", help="Seconds to wait for a busy volume's lock."
     ),
+    project: str | None = typer.Option(
+        None,
+        "--project",
+        help="With --name: restore that snapshot of every volume of this Compose project, "
+        "together (one confirmation, one stop of their containers).",
+    ),
     stop_timeout: int | None = StopTimeout,
     as_json: bool = typer.Option(False, "--json", help="Print the plan or the result as JSON."),
 ) -> None:
@@ -598,9 +604,16 @@ def restore_cmd(
     if to is not None:
         check_volume_name(to)
     if if_match is not None and not _DIGEST.fullmatch(if_match):
-        raise UsageError(f"--if-match {if_match!r} is not a tree digest (64 hex digits)")
+        raise UsageError(f"--if-match {quoted(if_match)} is not a tree digest (64 hex digits)")
+    if project is not None:
+        if name is None or ref is not None:
+            raise UsageError("--project goes with --name: the name its volumes' snapshots share")
+        if to or if_match:
+            raise UsageError(
+                "--project restores each volume of the project into itself: "
+                "--to and --if-match are for one volume"
+            )
     rt = _globals(ctx, stop_timeout=stop_timeout).runtime(quiet=as_json)
-    snap = catalog.resolve(rt, ref, name, prefer=to)
     # Without a terminal the restore refuses, but only once the plan's checks
     # have passed: a wrong argument is reported as such (exit 2), not as exit 11.
     prompt = not (yes or dry_run)
@@ -614,41 +627,52 @@ def restore_cmd(
         wait=wait,
         summary=dry_run or (prompt and sys.stdin.isatty()),
     )
-    plan = restore.plan(rt, snap, opts)
+    if project is not None:
+        assert name is not None
+        plans = restore.plan_group(rt, catalog.resolve_group(rt, name, project), opts)
+    else:
+        plans = [restore.plan(rt, catalog.resolve(rt, ref, name, prefer=to), opts)]
     if dry_run:
         if as_json:
-            render.print_json(render.restore_plan_record(plan))
+            render.print_json([render.restore_plan_record(p) for p in plans])
         else:
-            render.print_restore_plan(plan)
+            render.print_restore_plans(plans, project)
         return
     if prompt:
         if not sys.stdin.isatty():
             raise NeedsConfirmation("refusing to restore: no terminal to confirm on; pass --yes")
-        render.print_restore_plan(plan, stream=err)
+        render.print_restore_plans(plans, project, stream=err)
         _drop_typed_ahead()
+        expected = project if project is not None else plans[0].target
+        what = "Compose project name" if project is not None else "volume name"
         answer = typer.prompt(
-            f"Type the volume name ({plan.target}) to restore into it",
+            f"Type the {what} ({expected}) to restore into "
+            + (f"its {len(plans)} volumes" if project is not None else "it"),
             err=True,
             default="",
             show_default=False,
         )
-        if answer.strip() != plan.target:
+        if answer.strip() != expected:
             raise Declined("declined; nothing was changed")
-    result = restore.execute(rt, plan, opts)
-    for line in render.held_lines(result.held):
+    results = restore.execute_together(rt, plans, opts)
+    for line in render.held_lines(results[0].held):
         rt.reporter.note(line)
     if as_json:
-        render.print_json(render.restore_result_record(result))
+        render.print_json([render.restore_result_record(r) for r in results])
         return
-    out.print(f"restored snapshot {result.snapshot} into {result.target}", markup=False)
-    if result.restarted:
+    for r in results:
+        out.print(f"restored snapshot {r.snapshot} into {r.target}", markup=False)
+    first = results[0]
+    if first.restarted:
         out.print(
-            f"restarted {', '.join(result.restarted)} (down {result.downtime:.1f} s)", markup=False
+            f"restarted {', '.join(first.restarted)} (down {first.downtime:.1f} s)", markup=False
         )
-    if result.safety_snapshot:
-        sid = result.safety_snapshot
-        out.print(f"the old data is pre-restore snapshot {sid}", markup=False)
-        out.print(f"to undo: voltool restore {sid} --to {result.target}", markup=False)
+    kept = [r for r in results if r.safety_snapshot]
+    for r in kept:
+        of = f" of {r.target}" if project is not None else ""
+        out.print(f"the old data{of} is pre-restore snapshot {r.safety_snapshot}", markup=False)
+    for r in kept:
+        out.print(f"to undo: voltool restore {r.safety_snapshot} --to {r.target}", markup=False)
 
 
 @app.command("digest")
@@ -856,7 +880,7 @@ def import_cmd(
         try:
             f = open(path, "rb")  # noqa: SIM115 (closed below, after the import)
         except FileNotFoundError:
-            raise NotFound(f"no file {file!r}") from None
+            raise NotFound(f"no file {quoted(file)}") from None
         except IsADirectoryError:
             raise UsageError(f"{file} is a directory") from None
         except OSError as e:
@@ -885,7 +909,7 @@ def parse_size(text: str, option: str) -> int:
     """Bytes from "1024", "500M", "2G", "1TiB" (binary units); UsageError otherwise."""
     m = _SIZE.fullmatch(text.strip())
     if not m:
-        raise UsageError(f"{option}: {text!r} is not a size (for example 500M, 2G, 1T)")
+        raise UsageError(f"{option}: {quoted(text)} is not a size (for example 500M, 2G, 1T)")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
@@ -1203,7 +1227,7 @@ def recover_cmd(
     """Finish or roll back interrupted operations, and remove what dead processes left."""
     for op in abandoned:
         if not is_valid_id(op):
-            raise UsageError(f"invalid operation id {op!r}: 16 lowercase hex digits")
+            raise UsageError(f"invalid operation id {quoted(op)}: 16 lowercase hex digits")
     rt = _globals(ctx).runtime(quiet=as_json)
     scope = recover.Scope(frozenset(volumes)) if volumes else recover.EVERYTHING
     report = recover.recover(rt, dry_run=dry_run, scope=scope, abandoned=frozenset(abandoned))

@@ -191,6 +191,27 @@ def print_restore_plan(plan: RestorePlan, stream: Console = out) -> None:
     stream.print(f"  space: {human_bytes(plan.needed)} needed, {free} free", markup=False)
 
 
+def print_restore_plans(
+    plans: Sequence[RestorePlan], project: str | None, stream: Console = out
+) -> None:
+    """Each member's plan; for a group, first what is restored together, and whether its
+    snapshots were taken at one instant."""
+    if project is not None:
+        names = ", ".join(p.target for p in plans)
+        stream.print(
+            f"restore Compose project {project} together ({len(plans)} volumes: {names}); "
+            "every container of theirs is stopped once, for all the swaps",
+            markup=False,
+        )
+        if len({p.snapshot.op for p in plans}) > 1:
+            stream.print(
+                "  note: these snapshots were not taken together; each is of its own moment",
+                markup=False,
+            )
+    for p in plans:
+        print_restore_plan(p, stream)
+
+
 def restore_result_record(result: RestoreResult) -> dict[str, Any]:
     return {
         "op": result.op,
