@@ -18,6 +18,7 @@ from .merge import ManifestCursor
 from .report import EXIT_ENTRIES, EXIT_FATAL, EXIT_OK, EXIT_USAGE, Fatal, Reporter
 from .scan import Scanner
 from .verify import verify
+from .walk import open_root
 
 MAX_LINE = 8 << 20  # longest manifest line read: xattr values are at most 64 KiB each
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -148,7 +149,7 @@ def _verify(reporter: Reporter, tree: str, manifest: str, out: IO[bytes]) -> Non
 def _open_root(path: str) -> int:
     """The directory a command works on; given by the caller, so trusted to be where it says."""
     try:
-        return os.open(path, _DIR)
+        return open_root(path)
     except OSError as e:
         raise Fatal(f"cannot open {path!r}: {e.strerror}") from None
 

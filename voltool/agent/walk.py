@@ -69,7 +69,7 @@ def lstat_at(dir_fd: int, name: bytes) -> os.stat_result:
 def open_dir(dir_fd: int, name: bytes) -> tuple[int, os.stat_result]:
     """Open the directory `name` in `dir_fd` and fstat it; never through a symlink."""
     try:
-        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        fd = _open_noatime(name, dir_fd, _DIR_FLAGS)
     except FileNotFoundError:
         raise Vanished from None
     except OSError as e:
@@ -103,14 +103,24 @@ def open_regular(dir_fd: int, name: bytes, st: os.stat_result) -> tuple[int, os.
     return fd, fst
 
 
-def _open_noatime(name: bytes, dir_fd: int) -> int:
+def _open_noatime(name: bytes, dir_fd: int | None, flags: int = _FILE_FLAGS) -> int:
+    """Open with O_NOATIME where allowed: reading (or listing) must not change the
+    source's atimes, which the manifest records."""
     global _NOATIME
     if _NOATIME:
         try:
-            return os.open(name, _FILE_FLAGS | _NOATIME, dir_fd=dir_fd)
+            return os.open(name, flags | _NOATIME, dir_fd=dir_fd)
         except PermissionError:
             _NOATIME = 0  # not the owner and no CAP_FOWNER: read without it
-    return os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    return os.open(name, flags, dir_fd=dir_fd)
+
+
+def open_root(path: str) -> int:
+    """Open the directory a command works on, as the walk opens every other one.
+
+    The path is the caller's, so trusted to be where it says (it may pass
+    through symlinks the caller chose)."""
+    return _open_noatime(os.fsencode(path), None, _DIR_FLAGS & ~os.O_NOFOLLOW)
 
 
 def relook(node: Node) -> Node:
