@@ -56,13 +56,16 @@ class Agent:
     def __call__(self, *args: str | os.PathLike[str], stdin: bytes | None = None) -> Run:
         # -I drops PYTHONPATH and the current directory: put the parent on sys.path
         # the way the image does, run the package as -m would, and report the
-        # process's own peak RSS on a pipe of its own.
+        # process's own peak RSS on a pipe of its own. That is VmHWM, the high-water
+        # mark of the program's own memory: ru_maxrss (RUSAGE_SELF) would also count
+        # the pages of the parent that forked it, which Linux carries across exec.
         boot = (
             "import os, resource, runpy, sys; fd = int(sys.argv.pop(1)); "
             "sys.path.insert(0, sys.argv.pop(1)); "
             f"sys.argv[0] = {PACKAGE!r}\n"
             f"try: runpy.run_module({PACKAGE!r}, run_name='__main__', alter_sys=True)\n"
-            "finally: os.write(fd, b'%d' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+            "finally: os.write(fd, [l for l in open('/proc/self/status', 'rb') "
+            "if l.startswith(b'VmHWM:')][0].split()[1])"
         )
         r, w = os.pipe()
         cmd = [sys.executable, "-I", "-c", boot, str(w), str(self.parent), *map(str, args)]
