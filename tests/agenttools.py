@@ -68,7 +68,9 @@ class Agent:
             "if l.startswith(b'VmHWM:')][0].split()[1])"
         )
         r, w = os.pipe()
-        cmd = [sys.executable, "-I", "-c", boot, str(w), str(self.parent), *map(str, args)]
+        # -S as well: no site-packages, so voltool (installed in this venv) cannot be
+        # imported, and neither can anything but the standard library.
+        cmd = [sys.executable, "-I", "-S", "-c", boot, str(w), str(self.parent), *map(str, args)]
         try:
             p = subprocess.run(
                 cmd,
