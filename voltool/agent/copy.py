@@ -229,7 +229,11 @@ class Copier:
             _make_socket(dst, node.name)
         else:
             raise OSError(errno.EINVAL, f"cannot copy an entry of type {kind}")
-        _apply_at(dst, node.name, entry)
+        try:
+            _apply_at(dst, node.name, entry)
+        except BaseException:
+            os.unlink(node.name, dir_fd=dst)  # DST holds only what the manifest lists
+            raise
         return entry
 
     def _file(self, node: Node, before: Entry | None) -> Entry:
