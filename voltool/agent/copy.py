@@ -1,0 +1,479 @@
+"""Copying a tree into a new directory, linking what did not change from the previous copy.
+
+What a copy guarantees:
+- DST gets exactly the entries of the manifest the copy writes: types, modes
+  (setuid, setgid, sticky), owners, xattrs (ACLs, capabilities), times in ns,
+  device numbers, symlink targets as they were (never resolved, wherever they
+  point), hard-link groups as the same groups, sparse files as sparse.
+- Every file's `sha256` is of the bytes DST holds: computed by reading the copy
+  back after the data went in with copy_file_range (the data never passes
+  through the agent then), or carried over from the previous manifest for a
+  file linked from the previous tree.
+- A file that changes while copied: its data is copied up to the size fstat
+  gave when it was opened, then fstat is compared again; if size, mtime or
+  ctime moved, the copy is removed and made again, up to `walk.RETRIES` times.
+  If it never holds still, the last copy stays (hash and size of what DST
+  holds), its entry carries the stat from before that copy (so the next
+  incremental copy sees it changed), and it counts as `unstable`.
+- Nothing is written through a name that could lead outside DST: every entry
+  is created relative to a directory fd of DST with O_CREAT|O_EXCL|O_NOFOLLOW,
+  mkdir, mknod, symlink or link, which all fail rather than reuse an existing
+  name. Nothing already in DST or in the previous tree is ever opened for writing.
+- Metadata is applied owner, then xattrs, then mode, then times: chown clears
+  setuid bits and security.capability, and times go last because every other
+  change touches them. A directory gets its metadata (and times) after all
+  its children are in, so it stays writable (0700) while filled.
+
+Incremental (a previous tree and manifest, on DST's filesystem): a regular
+file is hard-linked from the previous tree instead of copied when all of:
+- the previous manifest has an entry at the same path, a file that was not a
+  later member of a hard-link group (no `link`), with the same inode, dev,
+  size, mtime_ns, ctime_ns, mode, uid, gid, nlink and xattrs as the source now;
+- its ctime is at least a second before the previous copy started (and so
+  before this one): a file changed in the same clock tick as it was read may
+  not show a new ctime, so a recent ctime proves nothing ("racily clean");
+- the previous tree's file, opened with O_NOFOLLOW, is a regular file on DST's
+  filesystem with the size, mode, owner, mtime and xattrs the manifest says
+  (the store is not trusted), has room for more links, and the link made in
+  DST is that very inode.
+Otherwise the file is copied. A hard-link group of the source is one inode:
+its first member is linked or copied by these rules, every later member is
+linked to that first member inside DST. So groups come out as the same
+groups, and two paths are never joined that were not one inode in the source.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from . import xattrs
+from .entry import Entry, Xattrs, type_of
+from .links import LinkGroups
+from .merge import ManifestCursor
+from .report import Fatal, Reporter
+from .scan import hash_fd, same_content_stat
+from .walk import (
+    RETRIES,
+    Changed,
+    Kind,
+    Node,
+    Vanished,
+    open_dir,
+    open_regular,
+    relook,
+    walk,
+)
+
+CFR_CHUNK = 64 << 20  # bytes per copy_file_range call: large, the kernel loops inside
+RW_CHUNK = 1 << 20  # bytes per read/write when copy_file_range cannot be used
+# copy_file_range cannot do this pair of files (another filesystem, an old kernel,
+# a filesystem without support): read and write instead.
+_NO_CFR = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+# Out of space or not writable: every later entry would fail as well.
+_DST_FATAL = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_PREV_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+RACY_NS = 1_000_000_000  # a ctime this close to a copy's start is not trusted
+SOCKET_NAME_MAX = 100  # AF_UNIX paths are at most 107 bytes; longer names bind elsewhere
+
+
+@dataclass(frozen=True)
+class Prev:
+    """The previous copy: its tree (an fd), its manifest, and when that copy started."""
+
+    tree_fd: int
+    manifest: ManifestCursor
+    started_ns: int
+
+
+@dataclass(frozen=True)
+class _Dir:
+    """A directory being filled: its DST fd, the previous tree's fd (-1: none), its entry."""
+
+    dst_fd: int
+    prev_fd: int
+    entry: Entry | None  # None: its source could not be read; nothing to apply
+
+
+class Copier:
+    """Copies the tree under `src_fd` into the empty directory `dst_fd`, calling `emit`
+    with each entry written, in stream order."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        src_fd: int,
+        dst_fd: int,
+        started_ns: int,
+        emit: Callable[[Entry], None],
+        prev: Prev | None = None,
+    ) -> None:
+        self.reporter = reporter
+        self.counts = reporter.counts
+        self.src_fd, self.dst_fd = src_fd, dst_fd
+        self.started_ns = started_ns
+        self.emit = emit
+        self.prev = prev
+        self.groups = LinkGroups()
+        self._dirs: list[_Dir] = []
+        self._use_cfr = True
+        self._buf = bytearray(RW_CHUNK)
+        self._dst_dev = os.fstat(dst_fd).st_dev
+
+    def run(self) -> None:
+        def vanished() -> None:
+            self.counts.vanished += 1
+
+        for kind, node in walk(self.src_fd, self.reporter.error, vanished):
+            if kind is Kind.LEAVE:
+                self._leave()
+                continue
+            before = self.prev.manifest.take(node.path) if self.prev is not None else None
+            try:
+                if kind is Kind.ENTER:
+                    self._enter(node)
+                else:
+                    self._leaf(node, before)
+            except OSError as e:
+                if e.errno in _DST_FATAL:
+                    raise Fatal(f"destination: {e}") from None
+                raise
+
+    # Directories -----------------------------------------------------------
+
+    def _enter(self, node: Node) -> None:
+        try:
+            found = xattrs.read(node.fd)
+        except OSError as e:
+            self.reporter.error(node.path, "listxattr", e)
+            found = ()
+        entry = Entry.of(node.path, node.st, xattrs=found)
+        if not self._dirs:  # the root: DST itself, the previous tree's root
+            prev_fd = self.prev.tree_fd if self.prev is not None else -1
+            self._dirs.append(_Dir(self.dst_fd, prev_fd, entry))
+        else:
+            parent = self._dirs[-1]
+            os.mkdir(node.name, 0o700, dir_fd=parent.dst_fd)
+            fd, _ = open_dir(parent.dst_fd, node.name)
+            self._dirs.append(_Dir(fd, self._prev_dir(parent.prev_fd, node.name), entry))
+        self.emit(entry)
+
+    def _prev_dir(self, prev_parent: int, name: bytes) -> int:
+        if prev_parent == -1:
+            return -1
+        try:
+            return open_dir(prev_parent, name)[0]
+        except (OSError, Vanished, Changed):
+            return -1  # not there, or not a directory: nothing to link from
+
+    def _leave(self) -> None:
+        d = self._dirs.pop()
+        if d.entry is not None:
+            _apply_fd(d.dst_fd, d.entry)
+        if d.dst_fd != self.dst_fd:
+            os.close(d.dst_fd)
+        if d.prev_fd != -1 and (self.prev is None or d.prev_fd != self.prev.tree_fd):
+            os.close(d.prev_fd)
+
+    # Everything else -------------------------------------------------------
+
+    def _leaf(self, node: Node, before: Entry | None) -> None:
+        try:
+            for _ in range(RETRIES):
+                try:
+                    entry = self._make(node, before)
+                except Changed:
+                    node = relook(node)
+                    if stat.S_ISDIR(node.st.st_mode):  # was no directory when listed
+                        self.reporter.warning(node.path, "became a directory while copied")
+                        raise Vanished from None
+                    continue
+                self.emit(entry)
+                return
+            self.reporter.error(node.path, "open", "kept changing while copied")
+        except Vanished:
+            self.counts.vanished += 1
+        except OSError as e:
+            if e.errno in _DST_FATAL:
+                raise
+            self.reporter.error(node.path, "copy", e)
+
+    def _make(self, node: Node, before: Entry | None) -> Entry:
+        """Make `node` in DST and return its entry; Changed if the source is not what
+        node.st says. The source is read completely before anything is created."""
+        kind = type_of(node.st)
+        if kind == "file":
+            return self._file(node, before)
+        dst = self._dirs[-1].dst_fd
+        target = None
+        if kind == "symlink":
+            target = _readlink(node)
+        try:
+            found = xattrs.read(node.name, node.parent_fd)
+        except FileNotFoundError:
+            raise Vanished from None
+        entry = Entry.of(node.path, node.st, target=target, xattrs=found)
+        if target is not None:
+            os.symlink(target, node.name, dir_fd=dst)
+        elif kind == "fifo":
+            os.mkfifo(node.name, 0o600, dir_fd=dst)
+        elif kind in ("char", "block"):
+            os.mknod(node.name, 0o600 | stat.S_IFMT(node.st.st_mode), node.st.st_rdev, dir_fd=dst)
+        elif kind == "socket":
+            _make_socket(dst, node.name)
+        else:
+            raise OSError(errno.EINVAL, f"cannot copy an entry of type {kind}")
+        try:
+            _apply_at(dst, node.name, entry)
+        except BaseException:
+            os.unlink(node.name, dir_fd=dst)  # DST holds only what the manifest lists
+            raise
+        return entry
+
+    def _file(self, node: Node, before: Entry | None) -> Entry:
+        dst = self._dirs[-1].dst_fd
+        member = self.groups.member(node.path, node.st)
+        if member is not None:
+            assert member.link is not None
+            # The same source inode as an earlier path, already in DST: link to it.
+            # The path goes through DST's own directories, which only the agent made.
+            os.link(
+                member.link,
+                node.name,
+                src_dir_fd=self.dst_fd,
+                dst_dir_fd=dst,
+                follow_symlinks=False,
+            )
+            return member
+        try:
+            found = xattrs.read(node.name, node.parent_fd)
+        except FileNotFoundError:
+            raise Vanished from None
+        entry = self._link_prev(node, before, found)
+        if entry is None:
+            entry = self._copy_file(node)
+        self.groups.first(entry, node.st)
+        return entry
+
+    def _link_prev(self, node: Node, before: Entry | None, found: Xattrs) -> Entry | None:
+        """The entry of `node` hard-linked from the previous tree, or None if it may not be."""
+        st = node.st
+        prev_dir = self._dirs[-1].prev_fd
+        if before is None or self.prev is None or prev_dir == -1:
+            return None
+        if before.type != "file" or before.link is not None or before.sha256 is None:
+            return None
+        now = (
+            st.st_ino,
+            st.st_dev,
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            st.st_nlink,
+            found,
+        )
+        then = (
+            before.ino,
+            before.dev,
+            before.size,
+            before.mtime_ns,
+            before.ctime_ns,
+            before.mode,
+            before.uid,
+            before.gid,
+            before.nlink,
+            before.xattrs,
+        )
+        if now != then:
+            return None
+        horizon = min(self.started_ns, self.prev.started_ns) - RACY_NS
+        if st.st_ctime_ns >= horizon:
+            return None  # racily clean: unchanged by the numbers, not necessarily by content
+        if not self._link_from(prev_dir, node, before, found):
+            return None
+        self.counts.files_linked += 1
+        self.counts.bytes_linked += st.st_size
+        return Entry.of(node.path, st, sha256=before.sha256, xattrs=found)
+
+    def _link_from(self, prev_dir: int, node: Node, before: Entry, found: Xattrs) -> bool:
+        """Link the previous tree's `node.name` into DST if it is what `before` says."""
+        dst = self._dirs[-1].dst_fd
+        try:
+            pfd = os.open(node.name, _PREV_FILE, dir_fd=prev_dir)
+        except OSError:
+            return False  # gone, or a symlink (ELOOP): copy instead
+        try:
+            pst = os.fstat(pfd)
+            wanted = (before.size, before.mode, before.uid, before.gid, before.mtime_ns)
+            if (
+                not stat.S_ISREG(pst.st_mode)
+                or pst.st_dev != self._dst_dev
+                or (pst.st_size, stat.S_IMODE(pst.st_mode), pst.st_uid, pst.st_gid, pst.st_mtime_ns)
+                != wanted
+                or pst.st_nlink + node.st.st_nlink > os.fpathconf(pfd, "PC_LINK_MAX")
+                or xattrs.read(pfd) != found
+            ):
+                return False
+        except OSError:
+            return False
+        finally:
+            os.close(pfd)
+        try:
+            os.link(
+                node.name, node.name, src_dir_fd=prev_dir, dst_dir_fd=dst, follow_symlinks=False
+            )
+        except OSError as e:
+            if e.errno in (errno.EMLINK, errno.EXDEV, errno.ENOENT, errno.EPERM):
+                return False
+            raise
+        # The name may have been swapped between the check and the link.
+        made = os.stat(node.name, dir_fd=dst, follow_symlinks=False)
+        if (made.st_ino, made.st_dev) != (pst.st_ino, pst.st_dev):
+            os.unlink(node.name, dir_fd=dst)
+            return False
+        return True
+
+    def _copy_file(self, node: Node) -> Entry:
+        dst = self._dirs[-1].dst_fd
+        sfd, before = open_regular(node.parent_fd, node.name, node.st)
+        try:
+            found = xattrs.read(sfd)
+            for attempt in range(RETRIES):
+                dfd = os.open(node.name, _NEW_FILE, 0o600, dir_fd=dst)
+                try:
+                    self._copy_data(sfd, dfd, before.st_size)
+                    after = os.fstat(sfd)
+                    last = attempt == RETRIES - 1
+                    if same_content_stat(before, after) or last:
+                        if not same_content_stat(before, after):
+                            self.counts.unstable += 1
+                            self.reporter.warning(node.path, "kept changing; last copy kept")
+                        sha, size = hash_fd(dfd, self._buf)
+                        self.counts.bytes_hashed += size
+                        entry = Entry.of(node.path, before, sha256=sha, size=size, xattrs=found)
+                        _apply_fd(dfd, entry)
+                        return entry
+                except BaseException:
+                    os.unlink(node.name, dir_fd=dst)
+                    raise
+                finally:
+                    os.close(dfd)
+                os.unlink(node.name, dir_fd=dst)  # changed while copied: copy again
+                before = after
+            raise AssertionError("unreachable: the last attempt returns")
+        finally:
+            os.close(sfd)
+
+    def _copy_data(self, src: int, dst: int, size: int) -> None:
+        """Copy the data extents of `src` below `size` into `dst` at the same offsets, then
+        make `dst` exactly `size` long: holes stay holes."""
+        for start, end in _extents(src, size):
+            offset = start
+            while offset < end:
+                n = self._copy_range(src, dst, offset, end - offset)
+                if n == 0:
+                    return self._truncate(dst, size)  # EOF early: the file shrank
+                offset += n
+                self.counts.bytes_copied += n
+        return self._truncate(dst, size)
+
+    @staticmethod
+    def _truncate(dst: int, size: int) -> None:
+        os.ftruncate(dst, size)
+
+    def _copy_range(self, src: int, dst: int, offset: int, count: int) -> int:
+        if self._use_cfr:
+            try:
+                return os.copy_file_range(src, dst, min(count, CFR_CHUNK), offset, offset)
+            except OSError as e:
+                if e.errno not in _NO_CFR:
+                    raise
+                self._use_cfr = False  # for the rest of the run: it will not start working
+        n = os.preadv(src, [memoryview(self._buf)[: min(count, RW_CHUNK)]], offset)
+        view = memoryview(self._buf)[:n]
+        done = 0
+        while done < n:
+            done += os.pwrite(dst, view[done:], offset + done)
+        return n
+
+
+def _extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The data extents [start, end) of `fd` below `size`, by SEEK_DATA and SEEK_HOLE.
+    Without their support, one extent: the whole file."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                return  # only a hole from pos to EOF
+            yield pos, size
+            return
+        if start >= size:
+            return
+        try:
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        except OSError:
+            end = size
+        yield start, end
+        pos = end
+
+
+def _readlink(node: Node) -> bytes:
+    try:
+        return os.readlink(node.name, dir_fd=node.parent_fd)
+    except FileNotFoundError:
+        raise Vanished from None
+    except OSError as e:
+        if e.errno == errno.EINVAL:  # no symlink any more
+            raise Changed from None
+        raise
+
+
+def _make_socket(dir_fd: int, name: bytes) -> None:
+    """A socket inode at `name`: bind an AF_UNIX socket there, then close it.
+
+    bind takes a path of at most 107 bytes, so it is given the bare name
+    relative to the directory (fchdir); a longer name is bound as a short
+    temporary name and hard-linked to its own (link, unlike rename, never
+    replaces an existing name).
+    """
+    os.fchdir(dir_fd)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        if len(name) <= SOCKET_NAME_MAX:
+            s.bind(name)
+            return
+        temp = b".voltool-agent-socket-%d" % os.getpid()
+        s.bind(temp)
+    try:
+        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        os.unlink(temp, dir_fd=dir_fd)
+
+
+def _apply_fd(fd: int, entry: Entry) -> None:
+    """Owner, xattrs, mode, times of an open file or directory, in that order."""
+    os.fchown(fd, entry.uid, entry.gid)
+    xattrs.write(fd, entry.xattrs)
+    os.fchmod(fd, entry.mode)
+    os.utime(fd, ns=(entry.atime_ns, entry.mtime_ns))
+
+
+def _apply_at(dir_fd: int, name: bytes, entry: Entry) -> None:
+    """Owner, xattrs, mode, times of `name` in `dir_fd`, never through a symlink.
+
+    A symlink's own mode cannot be set on Linux (and is always 0o777)."""
+    os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
+    xattrs.write(name, entry.xattrs, dir_fd)
+    if entry.type != "symlink":  # just made by the agent, and not a symlink
+        os.chmod(name, entry.mode, dir_fd=dir_fd)
+    os.utime(name, ns=(entry.atime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)

@@ -1,0 +1,45 @@
+"""Hard-link groups, found as the walk meets their members.
+
+A group is the set of paths of one inode (dev, ino). Its first member in
+stream order is written as an ordinary file; every later member names that
+first path in its `link` field and copies its content fields, so all members
+of a group agree.
+
+Memory: one item per inode with nlink > 1 whose members have not all been
+met yet. In a source tree every group completes and is forgotten; in a store
+tree whose files are shared with other snapshots (nlink counts their links
+too) a group never completes, so scanning or verifying such a tree holds one
+item per shared file: the one map that grows with the tree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from .entry import Entry
+
+
+class LinkGroups:
+    def __init__(self) -> None:
+        # (dev, ino) -> [the group's first entry, members not met yet]
+        self._open: dict[tuple[int, int], tuple[Entry, list[int]]] = {}
+
+    def member(self, path: bytes, st: os.stat_result) -> Entry | None:
+        """If `st` is an inode met before, the entry for `path` as a member of its group."""
+        if st.st_nlink < 2:
+            return None
+        key = (st.st_dev, st.st_ino)
+        found = self._open.get(key)
+        if found is None:
+            return None
+        first, left = found
+        left[0] -= 1
+        if left[0] <= 0:
+            del self._open[key]
+        return replace(first, path=path, link=first.path)
+
+    def first(self, entry: Entry, st: os.stat_result) -> None:
+        """Remember `entry` (of inode `st`) as the first member of its group, if it has others."""
+        if st.st_nlink > 1:
+            self._open[(st.st_dev, st.st_ino)] = (entry, [st.st_nlink - 1])

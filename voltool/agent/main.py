@@ -1,0 +1,196 @@
+"""The agent's command line: parse, run one command, turn every failure into an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO, NoReturn
+
+from .copy import Copier, Prev
+from .digest import TreeDigest
+from .entry import Entry
+from .merge import ManifestCursor
+from .report import EXIT_ENTRIES, EXIT_FATAL, EXIT_OK, EXIT_USAGE, Fatal, Reporter
+from .scan import Scanner
+from .verify import verify
+from .walk import open_root
+
+MAX_LINE = 8 << 20  # longest manifest line read: xattr values are at most 64 KiB each
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class Usage(Exception):
+    """The command line is wrong."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise Usage(message)  # a JSON line, not argparse's text on stderr
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="agent", add_help=False)
+    sub = p.add_subparsers(dest="command", required=True)
+    scan = sub.add_parser("scan", add_help=False)
+    scan.add_argument("root")
+    copy = sub.add_parser("copy", add_help=False)
+    copy.add_argument("src")
+    copy.add_argument("dst")
+    copy.add_argument("--prev", nargs=2, metavar=("TREE", "MANIFEST"))
+    copy.add_argument("--prev-started", type=int, metavar="NS")
+    copy.add_argument("--no-sync", action="store_true")
+    verify = sub.add_parser("verify", add_help=False)
+    verify.add_argument("tree")
+    verify.add_argument("manifest")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    reporter = Reporter()
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "copy" and (args.prev is None) != (args.prev_started is None):
+            raise Usage("--prev and --prev-started go together")
+    except Usage as e:
+        reporter.fatal(f"usage: {e}")
+        return EXIT_USAGE
+    out = sys.stdout.buffer
+    try:
+        _more_fds()
+        if args.command == "scan":
+            _scan(reporter, args.root, out)
+        elif args.command == "copy":
+            _copy(reporter, args, out)
+        else:
+            _verify(reporter, args.tree, args.manifest, out)
+        out.flush()
+    except Fatal as e:
+        reporter.fatal(str(e))
+        return EXIT_FATAL
+    except OSError as e:
+        reporter.fatal(f"{type(e).__name__}: {e}")
+        return EXIT_FATAL
+    except BaseException as e:  # never a traceback: the caller reads JSON lines only
+        reporter.fatal(f"internal error: {type(e).__name__}: {e}")
+        return EXIT_FATAL
+    counts = reporter.counts
+    return EXIT_ENTRIES if counts.errors or counts.mismatches else EXIT_OK
+
+
+def _more_fds() -> None:
+    """One fd per directory level is held open: allow as many as the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _scan(reporter: Reporter, root: str, out: IO[bytes]) -> None:
+    started = time.time_ns()
+    digest = TreeDigest()
+    fd = _open_root(root)
+    counts = reporter.counts
+    for entry in Scanner(reporter).entries(fd):
+        out.write(entry.line())
+        digest.add(entry)
+        counts.entries += 1
+        counts.files += entry.type == "file"
+    out.flush()
+    reporter.summary("scan", digest=digest.hexdigest(), started_ns=started)
+
+
+def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
+    src = _open_root(args.src)
+    dst = _make_dst(args.dst)
+    prev = None
+    if args.prev is not None:
+        tree, manifest = args.prev
+        prev_fd = _open_root(tree)
+        if os.fstat(prev_fd).st_dev != os.fstat(dst).st_dev:
+            raise Fatal(f"previous tree {tree!r} is not on the destination's filesystem")
+        prev = Prev(prev_fd, ManifestCursor(_lines(manifest)), args.prev_started)
+    # The start is taken before the flush: a write after it shows in ctime (see _syncfs).
+    started = time.time_ns()
+    if not args.no_sync:
+        _syncfs(src)
+    digest = TreeDigest()
+    counts = reporter.counts
+
+    def emit(entry: Entry) -> None:
+        out.write(entry.line())
+        digest.add(entry)
+        counts.entries += 1
+        counts.files += entry.type == "file"
+
+    try:
+        Copier(reporter, src, dst, started, emit, prev).run()
+    except ValueError as e:  # the previous manifest
+        raise Fatal(f"previous manifest: {e}") from None
+    out.flush()
+    reporter.summary("copy", digest=digest.hexdigest(), started_ns=started)
+
+
+def _verify(reporter: Reporter, tree: str, manifest: str, out: IO[bytes]) -> None:
+    fd = _open_root(tree)
+    try:
+        tree_digest, manifest_digest = verify(
+            reporter, fd, ManifestCursor(_lines(manifest)), out.write
+        )
+    except ValueError as e:
+        raise Fatal(f"manifest: {e}") from None
+    out.flush()
+    reporter.summary("verify", digest=tree_digest, manifest_digest=manifest_digest)
+
+
+def _open_root(path: str) -> int:
+    """The directory a command works on; given by the caller, so trusted to be where it says."""
+    try:
+        return open_root(path)
+    except OSError as e:
+        raise Fatal(f"cannot open {path!r}: {e.strerror}") from None
+
+
+def _make_dst(path: str) -> int:
+    """The destination: made now (0o700), or an existing empty directory (made 0o700)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    fd = os.open(path, _DIR | os.O_NOFOLLOW)
+    if os.listdir(fd):
+        os.close(fd)
+        raise Fatal(f"destination {path!r} is not empty")
+    os.fchmod(fd, 0o700)
+    return fd
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    """The lines of a manifest file ("-": stdin), each at most MAX_LINE bytes."""
+    f = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    with f:
+        while line := f.readline(MAX_LINE + 1):
+            if len(line) > MAX_LINE or not line.endswith(b"\n"):
+                raise ValueError("a line is too long or unterminated")
+            yield line
+
+
+def _syncfs(fd: int) -> None:
+    """Write back the source's dirty pages before it is listed.
+
+    A write through a shared mmap to a page that is already dirty does not
+    update ctime; once written back, the next write faults and does. Flushing
+    first makes every later write show in ctime, which is what lets the next
+    incremental copy trust an unchanged ctime. syncfs(2) is not in the os
+    module: it is called through ctypes, or else the whole system is synced.
+    """
+    try:
+        import ctypes  # not in every Python build: a minimal image may lack libffi
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (ImportError, OSError, AttributeError):
+        pass
+    os.sync()

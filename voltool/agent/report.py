@@ -1,0 +1,82 @@
+"""What the agent says besides the manifest: stderr JSON lines, counts and exit codes.
+
+Every line the agent writes to stderr is one JSON object with an "event" key:
+
+    {"event": "error", "path": P, "op": "open", "errno": 13, "message": "..."}
+        an entry could not be read or written; it is left out of the result
+    {"event": "warning", "path": P, "what": "..."}
+        something the caller may want to know (a file that kept changing, ...)
+    {"event": "summary", "command": "scan", "digest": "...", ...counts}
+        the last line of a run that finished its walk (exit 0 or 1)
+    {"event": "fatal", "message": "..."}
+        the run stopped early (exit 2 or 3); no summary follows
+
+P is spelled as `names.pack` spells it.
+"""
+
+from __future__ import annotations
+
+import errno as errnos
+import json
+import sys
+from dataclasses import dataclass, fields
+from typing import Any, TextIO
+
+from .names import pack
+
+EXIT_OK = 0  # done; every entry is in the result
+EXIT_ENTRIES = 1  # done, but some entries were left out (errors) or verify found mismatches
+EXIT_USAGE = 2  # bad arguments; nothing was done
+EXIT_FATAL = 3  # stopped early: the result is incomplete and must not be used
+
+
+class Fatal(Exception):
+    """The run cannot go on (destination unusable, corrupt previous manifest, ...)."""
+
+
+@dataclass
+class Counts:
+    """What one run did; printed in the summary line."""
+
+    entries: int = 0  # manifest entries written (or, for verify, entries of the tree)
+    files: int = 0  # regular files among them
+    bytes_hashed: int = 0  # content bytes read and hashed
+    bytes_copied: int = 0  # content bytes written into the destination
+    bytes_linked: int = 0  # content bytes hard-linked from the previous tree instead
+    files_linked: int = 0  # files hard-linked from the previous tree
+    vanished: int = 0  # entries gone (or turned into a directory) before they could be read
+    unstable: int = 0  # files that kept changing while read; kept as last read
+    errors: int = 0  # entries left out because of an error
+    mismatches: int = 0  # verify: differences found
+
+
+class Reporter:
+    """Writes the stderr lines, and counts errors as it goes."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self._out = out if out is not None else sys.stderr
+        self.counts = Counts()
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        self._out.write(json.dumps(obj, sort_keys=True, ensure_ascii=True) + "\n")
+        self._out.flush()
+
+    def error(self, path: bytes, op: str, err: OSError | str) -> None:
+        self.counts.errors += 1
+        line: dict[str, Any] = {"event": "error", "path": pack(path), "op": op}
+        if isinstance(err, OSError):
+            line["errno"] = err.errno
+            line["message"] = errnos.errorcode.get(err.errno or 0, "") + " " + str(err.strerror)
+        else:
+            line["message"] = err
+        self._emit(line)
+
+    def warning(self, path: bytes, what: str) -> None:
+        self._emit({"event": "warning", "path": pack(path), "what": what})
+
+    def summary(self, command: str, **more: Any) -> None:
+        counts = {f.name: getattr(self.counts, f.name) for f in fields(self.counts)}
+        self._emit({"event": "summary", "command": command, **counts, **more})
+
+    def fatal(self, message: str) -> None:
+        self._emit({"event": "fatal", "message": message})
