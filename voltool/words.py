@@ -11,8 +11,8 @@ _CONTROL.update({ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"})
 def quoted(value: object) -> str:
     """`value` for a message: a text in single quotes ('pgdata'), as git and docker quote
     names, with control characters escaped; bytes decoded (what does not decode escaped);
-    numbers as they are; nothing at all as "(none)"; a list as its items, each quoted, separated by commas.
-    Never Python's own spelling (None, b'...', [...], True)."""
+    numbers as they are; nothing at all as "(none)"; a list as its items, each quoted,
+    separated by commas. Never Python's own spelling (None, b'...', [...], True)."""
     if value is None:
         return "(none)"
     if isinstance(value, bytes):
