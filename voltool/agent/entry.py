@@ -32,7 +32,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from .names import ROOT, b64decode, is_valid_path, pack, unpack
+from .names import ROOT, b64decode, is_valid_path, pack, shown, unpack
 
 TYPES: dict[int, str] = {
     stat.S_IFREG: "file",
@@ -150,13 +150,13 @@ class Entry:
         try:
             raw = json.loads(line)
         except (ValueError, RecursionError):
-            raise ValueError(f"not JSON: {line[:80]!r}") from None
+            raise ValueError(f"not JSON: {shown(line[:80])}") from None
         if not isinstance(raw, dict) or not set(raw) <= _KNOWN:
-            raise ValueError(f"not a manifest entry: {line[:80]!r}")
+            raise ValueError(f"not a manifest entry: {shown(line[:80])}")
         try:
             return _from_fields(raw)
         except (KeyError, TypeError) as e:
-            raise ValueError(f"bad manifest entry ({e}): {line[:80]!r}") from None
+            raise ValueError(f"bad manifest entry ({e}): {shown(line[:80])}") from None
 
 
 def _int(raw: dict[str, Any], name: str, minimum: int | None = 0) -> int:

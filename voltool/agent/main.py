@@ -15,6 +15,7 @@ from .copy import Copier, Prev
 from .digest import TreeDigest
 from .entry import Entry
 from .merge import ManifestCursor
+from .names import shown
 from .report import EXIT_ENTRIES, EXIT_FATAL, EXIT_OK, EXIT_USAGE, Fatal, Reporter
 from .scan import Scanner
 from .verify import verify
@@ -111,7 +112,7 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
         tree, manifest = args.prev
         prev_fd = _open_root(tree)
         if os.fstat(prev_fd).st_dev != os.fstat(dst).st_dev:
-            raise Fatal(f"previous tree {tree!r} is not on the destination's filesystem")
+            raise Fatal(f"previous tree {shown(tree)} is not on the destination's filesystem")
         prev = Prev(prev_fd, ManifestCursor(_lines(manifest)), args.prev_started)
     # The start is taken before the flush: a write after it shows in ctime (see _syncfs).
     started = time.time_ns()
@@ -151,7 +152,7 @@ def _open_root(path: str) -> int:
     try:
         return open_root(path)
     except OSError as e:
-        raise Fatal(f"cannot open {path!r}: {e.strerror}") from None
+        raise Fatal(f"cannot open {shown(path)}: {e.strerror}") from None
 
 
 def _make_dst(path: str) -> int:
@@ -161,7 +162,7 @@ def _make_dst(path: str) -> int:
     fd = os.open(path, _DIR | os.O_NOFOLLOW)
     if os.listdir(fd):
         os.close(fd)
-        raise Fatal(f"destination {path!r} is not empty")
+        raise Fatal(f"destination {shown(path)} is not empty")
     os.fchmod(fd, 0o700)
     return fd
 

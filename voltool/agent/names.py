@@ -13,6 +13,12 @@ import binascii
 ROOT = b"."
 
 
+def shown(raw: bytes | str) -> str:
+    """`raw` for a message, in single quotes: what is not UTF-8 or not printable escaped."""
+    text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
+    return "'" + "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text) + "'"
+
+
 def join(parent: bytes, name: bytes) -> bytes:
     """The path of `name` inside the directory at `parent`."""
     return name if parent == ROOT else parent + b"/" + name
