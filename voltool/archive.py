@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from voltool.errors import ArchiveRejected, IntegrityError
 from voltool.layout import (
+    FORMAT,
     MANIFEST,
     META,
     SNAPSHOT,
@@ -79,6 +80,11 @@ def read_head(reader: TarReader, max_entries: int) -> ExportHead:
     """
     raw_info = _member(reader, SNAPSHOT, MAX_METADATA_FILE)
     info = SnapshotInfo.parse(raw_info)
+    if info.format != FORMAT:
+        # Exports carry format 1 only, so far: what says otherwise is from a newer voltool.
+        raise IntegrityError(
+            f"{SNAPSHOT}: unknown format {info.format} (written by a newer voltool?)"
+        )
     if info.entries > max_entries:
         raise ArchiveRejected(SNAPSHOT, f"it lists {info.entries} entries, over {max_entries}")
     _next_member(reader, MANIFEST, manifest_bound(info.entries))

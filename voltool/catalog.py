@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from voltool import labels as L
+from voltool import store
 from voltool.engine import Mount, NameConflict, VolumeInfo
 from voltool.errors import (
     AmbiguousReference,
@@ -52,6 +53,16 @@ class Snapshot:
     problem: str | None = None  # why info or meta could not be read
     format_label: str = ""  # the volume's format label, held against snapshot.json
     op: str = ""  # the operation that took it: snapshots taken together share it
+    base: str = ""  # where in `volume` it lives: "" (format 1), "snapshots/<id>" (a store's)
+
+    def path(self, name: str) -> str:
+        """The path of `name` (data, manifest.jsonl, ...) relative to `volume`'s root."""
+        return f"{self.base}/{name}" if self.base else name
+
+    @property
+    def in_store(self) -> bool:
+        """Format 2: a directory of a store volume, not a volume of its own."""
+        return bool(self.base)
 
     @property
     def state(self) -> str:
@@ -93,21 +104,79 @@ def from_labels(volume: str, lab: dict[str, str]) -> Snapshot | None:
 
 
 def find(rt: Runtime, source: str | None = None) -> list[Snapshot]:
-    """Snapshots known from labels alone (metadata not read), oldest first."""
+    """Every snapshot, oldest first: format-1 snapshot volumes known from their labels alone
+    (metadata not read), and the snapshots of format-2 stores, read with their metadata
+    by one helper (none when there is no helper image: `rt.image` is "")."""
     filters = [f"{L.ROLE}={L.ROLE_SNAPSHOT}"]
     if source:
         filters.append(f"{L.SOURCE}={source}")
     found = [from_labels(v.name, v.labels) for v in rt.engine.volumes(filters)]
+    if rt.image:
+        found += _in_stores(rt, store.stores(rt, source))
     return sorted((s for s in found if s is not None), key=lambda s: (s.created, s.id))
 
 
+def _in_stores(rt: Runtime, stores: dict[str, str]) -> list[Snapshot]:
+    """The snapshots of `stores` (store -> source), each with its metadata read."""
+    found = []
+    for start in range(0, len(stores), _MOUNTS_PER_READER):
+        batch = dict(sorted(stores.items())[start : start + _MOUNTS_PER_READER])
+        found += [from_store(listed) for listed in store.read_stores(rt, batch)]
+    return found
+
+
+def from_store(listed: store.Listed) -> Snapshot:
+    """A format-2 snapshot from what its directory holds; what it is comes from begun.json.
+
+    A directory whose begun.json does not read well is still listed (as damaged,
+    or incomplete if it has no snapshot.json): never silently hidden.
+    """
+    problem = None
+    created = dt.datetime.fromtimestamp(0, dt.UTC)
+    kind = owner = op = "?"
+    raw = listed.files.get(store.BEGUN)
+    try:
+        if raw is None:
+            raise IntegrityError(f"{store.BEGUN} is missing or unreadable")
+        begun = store.Begun.parse(raw, listed.id, listed.source)
+        created = dt.datetime.fromisoformat(begun.created)
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        kind, owner, op = begun.kind, begun.owner, begun.op
+    except IntegrityError as e:
+        problem = str(e)
+    s = Snapshot(
+        listed.id,
+        listed.store,
+        listed.source,
+        created,
+        kind,
+        owner,
+        format_label=str(store.FORMAT),
+        op=op,
+        base=store.snapshot_dir(listed.id),
+    )
+    s = _attach(s, listed.files)
+    if problem:
+        s = replace(s, info=None, problem="; ".join(p for p in (problem, s.problem) if p))
+    return s
+
+
 def with_metadata(rt: Runtime, snapshots: list[Snapshot]) -> list[Snapshot]:
-    """The same snapshots with snapshot.json and meta.json read and validated."""
+    """The same snapshots with snapshot.json and meta.json read (again) and validated."""
     files: dict[str, dict[str, bytes | None]] = {}
-    for start in range(0, len(snapshots), _MOUNTS_PER_READER):
-        batch = snapshots[start : start + _MOUNTS_PER_READER]
+    plain = [s for s in snapshots if not s.in_store]
+    for start in range(0, len(plain), _MOUNTS_PER_READER):
+        batch = plain[start : start + _MOUNTS_PER_READER]
         files.update(_read_metadata_files(rt, batch))
-    return [_attach(s, files.get(s.id, {})) for s in snapshots]
+    stored = {s.volume: s.source for s in snapshots if s.in_store}
+    again = {s.id: s for s in _in_stores(rt, stored)}
+    return [
+        (again.get(s.id) or replace(s, committed=False, info=None, problem="it was deleted"))
+        if s.in_store
+        else _attach(s, files.get(s.id, {}))
+        for s in snapshots
+    ]
 
 
 def list_snapshots(rt: Runtime, source: str | None = None) -> list[Snapshot]:
@@ -362,24 +431,50 @@ def delete(rt: Runtime, snapshot: Snapshot, force: bool = False, wait: float | N
             raise PreconditionFailed(
                 f"snapshot {snapshot.id} is pinned; unpin it or delete with --force"
             )
-        try:
+        remove(rt, snapshot, op)
+
+
+def remove(rt: Runtime, snapshot: Snapshot, op: str) -> None:
+    """Remove a snapshot, whatever its format, under its lock (the caller's): its volume and
+    keeper (format 1), or its directory, and the store with its keeper if that was its
+    last (format 2). Busy if a container other than voltool's uses its volume."""
+    try:
+        if snapshot.in_store:
+            require(rt, snapshot)  # mounting a store removed meanwhile would make an empty one
+            store.delete_dir(rt, snapshot.volume, snapshot.id, op)
+            store.remove_if_empty(rt, snapshot.volume, op)
+        else:
             remove_snapshot_volume(rt, snapshot.volume)
-        except NameConflict:
-            raise Busy(f"snapshot {snapshot.id} is in use by a container") from None
+    except NameConflict:
+        raise Busy(f"snapshot {snapshot.id} is in use by a container") from None
 
 
 def require(rt: Runtime, snapshot: Snapshot) -> None:
-    """Raise NotFound unless `snapshot`'s volume still exists and is still that snapshot.
+    """Raise NotFound unless `snapshot`'s volume still exists and is still that snapshot's
+    (or, format 2, still the store of its source).
 
     Call it under the snapshot's lock, before mounting the volume: mounting a
     volume that was deleted meanwhile would make the engine create an empty one.
     """
     try:
-        found = rt.engine.volume(snapshot.volume).labels.get(L.SNAPSHOT_ID)
+        labels = rt.engine.volume(snapshot.volume).labels
     except NotFound:
-        found = None
-    if found != snapshot.id:
+        labels = {}
+    if snapshot.in_store:
+        ours = labels.get(L.ROLE) == L.ROLE_STORE and labels.get(L.SOURCE) == snapshot.source
+    else:
+        ours = labels.get(L.SNAPSHOT_ID) == snapshot.id
+    if not ours:
         raise NotFound(f"snapshot {snapshot.id} was deleted")
+
+
+def format_1_only(snapshot: Snapshot, command: str) -> None:
+    """Refuse a format-2 snapshot in a command that cannot read that format yet."""
+    if snapshot.in_store:
+        raise UsageError(
+            f"snapshot {snapshot.id} is in a store (format 2): {command} cannot read "
+            "that format yet"
+        )
 
 
 def read_file(rt: Runtime, volume: str, path: str, limit: int) -> Iterator[bytes]:

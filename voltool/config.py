@@ -36,6 +36,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("busybox", DEFAULT_BUSYBOX, str, "static busybox binary to build the helper from"),
     Setting("timeout", 600, int, "seconds to wait on one engine request"),
     Setting("stop_timeout", 10, int, "seconds a container gets to stop before it is killed"),
+    Setting(
+        "format",
+        1,
+        int,
+        "format of new snapshots: 1 (a volume each) or 2 (a store per volume, incremental, "
+        "through the agent; a preview: not every command reads it yet)",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -73,6 +80,10 @@ class Config:
     @property
     def stop_timeout(self) -> int:
         return int(self.values["stop_timeout"])
+
+    @property
+    def format(self) -> int:
+        return int(self.values["format"])
 
 
 def config_file_path() -> Path:

@@ -151,7 +151,7 @@ def _import(rt: Runtime, incoming: Incoming) -> Snapshot:
             commit = Commit(KIND, "none", meta, incoming.origin)
             done = receive(rt, op, sid, source, created, transfer, commit)
         except BaseException as e:
-            if abandon(rt, op, [sid]):
+            if abandon(rt, op, {sid: None}):
                 rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
             raise
         rt.journal.append(op, "done")

@@ -1,10 +1,11 @@
-"""Keepers: what protects snapshot volumes from `docker volume prune`.
+"""Keepers: what protects snapshot volumes and stores from `docker volume prune`.
 
 To the engine a snapshot volume is an unused volume, and `docker volume prune`
 removes every unused volume (on engine 23+, with `--all`). So each snapshot
 volume has a keeper: a created, never started container of voltool's, named
 `voltool-keep-<id>`, that mounts it read-only with no network. A volume that a
-container mounts, in any state, is never pruned, and cannot be removed.
+container mounts, in any state, is never pruned, and cannot be removed. Each
+format-2 store (voltool.store) has one too, `voltool-keep-store-<hash>`.
 
 Invariants:
 - the keeper is created right after its snapshot volume, before any data;
@@ -17,16 +18,23 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 
 from voltool import labels as L
 from voltool.engine import ContainerInfo, Mount, NameConflict
 from voltool.errors import EngineError, NotFound, VoltoolError
-from voltool.ids import SNAPSHOT_VOLUME_PREFIX, is_valid_id, keeper_container_name
+from voltool.ids import (
+    KEEPER_CONTAINER_PREFIX,
+    SNAPSHOT_VOLUME_PREFIX,
+    is_valid_id,
+    keeper_container_name,
+)
 from voltool.runtime import Runtime
 from voltool.words import quoted
 
-MOUNT = "/snapshot"  # where a keeper mounts its snapshot volume
+MOUNT = "/snapshot"  # where a keeper mounts its snapshot volume (or store)
+STORE_PREFIX = "voltool-store-"  # voltool.store's; kept here so keepers import no store code
 
 
 def _snapshot_id(volume: str) -> str:
@@ -34,6 +42,18 @@ def _snapshot_id(volume: str) -> str:
     if volume == sid or not is_valid_id(sid):
         raise ValueError(f"not a snapshot volume: {quoted(volume)}")
     return sid
+
+
+def _keeper_name(volume: str) -> str:
+    """A snapshot volume's keeper is named after its id; a store's after its name."""
+    if volume.startswith(STORE_PREFIX):
+        return f"{KEEPER_CONTAINER_PREFIX}store-{hashlib.sha256(volume.encode()).hexdigest()[:16]}"
+    return keeper_container_name(_snapshot_id(volume))
+
+
+def protect_store(rt: Runtime, store: str, op: str) -> str:
+    """Make sure store volume `store` (which must exist) has its keeper; see `protect`."""
+    return protect(rt, store, op)
 
 
 def protect(rt: Runtime, volume: str, op: str) -> str:
@@ -44,7 +64,7 @@ def protect(rt: Runtime, volume: str, op: str) -> str:
     make the engine create an empty one: callers create the volume first, or
     hold its lock and check it is still there.
     """
-    name = keeper_container_name(_snapshot_id(volume))
+    name = _keeper_name(volume)
     keeper_labels = {**L.managed(L.ROLE_KEEPER, op, rt.owner.token()), L.KEEPER_VOLUME: volume}
     try:
         return rt.engine.create_container(
@@ -114,9 +134,11 @@ def coverage(snapshot_volumes: set[str], listed: list[ContainerInfo]) -> Coverag
 
 
 def remove_orphan(rt: Runtime, keeper: ContainerInfo) -> None:
-    """Remove a keeper unless, looked at again, its volume is a snapshot volume after all."""
+    """Remove a keeper unless, looked at again, its volume is a snapshot volume or a store
+    after all."""
     volume = keeper.labels.get(L.KEEPER_VOLUME, "")
     with contextlib.suppress(NotFound):
-        if volume and rt.engine.volume(volume).labels.get(L.ROLE) == L.ROLE_SNAPSHOT:
+        role = rt.engine.volume(volume).labels.get(L.ROLE) if volume else None
+        if role in (L.ROLE_SNAPSHOT, L.ROLE_STORE):
             return
     rt.engine.remove_container(keeper.id)

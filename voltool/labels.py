@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-MANAGED = "io.voltool.managed"  # "true" on every helper, lock, keeper, record and snapshot volume
-ROLE = "io.voltool.role"  # "helper" | "lock" | "keeper" | "record" | "snapshot"
+MANAGED = "io.voltool.managed"  # "true" on every container and volume voltool makes
+ROLE = "io.voltool.role"  # "helper" | "lock" | "keeper" | "record" | "snapshot" | "store"
 OP = "io.voltool.op"  # id of the operation that created it
 OWNER = "io.voltool.owner"  # the creating process, see voltool.owner
 
@@ -12,8 +12,10 @@ ROLE_LOCK = "lock"
 ROLE_KEEPER = "keeper"
 ROLE_RECORD = "record"
 ROLE_SNAPSHOT = "snapshot"
+ROLE_STORE = "store"  # a format-2 store volume (voltool.store)
 
 # Snapshot volumes: what is known at creation, so that listing needs no helper.
+# Store volumes carry FORMAT ("2") and SOURCE.
 FORMAT = "io.voltool.format"
 SNAPSHOT_ID = "io.voltool.snapshot.id"
 SOURCE = "io.voltool.snapshot.source"

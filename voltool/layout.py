@@ -26,6 +26,7 @@ from voltool.manifest import MAX_LINE, Manifest
 from voltool.words import quoted
 
 FORMAT = 1
+FORMATS = (1, 2)  # 2: a directory of a store (voltool.store)
 DATA_DIR = "data"
 MANIFEST = "manifest.jsonl"
 META = "meta.json"
@@ -80,6 +81,9 @@ class SnapshotInfo:
     # Imports: the id and creation time the snapshot had where it was exported.
     origin_id: str | None = None
     origin_created: str | None = None
+    # Format 2: when the agent's copy began (ns since the epoch); the next snapshot of
+    # the volume trusts no file changed within a second of it (voltool/agent/copy.py).
+    started_ns: int | None = None
 
     def to_json(self) -> builtins.bytes:
         fields = {k: v for k, v in asdict(self).items() if v is not None}
@@ -88,7 +92,7 @@ class SnapshotInfo:
     @classmethod
     def parse(cls, raw: builtins.bytes, expected_id: str | None = None) -> SnapshotInfo:
         data = _load_object(raw, SNAPSHOT)
-        if data.get("format") != FORMAT:
+        if data.get("format") not in FORMATS:
             raise IntegrityError(f"{SNAPSHOT}: unknown format {quoted(data.get('format'))}")
         known = set(cls.__dataclass_fields__)
         try:
@@ -122,6 +126,10 @@ class SnapshotInfo:
             raise IntegrityError(f"{SNAPSHOT}: invalid origin id {quoted(info.origin_id)}")
         if info.origin_created is not None and not _is_time(info.origin_created):
             raise IntegrityError(f"{SNAPSHOT}: origin_created is malformed")
+        if info.started_ns is not None and (
+            not isinstance(info.started_ns, int) or isinstance(info.started_ns, bool)
+        ):
+            raise IntegrityError(f"{SNAPSHOT}: started_ns is malformed")
         return info
 
 

@@ -66,7 +66,7 @@ def _write(rt: Runtime, snapshot: Snapshot, meta: Meta) -> None:
         [Mount(snapshot.volume, "/snap")],
         rt.helper_labels(new_id()),
         _WRITE,
-        [meta.to_json().decode(), META],
+        [meta.to_json().decode(), snapshot.path(META)],
     )
     if result.exit_code != 0:
         raise EngineError(

@@ -560,7 +560,7 @@ def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
             lock.enter_context(volume_lock(rt, s.volume, new_id(), "recover", wait=30))
         again = catalog.with_metadata(rt, [s])[0]
         if not again.committed:
-            keepers.remove_snapshot_volume(rt, s.volume)
+            catalog.remove(rt, again, new_id())
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from voltool import __version__, catalog, journal, quiesce
+from voltool import __version__, catalog, journal, quiesce, store, store_copy
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import Mount
@@ -53,6 +53,7 @@ class SnapshotRequest:
     quiesce: str = "pause"
     kind: str = "manual"
     wait: float | None = None
+    format: int = 1  # 2: into the volumes' stores, through the agent (voltool.store_copy)
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,23 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
         rt.journal.refuse_pending(v)
     meta = Meta(req.name, req.note, False)
     meta.check_input()
+    if req.format not in (1, 2):
+        raise UsageError(f"format {req.format} is not a snapshot format: use 1 or 2")
     if req.name:
         check_name_free(rt, volumes, req.name)
+    stores: dict[str, str] = {}  # format 2: source volume -> its store
+    image = rt.image
+    if req.format == 2:
+        from voltool import agent_image
+
+        image = agent_image.agent_image(rt)  # built on first use, before anything is locked
+        stores = {v: store.store_name(v) for v in volumes}
 
     op = new_id()
     ids = {v: new_id() for v in volumes}
     commit = Commit(req.kind, req.quiesce, meta)
     staged: list[Received] = []
+    copied: list[store_copy.Copied] = []
     committed: list[Snapshot] = []
     clock = quiesce.Clock()
     targets: list[quiesce.Quiesced] = []
@@ -122,13 +133,22 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
     with contextlib.ExitStack() as locks:
         # Locks first: a lock that cannot be had changes nothing, so it needs no
         # journal record (and must not leave a "begin" that looks interrupted).
-        for v in volumes:
+        locked = sorted({*volumes, *stores.values()})
+        for v in locked:
             locks.enter_context(volume_lock(rt, v, op, "snapshot", req.wait))
         rt.journal.append(
-            op, "begin", kind="snapshot", volumes=volumes, snapshots=ids, quiesce=req.quiesce
+            op,
+            "begin",
+            kind="snapshot",
+            volumes=locked,
+            snapshots=ids,
+            quiesce=req.quiesce,
+            **({"stores": stores} if stores else {}),
         )
         resumed = False
         try:
+            for v in stores:
+                store.ensure_store(rt, v, op)
             users = quiesce.running_users(rt.engine, volumes)
             uses = {c.name: c.volumes for c in users}
             targets = quiesce.plan(users, req.quiesce)
@@ -149,6 +169,11 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
                     clock=clock,
                 )
                 for v in volumes:
+                    if v in stores:
+                        tree = Mount(v, "/src", read_only=True)
+                        args = (req.kind, req.quiesce, meta)
+                        copied.append(store_copy.copy(rt, image, op, ids[v], v, tree, *args))
+                        continue
                     mount = Mount(v, "/data", read_only=True)
                     staged.append(stream_volume(rt, op, ids[v], v, mount, "/data", "data", commit))
             finally:
@@ -169,11 +194,12 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
                         resumed = False
                         rt.reporter.warn(f"could not record the resume ({e})")
             committed += [s.record(rt.owner.token(), meta) for s in staged]
+            committed += [c.snapshot for c in copied]
         except BaseException as e:
             # Still under the locks. If anything stays (a container not resumed,
             # a helper not removed), the op stays pending for `voltool recover`.
             done = {c.id for c in committed}
-            left = [ids[v] for v in volumes if ids[v] not in done]
+            left = {ids[v]: stores.get(v) for v in volumes if ids[v] not in done}
             if abandon(rt, op, left) and resumed:
                 # The engine may be gone too: its error must not hide the one that matters.
                 with contextlib.suppress(VoltoolError):
@@ -183,17 +209,22 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
     return Taken(committed, tuple(clock.held(targets)), uses)
 
 
-def abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
-    """Best effort after a failure: remove the op's helpers and uncommitted snapshot volumes.
+def abandon(rt: Runtime, op: str, sids: dict[str, str | None]) -> bool:
+    """Best effort after a failure: remove the op's helpers and uncommitted snapshots
+    (`sids`: id -> the store it is in, or None for a snapshot volume of its own).
 
     Never raises (the original error is what the user must see). Returns False
     if something stays, so that the operation stays pending for `voltool recover`.
     """
     try:
         failures = rt.engine.remove_helpers_of(op)
-        for sid in sids:
+        for sid, in_store in sids.items():
             try:
-                remove_snapshot_volume(rt, snapshot_volume_name(sid))
+                if in_store is None:
+                    remove_snapshot_volume(rt, snapshot_volume_name(sid))
+                elif _exists(rt, in_store):  # mounting a missing store would make one
+                    store.delete_dir(rt, in_store, sid, op)
+                    store.remove_if_empty(rt, in_store, op)
             except VoltoolError as e:
                 failures.append(str(e))
     except VoltoolError as e:
@@ -201,6 +232,14 @@ def abandon(rt: Runtime, op: str, sids: list[str]) -> bool:
     for f in failures:
         rt.reporter.warn(f"could not clean up ({f}); `voltool recover` will")
     return not failures
+
+
+def _exists(rt: Runtime, volume: str) -> bool:
+    try:
+        rt.engine.volume(volume)
+    except NotFound:
+        return False
+    return True
 
 
 def check_name_free(rt: Runtime, volumes: list[str], name: str) -> None:

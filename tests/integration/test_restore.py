@@ -362,7 +362,7 @@ def test_damaged_snapshots_are_never_removed_by_recover(
 ) -> None:
     vol = volume(SMALL_TREE)
     newer, broken = snap(vol), snap(vol)
-    dk.run({str(newer["volume"]): "/s"}, 'sed -i \'s/"format": 1/"format": 2/\' /s/snapshot.json')
+    dk.run({str(newer["volume"]): "/s"}, 'sed -i \'s/"format": 1/"format": 3/\' /s/snapshot.json')
     dk.run({str(broken["volume"]): "/s"}, "printf '{not json' > /s/snapshot.json")
     states = {s["id"]: s["state"] for s in records(voltool("list", "--json", vol).out)}
     assert states == {newer["id"]: "damaged", broken["id"]: "damaged"}
@@ -370,7 +370,7 @@ def test_damaged_snapshots_are_never_removed_by_recover(
     assert r.code == 0 and "remove" not in r.out
     assert len(dk.snapshot_volumes(vol)) == 2
     refused = restore("--yes", str(newer["id"]))
-    assert refused.code == 6 and "unknown format 2" in refused.err
+    assert refused.code == 6 and "unknown format 3" in refused.err
     doctor = records(voltool("doctor", "--json").out)
     damaged = [c for c in doctor if c["name"] == "snapshots"]
     assert len(damaged) == 2 and all("is damaged" in c["detail"] for c in damaged)

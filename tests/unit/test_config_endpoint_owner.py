@@ -110,7 +110,7 @@ def test_snapshot_info_and_meta_parse_strictly() -> None:
     with pytest.raises(Exception, match="does not match"):
         SnapshotInfo.parse(info.to_json(), "fedcba9876543210")
     bad = json.loads(info.to_json())
-    bad["format"] = 2
+    bad["format"] = 3
     with pytest.raises(Exception, match="unknown format"):
         SnapshotInfo.parse(json.dumps(bad).encode())
     bad["format"], bad["id"] = 1, "../../x"

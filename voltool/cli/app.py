@@ -243,7 +243,10 @@ def snapshot_cmd(
     if project:
         names += catalog.project_volumes(rt, project)
     mode = "stop" if stop else "none" if no_quiesce else "pause"
-    taken = snapshot.take(rt, snapshot.SnapshotRequest(tuple(names), name, note, mode, wait=wait))
+    request = snapshot.SnapshotRequest(
+        tuple(names), name, note, mode, wait=wait, format=rt.config.format
+    )
+    taken = snapshot.take(rt, request)
     made = taken.snapshots
     for line in render.held_lines(taken.held):
         rt.reporter.note(line)

@@ -1,0 +1,119 @@
+"""A new format-2 snapshot: the agent copies a tree into its source's store, next to it.
+
+The copy runs in one helper of the agent image that mounts the tree's volume
+read-only and the store: data never crosses voltool. Files unchanged since the
+latest complete snapshot of the same volume are hard-linked from it (see
+voltool/agent/copy.py for the rule). Order, each step durable before the next:
+begun.json, data/ and manifest.jsonl (renamed into place when whole), meta.json,
+snapshot.json by rename (the commit marker). The caller holds the locks of the
+source and of the store, and has journaled the snapshot id before this runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from voltool import __version__, agentrun, catalog, store
+from voltool.catalog import Snapshot
+from voltool.engine import Mount
+from voltool.errors import EngineError
+from voltool.layout import DATA_DIR, MANIFEST, Meta, SnapshotInfo
+from voltool.runtime import Runtime
+from voltool.sh import program
+
+
+@dataclass(frozen=True)
+class Copied:
+    """A committed format-2 snapshot, and what its copy cost."""
+
+    snapshot: Snapshot
+    summary: agentrun.Summary
+
+
+def latest(rt: Runtime, store_volume: str, source: str) -> Snapshot | None:
+    """The newest complete snapshot in the store, to link unchanged files from."""
+    complete = [
+        s
+        for s in catalog.find(rt, source)
+        if s.in_store
+        and s.volume == store_volume
+        and s.state == "complete"
+        and s.info is not None
+        and s.info.started_ns is not None
+    ]
+    return complete[-1] if complete else None
+
+
+def copy(
+    rt: Runtime,
+    image: str,
+    op: str,
+    sid: str,
+    source: str,
+    tree: Mount,
+    kind: str,
+    quiesce: str,
+    meta: Meta,
+) -> Copied:
+    """Copy the volume mounted by `tree` (at /src, read-only) into snapshot `sid` of
+    `source`'s store (which must exist) and commit it."""
+    volume = store.store_name(source)
+    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    begun = store.Begun(sid, source, created.isoformat(), kind, op, rt.owner.token())
+    prev = latest(rt, volume, source)
+    extra: list[str] = []
+    if prev is not None:
+        assert prev.info is not None and prev.info.started_ns is not None
+        extra = [
+            "--prev",
+            f"{store.MOUNT}/{prev.path(DATA_DIR)}",
+            f"{store.MOUNT}/{prev.path(MANIFEST)}",
+            "--prev-started",
+            str(prev.info.started_ns),
+        ]
+    mounts = [tree, Mount(volume, store.MOUNT)]
+    rt.reporter.status(f"copying {source} into its store")
+    try:
+        args = [sid, begun.to_json().decode(), *extra]
+        result = agentrun.run(rt, image, op, mounts, args, script=program("store-copy"))
+    finally:
+        rt.reporter.status(None)
+    summary = agentrun.checked(result, f"the snapshot of {source}")
+    info = SnapshotInfo(
+        format=store.FORMAT,
+        id=sid,
+        source=source,
+        created=created.isoformat(),
+        kind=kind,
+        entries=summary.entries,
+        bytes=summary.content_bytes,
+        tree_digest=summary.digest,
+        quiesce=quiesce,
+        voltool=__version__,
+        started_ns=summary.started_ns,
+    )
+    done = rt.engine.run(
+        rt.image,
+        [Mount(volume, store.MOUNT)],
+        rt.helper_labels(op),
+        program("store-commit"),
+        [sid, meta.to_json().decode(), info.to_json().decode()],
+    )
+    if done.exit_code != 0:
+        raise EngineError(f"committing snapshot {sid} of {source} failed")
+    snapshot = Snapshot(
+        sid,
+        volume,
+        source,
+        created,
+        kind,
+        rt.owner.token(),
+        True,
+        info,
+        meta,
+        format_label=str(store.FORMAT),
+        op=op,
+        base=store.snapshot_dir(sid),
+    )
+    return Copied(snapshot, summary)
