@@ -73,9 +73,11 @@ _SOURCE = Path(__file__).parent / "agent"
 
 @dataclass(frozen=True)
 class AgentStatus:
-    image: str | None  # the agent image, when it is there
-    origin: str  # how it was made, or would be
+    image: str | None  # the agent image, when it is there and runs the agent
+    origin: str  # how it was made ("" when it is not there)
     how: str  # words for `voltool helper` and `doctor`
+    problem: str | None = None  # why the image that is there cannot run the agent
+    offline: bool = True  # whether it can be built offline from this host
 
 
 def agent_files(source: Path = _SOURCE) -> dict[str, bytes]:
@@ -123,12 +125,14 @@ def status(engine: Engine, busybox: str) -> AgentStatus:
     files = agent_files()
     tags = [derived_tag(files)]
     offline = f"{OFFLINE_ORIGIN} (from this host's Python and {busybox})"
+    can_build = True
     try:
         py = hostpython.host_python()
         offline = f"{OFFLINE_ORIGIN} {py.version}"
         tags.append(offline_tag(files, py, busybox))
     except VoltoolError as e:
-        offline = f"not offline ({e})"
+        offline = f"not offline: {e}"
+        can_build = False
     for tag in tags:
         if not engine.image_exists(tag):
             continue
@@ -138,12 +142,15 @@ def status(engine: Engine, busybox: str) -> AgentStatus:
         reason = None if info.id in helper_image.passed(_CHECKED) else check(engine, tag)
         if reason:
             return AgentStatus(
-                None, origin, f"{tag} ({origin}, {size}) cannot run the agent: {reason}"
+                None, origin, f"{tag} ({origin}, {size}) cannot run the agent: {reason}", reason
             )
         helper_image.remember(info.id, _CHECKED)
         return AgentStatus(tag, origin, f"{tag} ({origin}, {size}; runs the agent)")
     return AgentStatus(
-        None, "", f"not built: would be derived from {DEFAULT_BASE}, else built {offline}"
+        None,
+        "",
+        f"not built: would be derived from {DEFAULT_BASE}, else built {offline}",
+        offline=can_build,
     )
 
 
