@@ -227,11 +227,9 @@ def _build_offline(
             for a in helper_image.busybox_applets(busybox)
         ),
         *plan.entries,
-        Entry(
-            f"{hostpython.site_packages(py)}/voltool-agent.pth",
-            "file",
-            data=f"{AGENT_PARENT}\n".encode(),
-            mode=0o644,
+        *(
+            Entry(f"{d}/voltool-agent.pth", "file", data=f"{AGENT_PARENT}\n".encode(), mode=0o644)
+            for d in hostpython.site_packages(py)
         ),
         *(
             Entry(f"{AGENT_PARENT.lstrip('/')}/{AGENT_MODULE}/{n}", "file", data=d, mode=0o644)

@@ -14,8 +14,9 @@ voltool. What goes in:
 - every shared library those need, as `ldd` resolves them on this host,
   the dynamic loader included, each at the path the host has it, with the
   symlinks met on the way (merged /usr: /lib -> usr/lib). Python's own
-  libraries (libpython) go to /usr/local/lib. The image's LD_LIBRARY_PATH
-  (`library_path`) names their directories, so no ld.so.cache is needed.
+  library (libpython, for a shared build) goes to /usr/local/lib. The image's
+  LD_LIBRARY_PATH (`library_path`) names their directories, so no ld.so.cache
+  is needed.
 
 `plan` says what to copy; `write_tar` writes it. Both are pure but for reading
 the host's files; `ldd` is passed in, so tests can give its output.
@@ -116,9 +117,15 @@ def host_python() -> HostPython:
     )
 
 
-def site_packages(py: HostPython) -> str:
-    """The image's site-packages directory, relative to the root."""
-    return f"{PREFIX}/lib/python{py.xy}/site-packages"
+def site_packages(py: HostPython) -> list[str]:
+    """The image's site-packages directories, relative to the root: where its `site`
+    looks for .pth files (Debian's Python looks in dist-packages)."""
+    import site
+
+    found = [
+        d.lstrip("/") for d in site.getsitepackages([f"/{PREFIX}"]) if d.startswith(f"/{PREFIX}/")
+    ]
+    return found or [f"{PREFIX}/lib/python{py.xy}/site-packages"]
 
 
 def run_ldd(paths: list[str]) -> str:
@@ -240,7 +247,7 @@ def plan(py: HostPython, ldd: Callable[[list[str]], str] = run_ldd) -> Plan:
         Entry(f"{bindir}/python", "symlink", target="python3"),
     ]
     entries += stdlib_entries(py)
-    entries.append(Entry(site_packages(py), "dir"))
+    entries += [Entry(d, "dir") for d in site_packages(py)]
     modules = dynload_modules(py)
     for m in modules:
         entries.append(Entry(f"{lib}/python{py.xy}/lib-dynload/{os.path.basename(m)}", "file", m))
@@ -260,10 +267,10 @@ def plan(py: HostPython, ldd: Callable[[list[str]], str] = run_ldd) -> Plan:
             if os.path.exists(candidate) and candidate not in found:
                 found.append(candidate)
     dirs = [f"/{lib}"]
-    own = py.prefix.rstrip("/") + "/"
     for path in found:
-        if os.path.realpath(path).startswith(own):
-            # Python's own (libpython): with it, relocated like the binary.
+        if os.path.basename(path).startswith("libpython"):
+            # Python's own: relocated with the binary (whose RUNPATH, if any, names the host's
+            # prefix: LD_LIBRARY_PATH finds it instead). Any other library stays where it is.
             entries.append(Entry(f"{lib}/{os.path.basename(path)}", "file", os.path.realpath(path)))
             continue
         entries += chain(path)

@@ -187,6 +187,8 @@ def test_the_root_filesystem_holds_python_its_libraries_and_the_loader(tmp_path:
     # The loader, at the path the interpreter names, through both of its symlinks.
     assert by_path[f"{root}/lib64/ld-linux-x86-64.so.2"].kind == "symlink"
     assert by_path[f"{root}/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"].kind == "file"
+    # Only libpython moves: a Python installed in /usr (Debian's) shares its prefix with libc.
+    assert not any(p.startswith("usr/local/lib/l") and "libpython" not in p for p in by_path)
     # What pthread_exit loads, though ldd never names it.
     assert f"{root}/usr/lib/x86_64-linux-gnu/libgcc_s.so.1" in by_path
     # The standard library, without tests, tools, what pip installed, the static library.
