@@ -51,7 +51,7 @@ from pathlib import Path
 from voltool import helper_image, hostpython
 from voltool import labels as L
 from voltool.engine import Engine
-from voltool.errors import AgentImageFailed, EngineError, VoltoolError
+from voltool.errors import AgentImageFailed, EngineError, NotFound, VoltoolError
 from voltool.hostpython import Entry
 from voltool.ids import new_id
 from voltool.owner import current
@@ -162,14 +162,21 @@ def ensure(engine: Engine, busybox: str, reporter: Reporter, base: str = DEFAULT
     derived = derived_tag(files, base)
     if engine.image_exists(derived):
         return derived
-    py = hostpython.host_python()
-    offline = offline_tag(files, py, busybox)
-    if engine.image_exists(offline):
-        return offline
+    offline: str | VoltoolError
+    try:
+        py = hostpython.host_python()
+        tag = offline_tag(files, py, busybox)
+        if engine.image_exists(tag):
+            return tag
+        offline = tag
+    except (AgentImageFailed, NotFound) as e:
+        offline = e  # not offline, then; a registry may still answer
     reporter.status("building the agent image")
     try:
         if _derive(engine, base, files, derived, reporter):
             return derived
+        if isinstance(offline, VoltoolError):
+            raise offline
         reporter.note(f"building the agent image from this host's Python {py.version} (offline)")
         _build_offline(engine, py, busybox, files, offline)
         return offline
