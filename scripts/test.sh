@@ -17,9 +17,22 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-# The helper image, built offline from the host's static busybox (no registry needed).
+# The helper images, built offline where no registry answers: busybox from the host's static
+# busybox; the agent's from the host's own Python (this venv's), its libraries and busybox.
 if docker version >/dev/null 2>&1; then
   .venv/bin/voltool helper --build
+fi
+
+# Shell scripts: Debian's shellcheck, installed if it can be (not needed otherwise).
+if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test.sh: installing shellcheck" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1; } ||
+    echo "test.sh: cannot install shellcheck: shell scripts are not checked" >&2
+fi
+if command -v shellcheck >/dev/null 2>&1; then
+  shellcheck scripts/*.sh
 fi
 
 .venv/bin/ruff check voltool tests scripts

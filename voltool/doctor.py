@@ -1,4 +1,4 @@
-"""Health checks: configuration, engine, helper image, state directory, and leftovers.
+"""Health checks: configuration, engine, helper and agent images, state directory, leftovers.
 
 Every check that can run does: a broken configuration file, a missing or
 unusable helper image, are failed checks among the others, never the end of
@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from voltool import catalog, helper_image, prune
+from voltool import agent_image, catalog, helper_image, prune
 from voltool.config import Config, load_checked
 from voltool.endpoint import resolve
 from voltool.engine import Engine
@@ -53,6 +53,7 @@ def run_checks(overrides: dict[str, Any] | None = None) -> list[Check]:
         checks.append(Check("endpoint", "ok", f"{endpoint.host} (from {endpoint.source})"))
         image, check = _image_check(engine, config)
         checks.append(check)
+        checks.append(_agent_check(engine, config))
         checks.append(_state_check())
         journal = open_journal(engine, image, Reporter())
         checks += _leftover_checks(Runtime(engine, config, journal, Reporter(), image))
@@ -98,6 +99,31 @@ def _image_check(engine: Engine, config: Config) -> tuple[str, Check]:
         return "", Check("helper image", "ok", found.how, "voltool helper --build")
     return "", Check(
         "helper image", "warn", found.how, "voltool helper --build, or install busybox-static"
+    )
+
+
+def _agent_check(engine: Engine, config: Config) -> Check:
+    """Whether the agent image is there and runs the agent, and how it was made."""
+    try:
+        found = agent_image.status(engine, config.busybox)
+    except EngineUnreachable:
+        raise
+    except VoltoolError as e:
+        return Check("agent image", "fail", f"checking it failed: {e}", "voltool helper --build")
+    if found.image:
+        return Check("agent image", "ok", found.how)
+    if found.problem:
+        return Check(
+            "agent image",
+            "fail",
+            found.how,
+            f"docker rmi {found.how.split()[0]}, then voltool helper --build",
+        )
+    return Check(
+        "agent image",
+        "ok" if found.offline else "warn",
+        found.how,
+        "voltool helper --build" if found.offline else "install busybox-static",
     )
 
 

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from voltool import labels as L
 from voltool.endpoint import Endpoint
@@ -75,6 +75,13 @@ class Mount:
     volume: str
     path: str
     read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    labels: dict[str, str]
+    size: int  # bytes
 
 
 @dataclass(frozen=True)
@@ -487,22 +494,84 @@ class Engine:
         with translated(f"image {quoted(ref)}"):
             return str(self._api.inspect_image(ref)["Id"])
 
-    def pull(self, ref: str, on_status: Callable[[str], None]) -> None:
-        """Pull image `ref` (`latest` if it names no tag or digest)."""
+    def image(self, ref: str) -> ImageInfo:
+        with translated(f"image {quoted(ref)}"):
+            attrs = self._api.inspect_image(ref)
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return ImageInfo(str(attrs["Id"]), dict(labels), int(attrs.get("Size") or 0))
+
+    def tag_image(self, ref: str, new_ref: str) -> None:
+        """Give image `ref` the name `new_ref` too (moved there if another image had it)."""
+        repository, tag = parse_image_ref(new_ref)
+        with translated(f"tag image {quoted(ref)} as {quoted(new_ref)}"):
+            self._api.tag(ref, repository, tag or "latest", force=True)
+
+    def remove_image(self, ref: str) -> None:
+        """Remove image `ref` (its tag, and the image if that was its last); gone is fine."""
+        with contextlib.suppress(NotFound), translated(f"remove image {quoted(ref)}"):
+            self._api.remove_image(ref, force=True)
+
+    def pull(
+        self, ref: str, on_status: Callable[[str], None], timeout: float | None = None
+    ) -> None:
+        """Pull image `ref` (`latest` if it names no tag or digest).
+
+        `timeout`: seconds any one read from the engine may take, instead of the
+        connection's own (an engine that cannot reach its registry may take long
+        to say so).
+        """
         repository, tag = parse_image_ref(ref)
-        with translated(f"pull {quoted(ref)}"):
-            for event in self._api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+        with self._timeout(timeout), translated(f"pull {quoted(ref)}"):
+            events = self._api.pull(repository, tag=tag or "latest", stream=True, decode=True)
+            for event in events:
                 if "error" in event:
                     raise EngineError(f"pull {quoted(ref)}: {event['error']}")
                 on_status(str(event.get("status", "")))
 
-    def import_image(self, tar_bytes: bytes, ref: str, changes: list[str]) -> str:
-        """Import a root filesystem tar as image `ref` (repository and tag); returns its id."""
+    @contextlib.contextmanager
+    def _timeout(self, seconds: float | None) -> Iterator[None]:
+        """Requests made inside wait at most `seconds` for each read (None: unchanged)."""
+        if seconds is None:
+            yield
+            return
+        saved = self._api.timeout
+        self._api.timeout = seconds  # docker-py reads it for each request it makes
+        try:
+            yield
+        finally:
+            self._api.timeout = saved
+
+    def import_image(self, tar: bytes | BinaryIO, ref: str, changes: list[str]) -> str:
+        """Import a root filesystem tar (bytes, or a file streamed from where it is) as
+        image `ref` (repository and tag); returns its id."""
         repository, tag = parse_image_ref(ref)
         with translated(f"import image {ref}"):
             self._api.import_image_from_data(
-                tar_bytes, repository=repository, tag=tag or "latest", changes=changes
+                tar, repository=repository, tag=tag or "latest", changes=changes
             )
+        return self.image_id(ref)
+
+    def build_image(
+        self, context: BinaryIO, ref: str, image_labels: dict[str, str], timeout: float
+    ) -> str:
+        """Build image `ref` from a tar build context (with its Dockerfile), with no
+        network and nothing pulled; returns its id."""
+        with translated(f"build image {ref}"):
+            events = self._api.build(
+                fileobj=context,
+                custom_context=True,
+                tag=ref,
+                labels=image_labels,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                network_mode="none",
+                timeout=timeout,
+                decode=True,
+            )
+            for event in events:
+                if "error" in event:
+                    raise EngineError(f"build image {ref}: {_first_line(event['error'])}")
         return self.image_id(ref)
 
 

@@ -44,6 +44,12 @@ class UsageError(VoltoolError):
     exit_code = ExitCode.USAGE
 
 
+class AgentImageFailed(UsageError):
+    """The agent image cannot be made from this host's Python, or fails its check.
+
+    Exit 2, as for a helper image that cannot run voltool's helpers."""
+
+
 class NotFound(VoltoolError):
     """A volume or snapshot that was named does not exist."""
 

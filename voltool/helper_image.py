@@ -38,17 +38,34 @@ class ImageStatus:
     how: str  # words: how it was found or would be had
 
 
-def built_tag(busybox: str) -> str:
-    """The tag of the image built from `busybox`: it names the binary's hash."""
+def busybox_digest(busybox: str) -> str:
+    """The SHA-256 of the static busybox binary; raises NotFound if it cannot be read."""
     try:
         with open(busybox, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+            return hashlib.sha256(f.read()).hexdigest()
     except OSError as e:
         raise NotFound(
             f"cannot read the static busybox {quoted(busybox)} ({e.strerror}); install Debian's "
             "busybox-static or set VOLTOOL_BUSYBOX"
         ) from None
-    return f"{BUILT_REPOSITORY}:busybox-{digest}"
+
+
+def built_tag(busybox: str) -> str:
+    """The tag of the image built from `busybox`: it names the binary's hash."""
+    return f"{BUILT_REPOSITORY}:busybox-{busybox_digest(busybox)[:12]}"
+
+
+def busybox_applets(busybox: str) -> list[str]:
+    """The applets `busybox` has, each a name to link in /bin (itself left out)."""
+    try:
+        names = (
+            subprocess.run([busybox, "--list"], capture_output=True, check=True, timeout=30)
+            .stdout.decode()
+            .split()
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        raise NotFound(f"{busybox} is not a runnable busybox: {e}") from None
+    return [n for n in names if n != "busybox" and "/" not in n]
 
 
 def status(engine: Engine, configured: str, busybox: str) -> ImageStatus:
@@ -110,7 +127,7 @@ def unusable(engine: Engine, image: str) -> str | None:
     image are raised, not taken for a verdict.
     """
     image_id = engine.image_id(image)
-    if image_id in _passed():
+    if image_id in passed():
         return None
     labels = L.managed(L.ROLE_HELPER, new_id(), current().token())
     try:
@@ -122,22 +139,23 @@ def unusable(engine: Engine, image: str) -> str | None:
         raise
     if result.exit_code != 0:
         return "its /tmp is missing or not writable"
-    _remember(image_id)
+    remember(image_id)
     return None
 
 
-def _passed() -> set[str]:
+def passed(name: str = _CHECKED) -> set[str]:
+    """Ids of the images that passed a check, from file `name` of the state directory."""
     try:
-        return set((state_dir() / _CHECKED).read_text().split())
+        return set((state_dir() / name).read_text().split())
     except OSError:
         return set()
 
 
-def _remember(image_id: str) -> None:
+def remember(image_id: str, name: str = _CHECKED) -> None:
     """Best effort: without a writable state directory the check is only repeated."""
     try:
         state_dir().mkdir(parents=True, exist_ok=True)
-        with open(state_dir() / _CHECKED, "a") as f:
+        with open(state_dir() / name, "a") as f:
             f.write(image_id + "\n")
     except OSError:
         pass
@@ -152,14 +170,7 @@ def build(engine: Engine, busybox: str) -> str:
     tag = built_tag(busybox)
     if engine.image_exists(tag):
         return tag
-    try:
-        applets = (
-            subprocess.run([busybox, "--list"], capture_output=True, check=True, timeout=30)
-            .stdout.decode()
-            .split()
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        raise NotFound(f"{busybox} is not a runnable busybox: {e}") from None
+    applets = busybox_applets(busybox)
     with open(busybox, "rb") as f:
         binary = f.read()
     buf = io.BytesIO()
@@ -172,8 +183,6 @@ def build(engine: Engine, busybox: str) -> str:
         info.size, info.mode = len(binary), 0o755
         tar.addfile(info, io.BytesIO(binary))
         for name in applets:
-            if name == "busybox" or "/" in name:
-                continue
             link = tarfile.TarInfo(f"bin/{name}")
             link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
             tar.addfile(link)
@@ -182,7 +191,7 @@ def build(engine: Engine, busybox: str) -> str:
         tag,
         # Not io.voltool.managed: containers inherit image labels, and that one marks
         # voltool's own helpers and locks.
-        ["ENV PATH=/bin", "LABEL io.voltool.image=helper"],
+        ["ENV PATH=/bin", f"LABEL {L.IMAGE}={L.IMAGE_HELPER}"],
     )
     return tag
 

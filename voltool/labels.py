@@ -36,6 +36,13 @@ VOLUMES = "io.voltool.volumes"  # the volumes the operation works on, comma-sepa
 # restore's rollback, or `recover` acting for it, may ever remove the volume.
 CREATED_BY = "io.voltool.created-by"
 
+# Images voltool builds. Not MANAGED: containers inherit their image's labels,
+# and that one marks voltool's own helpers and locks.
+IMAGE = "io.voltool.image"  # "helper" (busybox) | "agent"
+IMAGE_ORIGIN = "io.voltool.helper.origin"  # how an agent image was made
+IMAGE_HELPER = "helper"
+IMAGE_AGENT = "agent"
+
 # Keeper containers: the snapshot volume each one holds on to.
 KEEPER_VOLUME = "io.voltool.keeper.volume"
 

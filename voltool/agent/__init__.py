@@ -8,6 +8,9 @@ copied alone into an image. It never follows a symlink, treats every name as
 bytes, and expects the source to change while it reads (see walk.py).
 
 Commands
+    --version, selftest
+        The protocol's version; a JSON line saying which interpreter runs the
+        agent and whether its SHA-256 is OpenSSL's (the agent image's check).
     scan ROOT
         Write the manifest of the tree at ROOT to stdout.
     copy SRC DST [--prev TREE MANIFEST --prev-started NS] [--no-sync]
@@ -44,3 +47,5 @@ only things held are one sorted name list and one fd per directory on the
 current path, the previous manifest's next line, and the map of hard-link
 groups not yet complete (links.py).
 """
+
+__version__ = "1"  # the protocol above; bump when it changes

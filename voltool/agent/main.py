@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import os
 import resource
 import sys
@@ -11,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, NoReturn
 
+from . import __version__
 from .copy import Copier, Prev
 from .digest import TreeDigest
 from .entry import Entry
@@ -51,7 +54,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def selftest() -> dict[str, object]:
+    """What the agent image's check reads: this interpreter, and whose SHA-256 it has."""
+    h = hashlib.sha256()
+    return {
+        "agent": __version__,
+        "python": sys.version,
+        "prefix": sys.prefix,
+        # OpenSSL's SHA-256 is `_hashlib.HASH`; the built-in fallback (`_sha256` or
+        # `_sha2`) is several times slower.
+        "sha256": f"{type(h).__module__}.{type(h).__name__}",
+        "openssl": type(h).__module__ == "_hashlib",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--version"]:
+        print(__version__)
+        return EXIT_OK
+    if argv == ["selftest"]:
+        print(json.dumps(selftest(), sort_keys=True))
+        return EXIT_OK
     reporter = Reporter()
     try:
         args = _parser().parse_args(argv)

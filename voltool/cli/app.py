@@ -1186,13 +1186,18 @@ def doctor_cmd(
 def helper_cmd(
     ctx: typer.Context,
     build: bool = typer.Option(
-        False, "--build", help="Build the helper image from a static busybox now."
+        False,
+        "--build",
+        help="Build the helper image from a static busybox, and the agent image, now.",
     ),
     busybox: str | None = typer.Option(
         None, "--busybox", help="Path of the static busybox binary."
     ),
 ) -> None:
-    """Show the helper image in use, or build it offline with --build."""
+    """Show the helper and agent images, or build them (offline if need be) with --build."""
+    from voltool import agent_image
+    from voltool.labels import IMAGE_ORIGIN
+
     g = _globals(ctx)
     if busybox:
         g.overrides["busybox"] = busybox
@@ -1201,9 +1206,17 @@ def helper_cmd(
     if build:
         tag = helper_image.build(engine, cfg.busybox)
         out.print(f"helper image {tag} is built from {cfg.busybox}", markup=False)
+        agent = agent_image.ensure(engine, cfg.busybox, ConsoleReporter(g.quiet))
+        info = engine.image(agent)
+        origin = info.labels.get(IMAGE_ORIGIN, "?")
+        out.print(
+            f"agent image {agent} ({origin}, {info.size / 1e6:.0f} MB) runs the agent",
+            markup=False,
+        )
         return
     found = helper_image.status(engine, cfg.helper_image, cfg.busybox)
     out.print(f"helper image: {found.how}", markup=False)
+    out.print(f"agent image: {agent_image.status(engine, cfg.busybox).how}", markup=False)
 
 
 @app.command("recover")
