@@ -282,8 +282,8 @@ def test_the_check_reads_its_report(out: bytes, code: int, err: bytes, verdict: 
     assert "python3 -I -m voltool_agent selftest" in script and "_hashlib" in args[0]
 
 
-def test_the_agent_placeholder_answers_selftest(capsys: pytest.CaptureFixture[str]) -> None:
-    from voltool.agent.__main__ import main
+def test_the_agent_answers_selftest(capsys: pytest.CaptureFixture[str]) -> None:
+    from voltool.agent.main import main
 
     assert main(["selftest"]) == 0
     assert '"openssl": true' in capsys.readouterr().out
