@@ -237,6 +237,7 @@ def charge(target: str, staged: int, safety: int, room: live.Space, store: live.
 
 def read_manifest(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo) -> Manifest:
     """The snapshot's manifest, checked line by line and against snapshot.json."""
+    catalog.format_1_only(snapshot, "this command")
     chunks = catalog.read_file(rt, snapshot.volume, MANIFEST, manifest_bound(info.entries))
     manifest = Manifest.read(chunks, info.entries)
     check_manifest(manifest, info)

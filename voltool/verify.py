@@ -9,16 +9,19 @@ entries missing, extra and altered.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-from voltool import catalog, live
+from voltool import agentrun, catalog, live, store
 from voltool.catalog import Snapshot
+from voltool.engine import Mount
 from voltool.errors import IntegrityError
 from voltool.ids import new_id
-from voltool.layout import DATA_DIR
+from voltool.layout import DATA_DIR, MANIFEST
 from voltool.locks import volume_lock
 from voltool.manifest import Manifest, merge
 from voltool.runtime import Runtime
+from voltool.sh import program
 
 # Differences listed per kind; beyond that they are only counted, so that a
 # snapshot volume rewritten wholesale cannot make verify hold millions of paths.
@@ -82,6 +85,8 @@ def verify(rt: Runtime, snapshot: Snapshot, wait: float | None = 30) -> Report:
     info = snapshot.info
     if info is None or snapshot.problem:
         return Report(snapshot, problem=snapshot.problem or f"it is {snapshot.state}")
+    if snapshot.in_store:
+        return _in_store(rt, snapshot, wait)
     with volume_lock(rt, snapshot.volume, new_id(), "verify", wait):
         catalog.require(rt, snapshot)
         try:
@@ -99,3 +104,66 @@ def verify(rt: Runtime, snapshot: Snapshot, wait: float | None = 30) -> Report:
     if report.ok and got.digest() != info.tree_digest:  # cannot differ if all matched
         return Report(snapshot, problem="tree digest differs", checked=len(want))
     return report
+
+
+def _in_store(rt: Runtime, snapshot: Snapshot, wait: float | None) -> Report:
+    """Format 2: the agent hashes the stored tree again next to it, and compares it with
+    the stored manifest, which must be the one snapshot.json describes."""
+    from voltool import agent_image
+
+    info = snapshot.info
+    assert info is not None
+    image = agent_image.agent_image(rt)
+    op = new_id()
+    with volume_lock(rt, snapshot.volume, op, "verify", wait):
+        catalog.require(rt, snapshot)
+        tree = f"{store.MOUNT}/{snapshot.path(DATA_DIR)}"
+        manifest = f"{store.MOUNT}/{snapshot.path(MANIFEST)}"
+        mounts = [Mount(snapshot.volume, store.MOUNT, read_only=True)]
+        rt.reporter.status(f"verifying {snapshot.id}")
+        try:
+            result = agentrun.run(
+                rt,
+                image,
+                op,
+                mounts,
+                [tree, manifest, str(3 * LISTED)],
+                script=program("agent-verify"),
+            )
+        finally:
+            rt.reporter.status(None)
+    summary = result.summary
+    if result.fatal or summary is None:
+        return Report(snapshot, problem=result.fatal or f"the agent exited with {result.code}")
+    if result.errors:
+        return Report(snapshot, problem=result.errors[0], checked=summary.entries)
+    found = _differences(result.stdout, summary.mismatches)
+    report = Report(snapshot, found, checked=summary.entries)
+    if report.ok and (summary.digest != info.tree_digest or summary.entries != info.entries):
+        return Report(snapshot, problem="tree digest differs", checked=summary.entries)
+    return report
+
+
+def _differences(lines: bytes, total: int) -> Differences:
+    """The agent's difference lines (the first few of them), as a report lists them."""
+    missing: list[str] = []
+    extra: list[str] = []
+    altered: dict[str, list[str]] = {}
+    for raw in lines.splitlines():
+        try:
+            line = json.loads(raw)
+            kind, path = line["mismatch"], str(line["path"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if kind == "missing" and len(missing) < LISTED:
+            missing.append(path)
+        elif kind == "extra" and len(extra) < LISTED:
+            extra.append(path)
+        elif kind == "changed" and (path in altered or len(altered) < LISTED):
+            altered.setdefault(path, []).append(str(line.get("field")))
+    listed = len(missing) + len(extra) + sum(len(v) for v in altered.values())
+    # What was not listed is counted with the changes: the agent says only how many.
+    counts = (len(missing), len(extra), len(altered) + max(total - listed, 0))
+    return Differences(
+        tuple(missing), tuple(extra), tuple((p, tuple(f)) for p, f in altered.items()), counts
+    )
