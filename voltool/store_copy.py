@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from voltool import __version__, agentrun, catalog, store
+from voltool import __version__, agentrun, catalog, journal, store
 from voltool.catalog import Snapshot
 from voltool.engine import Mount
 from voltool.errors import EngineError
@@ -80,6 +80,7 @@ def copy(
     finally:
         rt.reporter.status(None)
     summary = agentrun.checked(result, f"the snapshot of {source}")
+    journal.hold_for_tests("copied")  # copied, not committed: what a kill here leaves
     info = SnapshotInfo(
         format=store.FORMAT,
         id=sid,

@@ -1,0 +1,265 @@
+"""Format 2: snapshots as directories of a store volume, copied by the agent, incremental.
+
+The agent's own listing (`scan`, run in a container of the agent image) is what
+trees are compared with: it sees what the archive API cannot (nanosecond
+times, xattrs, sparseness, devices, sockets, names that are not UTF-8).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.integration.dockertools import (
+    Docker,
+    hold_env,
+    records,
+    start_voltool,
+    voltool,
+    wait_for,
+)
+from voltool import agent_image
+from voltool.endpoint import resolve
+from voltool.engine import Engine
+from voltool.report import Reporter
+
+pytestmark = pytest.mark.engine
+
+F2 = {"VOLTOOL_FORMAT": "2"}
+
+# Everything the archive API loses, and the usual tricky entries.
+FIDELITY_TREE = r"""
+set -e
+cd /v
+mkdir -p d/sub a
+echo one > f; printf '' > empty; : > old; : > future
+python3 - <<'PY'
+import os
+os.setxattr("f", "user.note", b"hello")
+os.setxattr("d", "user.dir", b"x")
+# A POSIX ACL: user::rw- user:1000:r-- group::r-- mask::rw- other::r--
+acl = "0200000001000600ffffffff02000400e803000004000400ffffffff10000600ffffffff20000400ffffffff"
+os.setxattr("f", "system.posix_acl_access", bytes.fromhex(acl))
+os.utime("f", ns=(1700000000123456789, 1700000000123456789))  # nanoseconds
+os.utime("old", ns=(-86400 * 10**9 + 5, -86400 * 10**9 + 5))  # before 1970
+os.utime("future", ns=(10485849600 * 10**9 + 7,) * 2)  # the year 2302, after 2262
+PY
+dd if=/dev/zero of=sparse bs=1 count=0 seek=104857600 2>/dev/null
+printf x | dd of=sparse bs=1 seek=52428800 conv=notrunc 2>/dev/null
+mkfifo fifo; mknod null c 1 3
+python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.bind("sock")'
+ln -s ../.. a/up; ln -s nowhere dangling
+printf q > "$(printf 'name-\377')"
+printf s > suid; chmod 4755 suid; ln suid suid-link; ln f f2; ln f f3
+chown 33:33 d/sub; chmod 1777 d
+"""
+
+_IGNORED = {"ino", "dev", "ctime_ns", "atime_ns", "nlink"}
+
+
+@pytest.fixture(scope="module")
+def agent(dk: Docker) -> Iterator[str]:
+    engine = Engine.connect(resolve(None, None), 600)
+    try:
+        yield agent_image.ensure(engine, "/bin/busybox", Reporter())
+    finally:
+        engine.close()
+
+
+def scan(dk: Docker, image: str, volume: str, sub: str = "") -> list[dict[str, Any]]:
+    """The agent's manifest of `volume` (or of `sub` inside it), times and inodes left out
+    where a copy cannot keep them."""
+    out = dk.client.containers.run(
+        image,
+        ["-c", 'python3 -I -m voltool_agent scan "$1"', "sh", f"/v/{sub}" if sub else "/v"],
+        entrypoint=["/bin/sh"],
+        volumes={volume: {"bind": "/v", "mode": "ro"}},
+        network_mode="none",
+        remove=True,
+        stdout=True,
+        stderr=False,
+    )
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in _IGNORED}
+        for line in out.splitlines()
+    ]
+
+
+def inodes(dk: Docker, store: str) -> dict[str, int]:
+    """`<id>/<path>` -> inode of every regular file of every snapshot of `store`."""
+    out = dk.run(
+        {store: "/s"},
+        'cd /s/snapshots && find . -path "*/data/*" -type f -exec stat -c "%i %n" {} +',
+    )
+    found = {}
+    for line in out.splitlines():
+        ino, name = line.split(" ", 1)
+        sid, _, path = name.removeprefix("./").partition("/data/")
+        found[f"{sid}/{path}"] = int(ino)
+    return found
+
+
+def snap(vol: str, *more: str) -> dict[str, Any]:
+    r = voltool("snapshot", "--json", vol, *more, env=F2)
+    assert r.code == 0, r.err
+    (made,) = records(r.out)
+    return made  # type: ignore[no-any-return]
+
+
+def test_a_stored_snapshot_keeps_everything_the_archive_api_loses(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume()
+    dk.client.containers.run(
+        agent,
+        ["-c", FIDELITY_TREE],
+        entrypoint=["/bin/sh"],
+        volumes={vol: {"bind": "/v", "mode": "rw"}},
+        network_mode="none",
+        remove=True,
+    )
+    source = scan(dk, agent, vol)
+    types = {e["type"] for e in source}
+    assert types >= {"file", "dir", "symlink", "fifo", "char", "socket"}, types
+    made = snap(vol)
+    assert made["volume"] == f"voltool-store-{vol}" and made["state"] == "complete"
+    stored = scan(dk, agent, made["volume"], f"snapshots/{made['id']}/data")
+    assert stored == source  # every field the agent records, names, xattrs, ns times
+    sparse = next(e for e in stored if e["path"] == "sparse")
+    assert sparse["size"] == 104857600 and sparse["alloc"] < 1024 * 1024
+    assert voltool("verify", made["id"]).code == 0
+
+
+def test_an_incremental_snapshot_shares_what_did_not_change(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume("cd /v && for i in $(seq 100); do echo $i > f$i; done && echo same > keep")
+    time.sleep(1.1)  # older than a second: not "racily clean" for the first copy
+    first = snap(vol)
+    dk.run({vol: "/v"}, "echo changed > /v/f1; echo new > /v/g; rm /v/f2")
+    # Same size and mtime as before: only the ctime tells.
+    dk.run({vol: "/v"}, 'm=$(stat -c %Y /v/f3); echo 9 > /v/f3; touch -d "@$m" /v/f3')
+    second = snap(vol)
+    store = second["volume"]
+    ino = inodes(dk, store)
+    a, b = first["id"], second["id"]
+    for i in range(4, 101):
+        assert ino[f"{a}/f{i}"] == ino[f"{b}/f{i}"], f"f{i} was copied, not linked"
+    assert ino[f"{a}/f1"] != ino[f"{b}/f1"]
+    assert ino[f"{a}/f3"] != ino[f"{b}/f3"]  # the change that kept size and mtime
+    assert f"{b}/f2" not in ino and f"{b}/g" in ino
+    assert scan(dk, agent, store, f"snapshots/{b}/data") == scan(dk, agent, vol)
+    assert dk.read(vol, "f3") == b"9\n"
+    # Deleting the first leaves the second whole.
+    assert voltool("delete", "--yes", a).code == 0
+    assert voltool("verify", b).code == 0
+    listed = [s["id"] for s in records(voltool("list", "--json", vol).out)]
+    assert listed == [b]
+
+
+def test_a_changed_hard_link_group_is_not_merged(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume("cd /v && echo same > a && ln a b")
+    time.sleep(1.1)
+    snap(vol)
+    dk.run({vol: "/v"}, "cd /v && rm b && echo same > b")  # two files, equal content
+    time.sleep(1.1)
+    second = snap(vol)
+    ino = inodes(dk, second["volume"])
+    assert ino[f"{second['id']}/a"] != ino[f"{second['id']}/b"]
+    assert scan(dk, agent, second["volume"], f"snapshots/{second['id']}/data") == scan(
+        dk, agent, vol
+    )
+
+
+def test_docker_volume_prune_leaves_stores_alone(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume("echo x > /v/x")
+    made = snap(vol)
+    dk.client.volumes.prune()
+    assert dk.client.volumes.get(made["volume"])
+    (kept,) = records(voltool("list", "--json", vol).out)
+    assert kept["id"] == made["id"] and kept["state"] == "complete"
+    # The store and its keeper go with its last snapshot.
+    assert voltool("delete", "--yes", made["id"]).code == 0
+    with pytest.raises(docker.errors.NotFound):
+        dk.client.volumes.get(made["volume"])
+    keepers = dk.client.containers.list(
+        all=True, filters={"label": f"io.voltool.keeper.volume={made['volume']}"}
+    )
+    assert keepers == []
+
+
+def _big(dk: Docker, vol: str) -> None:
+    dk.run({vol: "/v"}, "cd /v && for i in $(seq 8); do head -c 16777216 /dev/urandom > b$i; done")
+
+
+def _copying(dk: Docker, agent: str, vol: str) -> list[Any]:
+    """The helper of the agent image that copies `vol`, while it runs."""
+    return [
+        c
+        for c in dk.client.containers.list(filters={"label": "io.voltool.role=helper"})
+        if any(m.get("Name") == vol for m in c.attrs["Mounts"])
+        and c.attrs["Config"]["Image"] == agent
+    ]
+
+
+def _recovered(dk: Docker, vol: str) -> None:
+    r = voltool("recover", vol)
+    assert r.code == 0, r.err
+    assert records(voltool("list", "--json", vol).out) == []
+    assert dk.managed_containers() == []
+    assert voltool("recover", vol).out.strip() == "nothing to recover"
+
+
+def test_a_snapshot_killed_before_its_commit_is_never_usable(
+    dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume("echo x > /v/x")
+    hold = tmp_path / "hold"
+    proc = start_voltool("snapshot", vol, env={**F2, **hold_env("copied", hold)})
+    wait_for(hold.exists, 120, "the copy to end")
+    (listed,) = records(voltool("list", "--json", vol).out)
+    assert listed["state"] == "incomplete"  # data and manifest there, no snapshot.json
+    assert voltool("verify", listed["id"]).code != 0
+    proc.kill()
+    proc.wait(30)
+    _recovered(dk, vol)
+
+
+def test_a_snapshot_killed_mid_copy_is_never_usable(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume()
+    _big(dk, vol)
+    proc = start_voltool("snapshot", vol, env=F2)
+    (helper,) = wait_for(lambda: _copying(dk, agent, vol), 120, "the agent to start")
+    helper.pause()  # wherever the copy is: voltool cannot commit while it runs
+    proc.kill()
+    proc.wait(30)
+    assert all(s["state"] != "complete" for s in records(voltool("list", "--json", vol).out))
+    _recovered(dk, vol)
+
+
+def test_a_killed_agent_fails_the_snapshot_cleanly(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume()
+    _big(dk, vol)
+    proc = start_voltool("snapshot", vol, env=F2)
+    (helper,) = wait_for(lambda: _copying(dk, agent, vol), 120, "the agent to start")
+    helper.pause()
+    helper.kill()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert records(voltool("list", "--json", vol).out) == []
+    assert voltool("recover", vol).out.strip() == "nothing to recover"
+    assert dk.managed_containers() == []
