@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.agenttools import Agent
 from tests.unit.test_agent_incremental import SETTLE, copy, ino, saved
+from voltool.agent.report import Reporter
+from voltool.agent.scan import Scanner
 
 
 def _same_times(*paths: Path) -> None:
@@ -87,3 +92,72 @@ def test_previous_tree_fifo_is_never_opened(agent: Agent, tmp_path: Path) -> Non
     finally:
         os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # let the writer go
         t.join(5)
+
+
+def _deep(root: Path, depth: int, name: bytes = b"d") -> bytes:
+    """A chain of `depth` directories under `root`; returns its path relative to root."""
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        os.close(os.open(b"leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+        os.link(b"leaf", b"twin", src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+    return b"/".join([name] * depth)
+
+
+def _inodes_at(root: Path, rel: bytes, *names: bytes) -> list[int]:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in rel.split(b"/"):
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        return [os.stat(n, dir_fd=fd, follow_symlinks=False).st_ino for n in names]
+    finally:
+        os.close(fd)
+
+
+def test_hard_links_deeper_than_path_max_stay_linked(agent: Agent, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    rel = _deep(src, 40, b"n" * 200)  # 8 KiB of path: more than PATH_MAX
+    run = agent("copy", src, tmp_path / "dst", "--no-sync")
+    assert run.rc == 0, run.errors()[:3]
+    a, b = _inodes_at(tmp_path / "dst", rel, b"leaf", b"twin")
+    assert a == b
+
+
+def test_a_file_that_keeps_growing_is_read_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    grows = src / "grows"
+    grows.write_bytes(b"x" * 4096)
+    real_readv = os.readv
+    read = [0]
+
+    def readv_then_grow(fd: int, buffers: list[bytearray]) -> int:
+        n = real_readv(fd, buffers)
+        read[0] += n
+        size = os.fstat(fd).st_size
+        if n and size < 1 << 30:  # a writer always ahead of the reader (holes: no disk)
+            with open(grows, "r+b") as f:
+                f.truncate(size + 2 * len(buffers[0]))
+        return n
+
+    monkeypatch.setattr(os, "readv", readv_then_grow)
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        reporter = Reporter(io.StringIO())
+        entries = list(Scanner(reporter).entries(fd))
+    finally:
+        os.close(fd)
+    assert read[0] < 64 << 20, f"read {read[0]} bytes of a file that kept growing"
+    (entry,) = [e for e in entries if e.path == b"grows"]
+    assert reporter.counts.unstable == 1 and entry.size <= 1 << 30

@@ -252,14 +252,7 @@ class Copier:
         if member is not None:
             assert member.link is not None
             # The same source inode as an earlier path, already in DST: link to it.
-            # The path goes through DST's own directories, which only the agent made.
-            os.link(
-                member.link,
-                node.name,
-                src_dir_fd=self.dst_fd,
-                dst_dir_fd=dst,
-                follow_symlinks=False,
-            )
+            _link_in_dst(self.dst_fd, member.link, dst, node.name)
             return member
         try:
             found = xattrs.read(node.name, node.parent_fd)
@@ -445,6 +438,25 @@ def _extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
             end = size
         yield start, end
         pos = end
+
+
+def _link_in_dst(root_fd: int, path: bytes, dir_fd: int, name: bytes) -> None:
+    """Hard-link DST's `path` (relative to `root_fd`) as `name` in `dir_fd`.
+
+    The path is followed one directory at a time (O_NOFOLLOW): it may be longer
+    than PATH_MAX, and no symlink on the way is followed."""
+    *parents, last = path.split(b"/")
+    fd = root_fd
+    try:
+        for part in parents:
+            sub = os.open(part, _DIR, dir_fd=fd)
+            if fd != root_fd:
+                os.close(fd)
+            fd = sub
+        os.link(last, name, src_dir_fd=fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        if fd != root_fd:
+            os.close(fd)
 
 
 def _readlink(node: Node) -> bytes:
