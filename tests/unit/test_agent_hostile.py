@@ -123,6 +123,19 @@ def _inodes_at(root: Path, rel: bytes, *names: bytes) -> list[int]:
         os.close(fd)
 
 
+def test_a_very_deep_tree_is_copied_whole(agent: Agent, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    rel = _deep(src, 10_000)
+    one = agent("copy", src, tmp_path / "one", "--no-sync")
+    assert one.rc == 0, one.errors()[:3]
+    prev = ["--prev", tmp_path / "one", tmp_path / "one.jsonl", "--prev-started", "0"]
+    saved(one, tmp_path / "one.jsonl")
+    two = agent("copy", src, tmp_path / "two", "--no-sync", *prev)
+    assert two.rc == 0, two.errors()[:3]
+    a, b = _inodes_at(tmp_path / "two", rel, b"leaf", b"twin")
+    assert a == b
+
+
 def test_hard_links_deeper_than_path_max_stay_linked(agent: Agent, tmp_path: Path) -> None:
     src = tmp_path / "src"
     rel = _deep(src, 40, b"n" * 200)  # 8 KiB of path: more than PATH_MAX

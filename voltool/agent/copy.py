@@ -101,13 +101,25 @@ class Prev:
     started_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Dir:
-    """A directory being filled: its DST fd, the previous tree's fd (-1: none), its entry."""
+    """A directory being filled: its DST fd, the previous tree's fd (-1: none), its entry.
 
-    dst_fd: int
-    prev_fd: int
+    Only the innermost directory's fds stay open (a tree 10,000 deep must not
+    hold 20,000 of them): a parent's are closed when a subdirectory is entered
+    and opened again through the subdirectory's ".." when it is left, checked
+    to be the same directory (`*_id`: dev and inode)."""
+
+    dst_fd: int  # -1 while a subdirectory is open
+    dst_id: tuple[int, int]
+    prev_fd: int  # -1: none, or closed while a subdirectory is open if prev_id is set
+    prev_id: tuple[int, int] | None  # None: nothing in the previous tree to link from
     entry: Entry | None  # None: its source could not be read; nothing to apply
+
+
+def _ident(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 class Copier:
@@ -166,13 +178,25 @@ class Copier:
         entry = Entry.of(node.path, node.st, xattrs=found)
         if not self._dirs:  # the root: DST itself, the previous tree's root
             prev_fd = self.prev.tree_fd if self.prev is not None else -1
-            self._dirs.append(_Dir(self.dst_fd, prev_fd, entry))
+            prev_id = _ident(prev_fd) if prev_fd != -1 else None
+            self._dirs.append(_Dir(self.dst_fd, _ident(self.dst_fd), prev_fd, prev_id, entry))
         else:
             parent = self._dirs[-1]
             os.mkdir(node.name, 0o700, dir_fd=parent.dst_fd)
-            fd, _ = open_dir(parent.dst_fd, node.name)
-            self._dirs.append(_Dir(fd, self._prev_dir(parent.prev_fd, node.name), entry))
+            fd, st = open_dir(parent.dst_fd, node.name)
+            prev_fd = self._prev_dir(parent.prev_fd, node.name)
+            prev_id = _ident(prev_fd) if prev_fd != -1 else None
+            self._dirs.append(_Dir(fd, (st.st_dev, st.st_ino), prev_fd, prev_id, entry))
+            if parent.dst_fd != self.dst_fd:
+                os.close(parent.dst_fd)
+                parent.dst_fd = -1
+            if prev_fd != -1 and not self._is_prev_root(parent.prev_fd):
+                os.close(parent.prev_fd)  # opened again through prev_fd's ".."
+                parent.prev_fd = -1
         self.emit(entry)
+
+    def _is_prev_root(self, fd: int) -> bool:
+        return self.prev is not None and fd == self.prev.tree_fd
 
     def _prev_dir(self, prev_parent: int, name: bytes) -> int:
         if prev_parent == -1:
@@ -186,10 +210,29 @@ class Copier:
         d = self._dirs.pop()
         if d.entry is not None:
             _apply_fd(d.dst_fd, d.entry)
+        if self._dirs:
+            self._reopen(self._dirs[-1], d)
         if d.dst_fd != self.dst_fd:
             os.close(d.dst_fd)
-        if d.prev_fd != -1 and (self.prev is None or d.prev_fd != self.prev.tree_fd):
+        if d.prev_fd != -1 and not self._is_prev_root(d.prev_fd):
             os.close(d.prev_fd)
+
+    @staticmethod
+    def _reopen(parent: _Dir, child: _Dir) -> None:
+        """Open again the fds of `parent` closed while `child` was filled."""
+        if parent.dst_fd == -1:
+            fd = os.open(b"..", _DIR, dir_fd=child.dst_fd)
+            if _ident(fd) != parent.dst_id:
+                os.close(fd)
+                raise Fatal("destination: a directory was moved while it was filled")
+            parent.dst_fd = fd
+        if parent.prev_fd == -1 and parent.prev_id is not None:
+            fd = os.open(b"..", _DIR, dir_fd=child.prev_fd)
+            if _ident(fd) != parent.prev_id:  # moved: link nothing more from it
+                os.close(fd)
+                parent.prev_id = None
+            else:
+                parent.prev_fd = fd
 
     # Everything else -------------------------------------------------------
 
