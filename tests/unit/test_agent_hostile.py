@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.agenttools import Agent
+from tests.agenttools import PACKAGE, Agent
 from tests.unit.test_agent_incremental import SETTLE, copy, ino, saved
 from voltool.agent.report import Reporter
 from voltool.agent.scan import Scanner
@@ -111,6 +114,25 @@ def _deep(root: Path, depth: int, name: bytes = b"d") -> bytes:
     return b"/".join([name] * depth)
 
 
+def _remove_deep(root: Path) -> None:
+    """rm -r without recursion (shutil.rmtree, pytest's cleanup among them, recurses)."""
+    stack = [(os.open(root, os.O_RDONLY | os.O_DIRECTORY), "")]
+    while stack:
+        fd = stack[-1][0]
+        sub = next((e.name for e in os.scandir(fd) if e.is_dir(follow_symlinks=False)), None)
+        if sub is not None:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+            stack.append((os.open(sub, flags, dir_fd=fd), sub))
+            continue
+        for name in os.listdir(fd):
+            os.unlink(name, dir_fd=fd)
+        os.close(fd)
+        name = stack.pop()[1]
+        if stack:
+            os.rmdir(name, dir_fd=stack[-1][0])
+    os.rmdir(root)
+
+
 def _inodes_at(root: Path, rel: bytes, *names: bytes) -> list[int]:
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -125,15 +147,20 @@ def _inodes_at(root: Path, rel: bytes, *names: bytes) -> list[int]:
 
 def test_a_very_deep_tree_is_copied_whole(agent: Agent, tmp_path: Path) -> None:
     src = tmp_path / "src"
-    rel = _deep(src, 10_000)
-    one = agent("copy", src, tmp_path / "one", "--no-sync")
-    assert one.rc == 0, one.errors()[:3]
-    prev = ["--prev", tmp_path / "one", tmp_path / "one.jsonl", "--prev-started", "0"]
-    saved(one, tmp_path / "one.jsonl")
-    two = agent("copy", src, tmp_path / "two", "--no-sync", *prev)
-    assert two.rc == 0, two.errors()[:3]
-    a, b = _inodes_at(tmp_path / "two", rel, b"leaf", b"twin")
-    assert a == b
+    try:
+        rel = _deep(src, 10_000)
+        one = agent("copy", src, tmp_path / "one", "--no-sync")
+        assert one.rc == 0, one.errors()[:3]
+        prev = ["--prev", tmp_path / "one", tmp_path / "one.jsonl", "--prev-started", "0"]
+        saved(one, tmp_path / "one.jsonl")
+        two = agent("copy", src, tmp_path / "two", "--no-sync", *prev)
+        assert two.rc == 0, two.errors()[:3]
+        a, b = _inodes_at(tmp_path / "two", rel, b"leaf", b"twin")
+        assert a == b
+    finally:
+        for tree in ("src", "one", "two"):
+            if (tmp_path / tree).exists():
+                _remove_deep(tmp_path / tree)
 
 
 def test_hard_links_deeper_than_path_max_stay_linked(agent: Agent, tmp_path: Path) -> None:
@@ -174,3 +201,25 @@ def test_a_file_that_keeps_growing_is_read_in_bounded_time(
     assert read[0] < 64 << 20, f"read {read[0]} bytes of a file that kept growing"
     (entry,) = [e for e in entries if e.path == b"grows"]
     assert reporter.counts.unstable == 1 and entry.size <= 1 << 30
+
+
+def test_a_closed_stdout_ends_in_a_fatal_line_and_exit_3(agent: Agent, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3000):
+        (src / f"f{i:05}").write_bytes(b"%d" % i)
+    boot = (
+        f"import runpy, sys; sys.path.insert(0, {str(agent.parent)!r}); sys.argv[0] = {PACKAGE!r}; "
+        f"runpy.run_module({PACKAGE!r}, run_name='__main__', alter_sys=True)"
+    )
+    r, w = os.pipe()
+    os.close(r)  # nobody reads the manifest
+    try:
+        p = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", boot, "scan", str(src)],
+            stdout=w, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(w)
+    events = [json.loads(line) for line in p.stderr.decode().splitlines()]  # JSON only
+    assert p.returncode == 3 and events[-1]["event"] == "fatal", events
