@@ -32,11 +32,19 @@ file is hard-linked from the previous tree instead of copied when all of:
 - its ctime is at least a second before the previous copy started (and so
   before this one): a file changed in the same clock tick as it was read may
   not show a new ctime, so a recent ctime proves nothing ("racily clean");
-- the previous tree's file, opened with O_NOFOLLOW, is a regular file on DST's
-  filesystem with the size, mode, owner, mtime and xattrs the manifest says
-  (the store is not trusted), has room for more links, and the link made in
-  DST is that very inode.
-Otherwise the file is copied. A hard-link group of the source is one inode:
+- it is neither setuid nor setgid and has no security.capability;
+- the previous tree's name, hard-linked into DST without following a symlink
+  and without ever being opened, is there a regular file on DST's filesystem
+  with the size, mode, owner, mtime and xattrs the manifest says (the store is
+  not trusted), has room for more links, and is no inode already in DST (a
+  store that made two of its files one inode cannot join two source files).
+Otherwise the file is copied (and a link that failed the checks is removed).
+
+What the checks cannot catch: the previous tree's content is not read, so a
+store that rewrote a file's bytes and put back its size and mtime is believed,
+and its bytes (with the previous manifest's sha256) go into the new copy. That
+is why privileged files are always copied; `verify` of the previous tree
+against its manifest finds such a change. A hard-link group of the source is one inode:
 its first member is linked or copied by these rules, every later member is
 linked to that first member inside DST. So groups come out as the same
 groups, and two paths are never joined that were not one inode in the source.
@@ -53,7 +61,7 @@ from dataclasses import dataclass
 
 from . import xattrs
 from .entry import Entry, Xattrs, type_of
-from .links import LinkGroups
+from .links import InodeFilter, LinkGroups
 from .merge import ManifestCursor
 from .report import Fatal, Reporter
 from .scan import hash_fd, same_content_stat
@@ -80,6 +88,7 @@ _NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _PREV_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 RACY_NS = 1_000_000_000  # a ctime this close to a copy's start is not trusted
+_CAPS = b"security.capability"
 SOCKET_NAME_MAX = 100  # AF_UNIX paths are at most 107 bytes; longer names bind elsewhere
 
 
@@ -92,13 +101,25 @@ class Prev:
     started_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Dir:
-    """A directory being filled: its DST fd, the previous tree's fd (-1: none), its entry."""
+    """A directory being filled: its DST fd, the previous tree's fd (-1: none), its entry.
 
-    dst_fd: int
-    prev_fd: int
+    Only the innermost directory's fds stay open (a tree 10,000 deep must not
+    hold 20,000 of them): a parent's are closed when a subdirectory is entered
+    and opened again through the subdirectory's ".." when it is left, checked
+    to be the same directory (`*_id`: dev and inode)."""
+
+    dst_fd: int  # -1 while a subdirectory is open
+    dst_id: tuple[int, int]
+    prev_fd: int  # -1: none, or closed while a subdirectory is open if prev_id is set
+    prev_id: tuple[int, int] | None  # None: nothing in the previous tree to link from
     entry: Entry | None  # None: its source could not be read; nothing to apply
+
+
+def _ident(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 class Copier:
@@ -125,6 +146,7 @@ class Copier:
         self._use_cfr = True
         self._buf = bytearray(RW_CHUNK)
         self._dst_dev = os.fstat(dst_fd).st_dev
+        self._made = InodeFilter()  # DST's files, when there is a previous tree
 
     def run(self) -> None:
         def vanished() -> None:
@@ -156,13 +178,25 @@ class Copier:
         entry = Entry.of(node.path, node.st, xattrs=found)
         if not self._dirs:  # the root: DST itself, the previous tree's root
             prev_fd = self.prev.tree_fd if self.prev is not None else -1
-            self._dirs.append(_Dir(self.dst_fd, prev_fd, entry))
+            prev_id = _ident(prev_fd) if prev_fd != -1 else None
+            self._dirs.append(_Dir(self.dst_fd, _ident(self.dst_fd), prev_fd, prev_id, entry))
         else:
             parent = self._dirs[-1]
             os.mkdir(node.name, 0o700, dir_fd=parent.dst_fd)
-            fd, _ = open_dir(parent.dst_fd, node.name)
-            self._dirs.append(_Dir(fd, self._prev_dir(parent.prev_fd, node.name), entry))
+            fd, st = open_dir(parent.dst_fd, node.name)
+            prev_fd = self._prev_dir(parent.prev_fd, node.name)
+            prev_id = _ident(prev_fd) if prev_fd != -1 else None
+            self._dirs.append(_Dir(fd, (st.st_dev, st.st_ino), prev_fd, prev_id, entry))
+            if parent.dst_fd != self.dst_fd:
+                os.close(parent.dst_fd)
+                parent.dst_fd = -1
+            if prev_fd != -1 and not self._is_prev_root(parent.prev_fd):
+                os.close(parent.prev_fd)  # opened again through prev_fd's ".."
+                parent.prev_fd = -1
         self.emit(entry)
+
+    def _is_prev_root(self, fd: int) -> bool:
+        return self.prev is not None and fd == self.prev.tree_fd
 
     def _prev_dir(self, prev_parent: int, name: bytes) -> int:
         if prev_parent == -1:
@@ -176,10 +210,29 @@ class Copier:
         d = self._dirs.pop()
         if d.entry is not None:
             _apply_fd(d.dst_fd, d.entry)
+        if self._dirs:
+            self._reopen(self._dirs[-1], d)
         if d.dst_fd != self.dst_fd:
             os.close(d.dst_fd)
-        if d.prev_fd != -1 and (self.prev is None or d.prev_fd != self.prev.tree_fd):
+        if d.prev_fd != -1 and not self._is_prev_root(d.prev_fd):
             os.close(d.prev_fd)
+
+    @staticmethod
+    def _reopen(parent: _Dir, child: _Dir) -> None:
+        """Open again the fds of `parent` closed while `child` was filled."""
+        if parent.dst_fd == -1:
+            fd = os.open(b"..", _DIR, dir_fd=child.dst_fd)
+            if _ident(fd) != parent.dst_id:
+                os.close(fd)
+                raise Fatal("destination: a directory was moved while it was filled")
+            parent.dst_fd = fd
+        if parent.prev_fd == -1 and parent.prev_id is not None:
+            fd = os.open(b"..", _DIR, dir_fd=child.prev_fd)
+            if _ident(fd) != parent.prev_id:  # moved: link nothing more from it
+                os.close(fd)
+                parent.prev_id = None
+            else:
+                parent.prev_fd = fd
 
     # Everything else -------------------------------------------------------
 
@@ -242,14 +295,7 @@ class Copier:
         if member is not None:
             assert member.link is not None
             # The same source inode as an earlier path, already in DST: link to it.
-            # The path goes through DST's own directories, which only the agent made.
-            os.link(
-                member.link,
-                node.name,
-                src_dir_fd=self.dst_fd,
-                dst_dir_fd=dst,
-                follow_symlinks=False,
-            )
+            _link_in_dst(self.dst_fd, member.link, dst, node.name)
             return member
         try:
             found = xattrs.read(node.name, node.parent_fd)
@@ -305,42 +351,49 @@ class Copier:
         return Entry.of(node.path, st, sha256=before.sha256, xattrs=found)
 
     def _link_from(self, prev_dir: int, node: Node, before: Entry, found: Xattrs) -> bool:
-        """Link the previous tree's `node.name` into DST if it is what `before` says."""
+        """Link the previous tree's `node.name` into DST if it is what `before` says.
+
+        Nothing in the previous tree is opened (a FIFO or device put there must not
+        be): its name is linked (linkat, never following a symlink) and the inode
+        that landed in DST is checked; what fails the checks is unlinked again.
+        """
+        if before.mode & (stat.S_ISUID | stat.S_ISGID) or any(k == _CAPS for k, _ in found):
+            return False  # content that grants privileges is never taken on trust
         dst = self._dirs[-1].dst_fd
-        try:
-            pfd = os.open(node.name, _PREV_FILE, dir_fd=prev_dir)
-        except OSError:
-            return False  # gone, or a symlink (ELOOP): copy instead
-        try:
-            pst = os.fstat(pfd)
-            wanted = (before.size, before.mode, before.uid, before.gid, before.mtime_ns)
-            if (
-                not stat.S_ISREG(pst.st_mode)
-                or pst.st_dev != self._dst_dev
-                or (pst.st_size, stat.S_IMODE(pst.st_mode), pst.st_uid, pst.st_gid, pst.st_mtime_ns)
-                != wanted
-                or pst.st_nlink + node.st.st_nlink > os.fpathconf(pfd, "PC_LINK_MAX")
-                or xattrs.read(pfd) != found
-            ):
-                return False
-        except OSError:
-            return False
-        finally:
-            os.close(pfd)
         try:
             os.link(
                 node.name, node.name, src_dir_fd=prev_dir, dst_dir_fd=dst, follow_symlinks=False
             )
         except OSError as e:
-            if e.errno in (errno.EMLINK, errno.EXDEV, errno.ENOENT, errno.EPERM):
-                return False
-            raise
-        # The name may have been swapped between the check and the link.
-        made = os.stat(node.name, dir_fd=dst, follow_symlinks=False)
-        if (made.st_ino, made.st_dev) != (pst.st_ino, pst.st_dev):
+            if e.errno in _DST_FATAL:
+                raise
+            return False  # gone, a directory, another filesystem, too many links: copy
+        try:
+            ok = self._linked_ok(dst, node, before, found)
+        except BaseException:
             os.unlink(node.name, dir_fd=dst)
+            raise
+        if not ok:
+            os.unlink(node.name, dir_fd=dst)
+        return ok
+
+    def _linked_ok(self, dst: int, node: Node, before: Entry, found: Xattrs) -> bool:
+        """Whether the inode just linked at `node.name` in DST is what `before` says."""
+        made = os.stat(node.name, dir_fd=dst, follow_symlinks=False)
+        wanted = (before.size, before.mode, before.uid, before.gid, before.mtime_ns)
+        found_st = (made.st_size, stat.S_IMODE(made.st_mode), made.st_uid, made.st_gid)
+        if (
+            not stat.S_ISREG(made.st_mode)
+            or made.st_dev != self._dst_dev
+            or (*found_st, made.st_mtime_ns) != wanted
+            # room for the group's later members, linked to this one
+            or made.st_nlink - 1 + node.st.st_nlink > os.fpathconf(dst, "PC_LINK_MAX")
+            or xattrs.read(node.name, dst) != found
+        ):
             return False
-        return True
+        # One inode of the previous tree stands for one source inode: a store that
+        # made two of its files one inode must not join their sources in DST.
+        return self._made.add(made.st_ino)
 
     def _copy_file(self, node: Node) -> Entry:
         dst = self._dirs[-1].dst_fd
@@ -350,6 +403,8 @@ class Copier:
             for attempt in range(RETRIES):
                 dfd = os.open(node.name, _NEW_FILE, 0o600, dir_fd=dst)
                 try:
+                    if self.prev is not None:  # a store linking it in later is refused
+                        self._made.add(os.fstat(dfd).st_ino)
                     self._copy_data(sfd, dfd, before.st_size)
                     after = os.fstat(sfd)
                     last = attempt == RETRIES - 1
@@ -426,6 +481,25 @@ def _extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
             end = size
         yield start, end
         pos = end
+
+
+def _link_in_dst(root_fd: int, path: bytes, dir_fd: int, name: bytes) -> None:
+    """Hard-link DST's `path` (relative to `root_fd`) as `name` in `dir_fd`.
+
+    The path is followed one directory at a time (O_NOFOLLOW): it may be longer
+    than PATH_MAX, and no symlink on the way is followed."""
+    *parents, last = path.split(b"/")
+    fd = root_fd
+    try:
+        for part in parents:
+            sub = os.open(part, _DIR, dir_fd=fd)
+            if fd != root_fd:
+                os.close(fd)
+            fd = sub
+        os.link(last, name, src_dir_fd=fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        if fd != root_fd:
+            os.close(fd)
 
 
 def _readlink(node: Node) -> bytes:

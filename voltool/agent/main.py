@@ -96,15 +96,26 @@ def main(argv: list[str] | None = None) -> int:
         out.flush()
     except Fatal as e:
         reporter.fatal(str(e))
-        return EXIT_FATAL
+        return _fatal_exit()
     except OSError as e:
         reporter.fatal(f"{type(e).__name__}: {e}")
-        return EXIT_FATAL
+        return _fatal_exit()
     except BaseException as e:  # never a traceback: the caller reads JSON lines only
         reporter.fatal(f"internal error: {type(e).__name__}: {e}")
-        return EXIT_FATAL
+        return _fatal_exit()
     counts = reporter.counts
     return EXIT_ENTRIES if counts.errors or counts.mismatches else EXIT_OK
+
+
+def _fatal_exit() -> int:
+    """EXIT_FATAL, with stdout sent to /dev/null: what is left in its buffer is of no
+    use, and flushing it at exit into a closed pipe would print a Python message
+    on stderr and exit 120."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        os.dup2(null, 1)
+        os.close(null)
+    return EXIT_FATAL
 
 
 def _more_fds() -> None:

@@ -1,12 +1,14 @@
 """Listing a tree as manifest entries: lstat, xattrs, link targets, content hashes.
 
 Guarantees for a file that changes while it is read: its content is hashed
-to EOF, then fstat is compared with the fstat taken when it was opened; if
-size, mtime or ctime moved (or the bytes read differ from the size), it is
-read again, up to `walk.RETRIES` times. If it never holds still, the entry
-records the last read: `size` is the number of bytes hashed, the metadata is
-that of the open before the read (so a later comparison sees the change), and
-the file is counted as `unstable` with a warning.
+up to the size fstat gave before the read (never further: a file that grows
+as fast as it is read has no EOF), then fstat is compared with the fstat
+taken when it was opened; if size, mtime or ctime moved (or the bytes read
+differ from the size), it is read again, up to `walk.RETRIES` times. If it
+never holds still, the entry records the last read: `size` is the number of
+bytes hashed, the metadata is that of the open before the read (so a later
+comparison sees the change), and the file is counted as `unstable` with a
+warning.
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ from .walk import RETRIES, Changed, Kind, Node, Vanished, open_regular, relook, 
 CHUNK = 1 << 20
 
 
-def hash_fd(fd: int, buf: bytearray | None = None) -> tuple[str, int]:
-    """SHA-256 (hex) and length of the content of `fd`, read from offset 0 to EOF."""
+def hash_fd(fd: int, buf: bytearray | None = None, limit: int | None = None) -> tuple[str, int]:
+    """SHA-256 (hex) and length of the content of `fd`, read from offset 0 to EOF, or to
+    `limit` bytes: a file that a writer keeps ahead of the reader has no EOF."""
     buf = buf if buf is not None else bytearray(CHUNK)
     view = memoryview(buf)
     h = hashlib.sha256()
     os.lseek(fd, 0, os.SEEK_SET)
     total = 0
-    while n := os.readv(fd, [buf]):
+    while limit is None or total < limit:
+        want = len(buf) if limit is None else min(len(buf), limit - total)
+        n = os.readv(fd, [view[:want]])
+        if not n:
+            break
         h.update(view[:n])
         total += n
     return h.hexdigest(), total
@@ -112,7 +119,7 @@ class Scanner:
         try:
             before = last_before = st  # fstat taken before the current read
             for _ in range(RETRIES):
-                sha, size = hash_fd(fd, self._buf)
+                sha, size = hash_fd(fd, self._buf, before.st_size)
                 after = os.fstat(fd)
                 if size == before.st_size and same_content_stat(before, after):
                     break

@@ -1,0 +1,225 @@
+"""A previous tree that was tampered with, and sources built to exhaust the agent."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.agenttools import PACKAGE, Agent
+from tests.unit.test_agent_incremental import SETTLE, copy, ino, saved
+from voltool.agent.report import Reporter
+from voltool.agent.scan import Scanner
+
+
+def _same_times(*paths: Path) -> None:
+    st = os.stat(paths[0])
+    for p in paths:
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_previous_tree_cannot_join_two_source_files(agent: Agent, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"aaaa")
+    (src / "b").write_bytes(b"bbbb")
+    _same_times(src / "a", src / "b")  # same size, mode, owner and mtime
+    time.sleep(SETTLE)
+    one = copy(agent, src, tmp_path / "one")
+    m1 = saved(one, tmp_path / "one.jsonl")
+    prev = tmp_path / "one"
+    (prev / "b").unlink()
+    os.link(prev / "a", prev / "b")  # the store makes them one inode
+
+    two = copy(agent, src, tmp_path / "two", (prev, m1, one))
+    t = tmp_path / "two"
+    assert ino(t / "a") != ino(t / "b")
+    assert (t / "b").read_bytes() == b"bbbb"
+    assert two.out == agent("scan", src).out
+
+
+def test_previous_setuid_file_with_other_content_is_not_linked(
+    agent: Agent, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    tool = src / "tool"
+    tool.write_bytes(b"#!/bin/sh\necho good\n")
+    os.chmod(tool, 0o4755)
+    time.sleep(SETTLE)
+    one = copy(agent, src, tmp_path / "one")
+    m1 = saved(one, tmp_path / "one.jsonl")
+    prev = tmp_path / "one" / "tool"
+    st = os.stat(prev)
+    with open(prev, "r+b") as f:  # same size, same mtime, other content
+        f.write(b"#!/bin/sh\necho evil\n")
+    os.utime(prev, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(prev).st_mode == st.st_mode
+
+    copy(agent, src, tmp_path / "two", (tmp_path / "one", m1, one))
+    assert (tmp_path / "two" / "tool").read_bytes() == b"#!/bin/sh\necho good\n"
+
+
+def test_previous_tree_fifo_is_never_opened(agent: Agent, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data")
+    time.sleep(SETTLE)
+    one = copy(agent, src, tmp_path / "one")
+    m1 = saved(one, tmp_path / "one.jsonl")
+    fifo = tmp_path / "one" / "f"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    opened = threading.Event()
+
+    def writer() -> None:
+        fd = os.open(fifo, os.O_WRONLY)  # returns once someone opens it for reading
+        opened.set()
+        os.close(fd)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        two = copy(agent, src, tmp_path / "two", (tmp_path / "one", m1, one))
+        time.sleep(0.2)
+        assert not opened.is_set(), "the agent opened the previous tree's FIFO"
+        assert (tmp_path / "two" / "f").read_bytes() == b"data"
+        assert two.summary["files_linked"] == 0
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # let the writer go
+        t.join(5)
+
+
+def _deep(root: Path, depth: int, name: bytes = b"d") -> bytes:
+    """A chain of `depth` directories under `root`; returns its path relative to root."""
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        os.close(os.open(b"leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+        os.link(b"leaf", b"twin", src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+    return b"/".join([name] * depth)
+
+
+def _remove_deep(root: Path) -> None:
+    """rm -r without recursion (shutil.rmtree, pytest's cleanup among them, recurses)."""
+    stack = [(os.open(root, os.O_RDONLY | os.O_DIRECTORY), "")]
+    while stack:
+        fd = stack[-1][0]
+        sub = next((e.name for e in os.scandir(fd) if e.is_dir(follow_symlinks=False)), None)
+        if sub is not None:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+            stack.append((os.open(sub, flags, dir_fd=fd), sub))
+            continue
+        for name in os.listdir(fd):
+            os.unlink(name, dir_fd=fd)
+        os.close(fd)
+        name = stack.pop()[1]
+        if stack:
+            os.rmdir(name, dir_fd=stack[-1][0])
+    os.rmdir(root)
+
+
+def _inodes_at(root: Path, rel: bytes, *names: bytes) -> list[int]:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in rel.split(b"/"):
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        return [os.stat(n, dir_fd=fd, follow_symlinks=False).st_ino for n in names]
+    finally:
+        os.close(fd)
+
+
+def test_a_very_deep_tree_is_copied_whole(agent: Agent, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    try:
+        rel = _deep(src, 10_000)
+        one = agent("copy", src, tmp_path / "one", "--no-sync")
+        assert one.rc == 0, one.errors()[:3]
+        prev = ["--prev", tmp_path / "one", tmp_path / "one.jsonl", "--prev-started", "0"]
+        saved(one, tmp_path / "one.jsonl")
+        two = agent("copy", src, tmp_path / "two", "--no-sync", *prev)
+        assert two.rc == 0, two.errors()[:3]
+        a, b = _inodes_at(tmp_path / "two", rel, b"leaf", b"twin")
+        assert a == b
+    finally:
+        for tree in ("src", "one", "two"):
+            if (tmp_path / tree).exists():
+                _remove_deep(tmp_path / tree)
+
+
+def test_hard_links_deeper_than_path_max_stay_linked(agent: Agent, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    rel = _deep(src, 40, b"n" * 200)  # 8 KiB of path: more than PATH_MAX
+    run = agent("copy", src, tmp_path / "dst", "--no-sync")
+    assert run.rc == 0, run.errors()[:3]
+    a, b = _inodes_at(tmp_path / "dst", rel, b"leaf", b"twin")
+    assert a == b
+
+
+def test_a_file_that_keeps_growing_is_read_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    grows = src / "grows"
+    grows.write_bytes(b"x" * 4096)
+    real_readv = os.readv
+    read = [0]
+
+    def readv_then_grow(fd: int, buffers: list[bytearray]) -> int:
+        n = real_readv(fd, buffers)
+        read[0] += n
+        size = os.fstat(fd).st_size
+        if n and size < 1 << 30:  # a writer always ahead of the reader (holes: no disk)
+            with open(grows, "r+b") as f:
+                f.truncate(size + 2 * len(buffers[0]))
+        return n
+
+    monkeypatch.setattr(os, "readv", readv_then_grow)
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        reporter = Reporter(io.StringIO())
+        entries = list(Scanner(reporter).entries(fd))
+    finally:
+        os.close(fd)
+    assert read[0] < 64 << 20, f"read {read[0]} bytes of a file that kept growing"
+    (entry,) = [e for e in entries if e.path == b"grows"]
+    assert reporter.counts.unstable == 1 and entry.size <= 1 << 30
+
+
+def test_a_closed_stdout_ends_in_a_fatal_line_and_exit_3(agent: Agent, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3000):
+        (src / f"f{i:05}").write_bytes(b"%d" % i)
+    boot = (
+        f"import runpy, sys; sys.path.insert(0, {str(agent.parent)!r}); sys.argv[0] = {PACKAGE!r}; "
+        f"runpy.run_module({PACKAGE!r}, run_name='__main__', alter_sys=True)"
+    )
+    r, w = os.pipe()
+    os.close(r)  # nobody reads the manifest
+    try:
+        p = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", boot, "scan", str(src)],
+            stdout=w, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(w)
+    events = [json.loads(line) for line in p.stderr.decode().splitlines()]  # JSON only
+    assert p.returncode == 3 and events[-1]["event"] == "fatal", events
