@@ -37,7 +37,7 @@ from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
 from voltool.errors import Busy, NotFound, VoltoolError
-from voltool.ids import is_valid_id, new_id, snapshot_volume_name
+from voltool.ids import is_valid_id, new_id
 from voltool.journal import Operation
 from voltool.layout import SNAPSHOT, Names
 from voltool.locks import Holder, lock_holders, volume_lock
@@ -653,8 +653,9 @@ def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
         actions += swaps
         if not offline:
             actions += late
+    fmt = op.data.get("safety_format")
     for m, _ in present:
-        actions += _keep_old(rt, op, m, names)
+        actions += _keep_old(rt, op, m, names, fmt if fmt in (1, 2) else 1)
     for m, _ in present:
         actions.append(
             Action(
@@ -675,7 +676,7 @@ def _undo(rt: Runtime, op: Operation, m: _Member, names: Names, made: bool) -> A
     return Action(what, partial(restore.drop_stage, rt, op.id, m.target, names, m.old_mtime))
 
 
-def _keep_old(rt: Runtime, op: Operation, m: _Member, names: Names) -> list[Action]:
+def _keep_old(rt: Runtime, op: Operation, m: _Member, names: Names, fmt: int) -> list[Action]:
     """Whatever the records say ("saved" included), the old data is removed only once a
     complete pre-restore snapshot of it is there to be seen."""
     if m.safety is None:
@@ -690,7 +691,7 @@ def _keep_old(rt: Runtime, op: Operation, m: _Member, names: Names) -> list[Acti
         actions.append(
             Action(
                 f"remove the partial pre-restore snapshot {m.safety}",
-                partial(keepers.remove_snapshot_volume, rt, snapshot_volume_name(m.safety)),
+                partial(catalog.remove, rt, existing[0], op.id),
             )
         )
     actions.append(
@@ -700,7 +701,7 @@ def _keep_old(rt: Runtime, op: Operation, m: _Member, names: Names) -> list[Acti
                 rt,
                 op,
                 "saved",
-                partial(restore.save_old, rt, op.id, m.target, names, m.safety, m.snapshot),
+                partial(restore.save_old, rt, op.id, m.target, names, m.safety, m.snapshot, fmt),
             ),
         )
     )

@@ -38,7 +38,7 @@ import contextlib
 import datetime as dt
 from dataclasses import dataclass
 
-from voltool import catalog, journal, live, quiesce
+from voltool import catalog, journal, live, quiesce, store, stored
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo, Mount
@@ -93,7 +93,8 @@ class RestorePlan:
 
     snapshot: Snapshot
     info: SnapshotInfo
-    manifest: Manifest
+    manifest: Manifest | None  # None for a stored snapshot: it is not read into memory
+    root: ManifestEntry  # the snapshot's root: the volume root gets its mode and owner
     target: str
     create: bool  # the target does not exist yet and will be created
     containers: tuple[ContainerInfo, ...]  # running containers to stop and start
@@ -164,14 +165,21 @@ def _plan(
     create: bool,
 ) -> RestorePlan:
     rt.reporter.status(f"reading the manifest of snapshot {snapshot.id}")
-    manifest = read_manifest(rt, snapshot, info)
-    if not opts.allow_special:  # staging would refuse it: a dry run must say so too
-        special = next((e for e in manifest if e.type in ("char", "block", "fifo")), None)
-        if special is not None:
-            raise IntegrityError(
-                f"snapshot {snapshot.id} holds a device node or FIFO ({special.type} "
-                f"{quoted(special.path)}): restoring it needs --allow-special"
-            )
+    manifest = None
+    if snapshot.in_store:
+        root, special = stored.root_and_special(rt, snapshot)
+    else:
+        manifest = read_manifest(rt, snapshot, info)
+        assert manifest.root is not None  # check_manifest
+        root = manifest.root
+        found = next((e for e in manifest if e.type in ("char", "block", "fifo")), None)
+        special = (found.type, found.path) if found else None
+    if special is not None and not opts.allow_special:
+        # Staging would refuse it: a dry run must say so too.
+        raise IntegrityError(
+            f"snapshot {snapshot.id} holds a device node or FIFO ({special[0]} "
+            f"{quoted(special[1])}): restoring it needs --allow-special"
+        )
     containers: tuple[ContainerInfo, ...] = ()
     changes = None
     if not create:
@@ -184,7 +192,10 @@ def _plan(
         containers = tuple(quiesce.running_users(rt.engine, [target]))
         if opts.summary:
             rt.reporter.status(f"comparing the snapshot with volume {target}")
-            changes = summarize(diff(live.manifest_of(rt, target), manifest))
+            if manifest is None:
+                changes = stored.changes(rt, snapshot, target)
+            else:
+                changes = summarize(diff(live.manifest_of(rt, target), manifest))
     rt.reporter.status(f"measuring the space in volume {target}")
     # Each filesystem is charged with what will be written on it: the staged copy on
     # the target's, the pre-restore snapshot on the one that holds snapshots.
@@ -202,6 +213,7 @@ def _plan(
         snapshot,
         info,
         manifest,
+        root,
         target,
         create,
         containers,
@@ -293,8 +305,7 @@ class _Member:
 
     def record(self) -> dict[str, object]:
         """What recover needs to finish or undo this member (see voltool.recover)."""
-        root = self.plan.manifest.root
-        assert root is not None
+        root = self.plan.root
         return {
             "target": self.target,
             "snapshot": self.plan.snapshot.id,
@@ -325,10 +336,14 @@ def execute_together(
     times: dict[str, float] = {}
     clock = quiesce.Clock()
     targets = [p.target for p in plans]
+    # The old data is kept in the format of what is restored, or of new snapshots; in
+    # format 2, in the target's store, which is then written to, and so locked.
+    fmt = store.FORMAT if any(p.snapshot.in_store for p in plans) else rt.config.format
+    stores = [store.store_name(t) for t in targets] if fmt == store.FORMAT else []
     with contextlib.ExitStack() as locks:
         journal.hold_for_tests("locking")
         # Locks first: one that cannot be had changes nothing and needs no record.
-        for v in sorted({*targets, *(p.snapshot.volume for p in plans)}):
+        for v in sorted({*targets, *stores, *(p.snapshot.volume for p in plans)}):
             locks.enter_context(volume_lock(rt, v, op, "restore", opts.wait))
         members = []
         for p in plans:
@@ -345,7 +360,8 @@ def execute_together(
             op,
             "begin",
             kind="restore",
-            volumes=targets,
+            volumes=sorted({*targets, *stores}),
+            safety_format=fmt,
             names={"stage": names.stage, "old": names.old, "mark": names.mark},
             offline=opts.offline,
             stop_timeout=rt.config.stop_timeout,
@@ -386,9 +402,7 @@ def execute_together(
             with deferred_interrupts():
                 rt.journal.append(op, "swap")
                 for m in members:
-                    root = m.plan.manifest.root
-                    assert root is not None
-                    swap(rt, op, m.target, names, root, m.old_mtime)
+                    swap(rt, op, m.target, names, m.plan.root, m.old_mtime)
                     journal.hold_for_tests("member-swapped")
                 rt.journal.append(op, "swapped")
                 swapped = True
@@ -397,13 +411,11 @@ def execute_together(
             for m in members:
                 if m.safety:
                     rt.journal.append(op, "save", safety=m.safety, **_which(group, m))
-                    save_old(rt, op, m.target, names, m.safety, m.plan.snapshot.id)
+                    save_old(rt, op, m.target, names, m.safety, m.plan.snapshot.id, fmt)
                     rt.journal.append(op, "saved", **_which(group, m))
             rt.journal.append(op, "cleanup")
             for m in members:
-                root = m.plan.manifest.root
-                assert root is not None
-                cleanup(rt, op, m.target, names, root.mtime)
+                cleanup(rt, op, m.target, names, m.plan.root.mtime)
             if opts.offline:
                 # Kept down until the hidden directories are gone, as --offline promises.
                 with deferred_interrupts():
@@ -563,7 +575,11 @@ def _created_by(rt: Runtime, volume: str) -> str | None:
 
 
 def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: bool) -> None:
-    """Stream the snapshot's data into the target's staging directory, checking every entry."""
+    """Stream the snapshot's data into the target's staging directory, checking every entry
+    (a stored snapshot: have the agent copy it there, and check what it copied)."""
+    if p.manifest is None:
+        stored.stage(rt, op, p.snapshot, p.target, names.stage)
+        return
     limits = Limits(max_entries=p.info.entries, max_bytes=p.info.bytes, allow_special=allow_special)
     labels = rt.helper_labels(op)
     target = Mount(p.target, "/v")
@@ -715,9 +731,15 @@ def swap(
     _run(rt, op, target, _SWAP, args, "swap")
 
 
-def save_old(rt: Runtime, op: str, target: str, names: Names, sid: str, restored: str) -> None:
-    """Keep the old data as a pre-restore snapshot with id `sid`."""
+def save_old(
+    rt: Runtime, op: str, target: str, names: Names, sid: str, restored: str, fmt: int = 1
+) -> None:
+    """Keep the old data as a pre-restore snapshot with id `sid`, in format `fmt` (2: into
+    the target's store, linked against its latest snapshot where unchanged)."""
     meta = Meta(None, f"the data of {target} before snapshot {restored} was restored", False)
+    if fmt == store.FORMAT:
+        stored.save(rt, op, target, f"/src/{names.old}", sid, meta)
+        return
     stream_volume(
         rt,
         op,

@@ -55,9 +55,11 @@ def copy(
     kind: str,
     quiesce: str,
     meta: Meta,
+    path: str = "/src",
 ) -> Copied:
-    """Copy the volume mounted by `tree` (at /src, read-only) into snapshot `sid` of
-    `source`'s store (which must exist) and commit it."""
+    """Copy the tree at `path` (/src, where `tree` mounts a volume read-only, or a
+    directory in it) into snapshot `sid` of `source`'s store (which must exist), and
+    commit it."""
     volume = store.store_name(source)
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     begun = store.Begun(sid, source, created.isoformat(), kind, op, rt.owner.token())
@@ -75,7 +77,7 @@ def copy(
     mounts = [tree, Mount(volume, store.MOUNT)]
     rt.reporter.status(f"copying {source} into its store")
     try:
-        args = [sid, begun.to_json().decode(), *extra]
+        args = [path, sid, begun.to_json().decode(), *extra]
         result = agentrun.run(rt, image, op, mounts, args, script=program("store-copy"))
     finally:
         rt.reporter.status(None)

@@ -126,13 +126,13 @@ def volume(dk: Docker) -> Iterator[Callable[..., str]]:
     leftovers = dk.managed_containers()
     # Only what concerns this test's volumes: other tests (or a developer's own
     # voltool) may be using the same engine at the same time.
-    related = dk.related(made)
+    related = dk.related(made + dk.also)
     for c in dk.client.api.containers(all=True, filters={"label": "io.voltool.managed=true"}):
         if dk.ours(c, related):
             # NotFound, or 409 "removal already in progress": gone or going either way.
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 dk.client.api.remove_container(c["Id"], force=True)
-    for name in made:
+    for name in made + dk.also:
         for c in dk.client.containers.list(all=True, filters={"volume": name}):
             c.remove(force=True)
         for snap in dk.snapshot_volumes(name):

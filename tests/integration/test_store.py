@@ -184,7 +184,8 @@ def test_docker_volume_prune_leaves_stores_alone(
 ) -> None:
     vol = volume("echo x > /v/x")
     made = snap(vol)
-    dk.client.volumes.prune()
+    # Every unused volume that names this source: the store among them, nothing of others'.
+    dk.client.volumes.prune(filters={"label": f"io.voltool.snapshot.source={vol}"})
     assert dk.client.volumes.get(made["volume"])
     (kept,) = records(voltool("list", "--json", vol).out)
     assert kept["id"] == made["id"] and kept["state"] == "complete"
@@ -263,3 +264,129 @@ def test_a_killed_agent_fails_the_snapshot_cleanly(
     assert records(voltool("list", "--json", vol).out) == []
     assert voltool("recover", vol).out.strip() == "nothing to recover"
     assert dk.managed_containers() == []
+
+
+# -- restoring stored snapshots ----------------------------------------------
+
+
+def _same_tree(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    """Equal, but for the volume root's mtime below the second: the swap (or the removal
+    of the staging directory) sets it with a busybox `touch`, which takes whole seconds."""
+
+    def whole(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {**e, "mtime_ns": e["mtime_ns"] // 10**9} if e["path"] == "." else e for e in entries
+        ]
+
+    assert whole(got) == whole(want)
+
+
+def test_a_stored_snapshot_restores_everything_into_a_new_volume(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume()
+    dk.client.containers.run(
+        agent,
+        ["-c", FIDELITY_TREE],
+        entrypoint=["/bin/sh"],
+        volumes={vol: {"bind": "/v", "mode": "rw"}},
+        network_mode="none",
+        remove=True,
+    )
+    made = snap(vol)
+    copy = f"{vol}-copy"
+    dk.also.append(copy)
+    refused = voltool("restore", made["id"], "--to", copy, "--create", "--yes")
+    assert refused.code == 6 and "--allow-special" in refused.err  # a FIFO and a device
+    r = voltool("restore", made["id"], "--to", copy, "--create", "--yes", "--allow-special")
+    assert r.code == 0, r.err
+    _same_tree(scan(dk, agent, copy), scan(dk, agent, vol))
+
+
+def test_restoring_in_place_keeps_the_old_data_in_the_store_incrementally(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    # Below the top: the swap renames top-level entries, which changes their ctime.
+    vol = volume("mkdir /v/s && cd /v/s && for i in $(seq 50); do echo $i > f$i; done")
+    time.sleep(1.1)
+    made = snap(vol)
+    before = scan(dk, agent, vol)
+    dk.run({vol: "/v"}, "cd /v/s && echo changed > f1 && rm f2 && echo new > g")
+    changed = scan(dk, agent, vol)
+    plan = voltool("restore", made["id"], "--dry-run", "--json")
+    assert plan.code == 0, plan.err
+    assert records(plan.out)[0]["changes"] == {"added": 1, "changed": 1, "removed": 1}
+    r = voltool("restore", made["id"], "--yes", "--json")
+    assert r.code == 0, r.err
+    (result,) = records(r.out)
+    _same_tree(scan(dk, agent, vol), before)
+    pre = result["pre_restore_snapshot"]
+    listed = {s["id"]: s for s in records(voltool("list", "--json", vol).out)}
+    assert listed[pre]["kind"] == "pre-restore" and listed[pre]["volume"] == made["volume"]
+    store = made["volume"]
+    assert _root_aside(scan(dk, agent, store, f"snapshots/{pre}/data"), changed)
+    ino = inodes(dk, store)
+    # Unchanged files of the old data are links to the snapshot's, not copies.
+    assert ino[f"{pre}/s/f10"] == ino[f"{made['id']}/s/f10"]
+    assert ino[f"{pre}/s/f1"] != ino[f"{made['id']}/s/f1"]
+    assert voltool("verify", pre).code == 0
+
+
+def _root_aside(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> bool:
+    """Equal but for the root, whose entry the old-data directory stands in for."""
+    return [e for e in got if e["path"] != "."] == [e for e in want if e["path"] != "."]
+
+
+def test_a_tampered_store_is_refused_and_the_volume_left_alone(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume("echo one > /v/a; echo two > /v/b")
+    made = snap(vol)
+    dk.run({vol: "/v"}, "echo changed > /v/a")
+    before = scan(dk, agent, vol)
+    dk.run(
+        {made["volume"]: "/s"},
+        f"cd /s/snapshots/{made['id']}/data && rm b && echo evil > b",
+    )
+    r = voltool("restore", made["id"], "--yes")
+    assert r.code == 6 and "does not match" in r.err, r.err
+    _same_tree(scan(dk, agent, vol), before)
+    assert dk.managed_containers() == []
+
+
+@pytest.mark.parametrize(("step", "forward"), [("staged", False), ("swap", True), ("save", True)])
+def test_a_killed_restore_of_a_stored_snapshot_is_recovered(
+    dk: Docker,
+    agent: str,
+    volume: Callable[..., str],
+    container: Callable[..., str],
+    tmp_path: Path,
+    step: str,
+    forward: bool,
+) -> None:
+    vol = volume("cd /v && echo one > a && mkdir d && echo two > d/b")
+    made = snap(vol)
+    want = scan(dk, agent, vol)
+    dk.run({vol: "/v"}, "cd /v && echo changed > a && rm -r d && echo new > n")
+    current = scan(dk, agent, vol)
+    app = container([vol], "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    hold = tmp_path / "hold"
+    proc = start_voltool("restore", "--yes", made["id"], env={**F2, **hold_env(step, hold)})
+    wait_for(hold.exists, 120, f"the restore to reach {step}")
+    proc.kill()
+    proc.wait(30)
+    r = voltool("recover", vol, env={"VOLTOOL_STATE_DIR": str(tmp_path / "elsewhere")})
+    assert r.code == 0, r.err
+    got = scan(dk, agent, vol)
+    if forward:
+        _same_tree(got, want)
+        pre = [s for s in records(voltool("list", "--json", vol).out) if s["kind"] == "pre-restore"]
+        assert [s["state"] for s in pre] == ["complete"]
+        assert _root_aside(
+            scan(dk, agent, made["volume"], f"snapshots/{pre[0]['id']}/data"), current
+        )
+    else:
+        _same_tree(got, current)
+    assert dk.status(app) == "running"
+    assert dk.managed_containers() == []
+    assert voltool("recover", vol).out.strip() == "nothing to recover"

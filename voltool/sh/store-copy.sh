@@ -1,16 +1,17 @@
 #!/bin/sh
-# Copy the tree at /src into a new snapshot directory of the store at /store.
-# $1: the snapshot id; $2: its begun.json; the rest: the agent's own options
+# Copy the tree at $1 (/src, or a directory in it) into a new snapshot
+# directory of the store at /store.
+# $2: the snapshot id; $3: its begun.json; the rest: the agent's own options
 # (--prev TREE MANIFEST --prev-started NS). begun.json is written before any
 # data; the manifest is renamed into place only when the agent finished well.
 # The agent's stderr (JSON lines) is the helper's.
-sid="$1"; begun="$2"; shift 2
+src="$1"; sid="$2"; begun="$3"; shift 3
 mkdir -p /store/snapshots || exit 3
 chmod 700 /store/snapshots || exit 3
 d="/store/snapshots/$sid"
 mkdir "$d" || exit 3
 printf '%s' "$begun" > "$d/begun.json" || exit 3
-python3 -I -m voltool_agent copy /src "$d/data" "$@" > "$d/manifest.jsonl.part"
+python3 -I -m voltool_agent copy "$src" "$d/data" "$@" > "$d/manifest.jsonl.part"
 code=$?
 if [ "$code" -eq 0 ]; then
   mv -f -- "$d/manifest.jsonl.part" "$d/manifest.jsonl" || exit 3
