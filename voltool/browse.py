@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import Protocol
 
-from voltool import catalog
+from voltool import catalog, stored
 from voltool.catalog import Snapshot
 from voltool.errors import IntegrityError, NotFound, UsageError
 from voltool.ids import new_id
@@ -55,6 +55,8 @@ def tree(
     _usable(snapshot)
     assert snapshot.info is not None
     want = normal_path(path)
+    if snapshot.in_store:
+        return _stored_tree(rt, snapshot, want, recursive, wait)
     with volume_lock(rt, snapshot.volume, new_id(), "ls", wait):
         catalog.require(rt, snapshot)
         manifest = read_manifest(rt, snapshot, snapshot.info)
@@ -75,6 +77,34 @@ def tree(
     )
 
 
+def _stored_tree(
+    rt: Runtime, snapshot: Snapshot, want: str, recursive: bool, wait: float
+) -> Iterator[ManifestEntry]:
+    """`tree` of a stored snapshot: its manifest streamed once, under its lock, from the
+    store. The manifest lists a directory right before what it holds."""
+    prefix = "" if want == "." else want + "/"
+    found = False
+    with volume_lock(rt, snapshot.volume, new_id(), "ls", wait):
+        catalog.require(rt, snapshot)
+        for e in stored.entries(rt, snapshot):
+            if e.path == want:
+                found = True
+                if e.type != "dir":
+                    yield e
+                    return
+            elif found and e.path.startswith(prefix):
+                if recursive or "/" not in e.path[len(prefix) :]:
+                    yield e
+            elif found:
+                return  # past the directory's subtree
+    if not found:
+        raise NotFound(f"no {quoted(want)} in snapshot {snapshot.id}")
+
+
+def _stored_entry(rt: Runtime, snapshot: Snapshot, want: str) -> ManifestEntry | None:
+    return next((e for e in stored.entries(rt, snapshot) if e.path == want), None)
+
+
 def cat(rt: Runtime, snapshot: Snapshot, path: str, out: Sink, wait: float = 30) -> int:
     """Write one regular file's bytes to `out`; returns how many.
 
@@ -89,7 +119,10 @@ def cat(rt: Runtime, snapshot: Snapshot, path: str, out: Sink, wait: float = 30)
     want = normal_path(path)
     with volume_lock(rt, snapshot.volume, new_id(), "cat", wait):
         catalog.require(rt, snapshot)
-        entry = read_manifest(rt, snapshot, snapshot.info).get(want)
+        if snapshot.in_store:
+            entry = _stored_entry(rt, snapshot, want)
+        else:
+            entry = read_manifest(rt, snapshot, snapshot.info).get(want)
         if entry is None:
             raise NotFound(f"no {quoted(want)} in snapshot {snapshot.id}")
         if entry.type != "file":
@@ -102,7 +135,8 @@ def cat(rt: Runtime, snapshot: Snapshot, path: str, out: Sink, wait: float = 30)
 
 def _content(rt: Runtime, snapshot: Snapshot, entry: ManifestEntry) -> Iterator[bytes]:
     try:
-        yield from catalog.read_file(rt, snapshot.volume, f"{DATA_DIR}/{entry.path}", entry.size)
+        data = snapshot.path(f"{DATA_DIR}/{entry.path}")
+        yield from catalog.read_file(rt, snapshot.volume, data, entry.size)
     except NotFound:
         raise IntegrityError(
             f"snapshot {snapshot.id} lists {quoted(entry.path)} but its data does not hold it"

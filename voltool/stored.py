@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 
-from voltool import agentrun, store, store_copy
+from voltool import agentrun, catalog, store, store_copy
 from voltool.catalog import Snapshot
 from voltool.engine import Mount
 from voltool.errors import EngineError, IntegrityError
@@ -24,6 +25,7 @@ from voltool.runtime import Runtime
 from voltool.sh import program
 
 _SPECIAL = ("block", "char", "fifo")
+_MAX_LINE = 8 * 1024 * 1024  # the agent's bound on one manifest line
 
 
 def _image(rt: Runtime) -> str:
@@ -78,10 +80,14 @@ def root_and_special(
     return root, special
 
 
-def changes(rt: Runtime, snapshot: Snapshot, target: str, keep: int = 20) -> ChangeSummary:
-    """What restoring `snapshot` would add, change and remove in `target` (mtimes aside)."""
+def changes(
+    rt: Runtime, snapshot: Snapshot, volume: str, keep: int = 20, since: bool = False
+) -> ChangeSummary:
+    """How `volume` and the snapshot differ (mtimes aside), with the first `keep` entries:
+    what a restore of it would add, change and remove, or (`since`) what was added,
+    changed and removed in the volume since the snapshot."""
     mounts = [
-        Mount(target, "/v", read_only=True),
+        Mount(volume, "/v", read_only=True),
         Mount(snapshot.volume, store.MOUNT, read_only=True),
     ]
     manifest = f"{store.MOUNT}/{snapshot.path(MANIFEST)}"
@@ -93,23 +99,63 @@ def changes(rt: Runtime, snapshot: Snapshot, target: str, keep: int = 20) -> Cha
         ["/v", manifest, str(keep)],
         script=program("agent-changes"),
     )
+    what = f"comparing snapshot {snapshot.id} with {volume}"
     if result.fatal or result.code != 0:
-        raise EngineError(
-            f"comparing snapshot {snapshot.id} with {target} failed: {result.fatal or result.code}"
-        )
+        raise EngineError(f"{what} failed: {result.fatal or result.code}")
+    # "missing": in the snapshot only; "extra": in the volume only.
+    kinds = (
+        {"missing": "removed", "extra": "added"}
+        if since
+        else {"missing": "added", "extra": "removed"}
+    )
+    kinds["changed"] = "changed"
     try:
         found = json.loads(result.stdout)
         first = tuple(
-            Change(_text(path), str(kind), tuple(map(str, fields)))
+            Change(_text(path), kinds[str(kind)], tuple(map(str, fields)))
             for path, kind, fields in found["first"]
         )
-        return ChangeSummary(
-            int(found["added"]), int(found["changed"]), int(found["removed"]), first
-        )
+        counts = {kinds[k]: int(found[k]) for k in ("missing", "extra", "changed")}
     except (ValueError, KeyError, TypeError):
-        raise EngineError(
-            f"comparing snapshot {snapshot.id} with {target} gave no summary"
-        ) from None
+        raise EngineError(f"{what} gave no summary") from None
+    return ChangeSummary(counts["added"], counts["changed"], counts["removed"], first)
+
+
+def entries(rt: Runtime, snapshot: Snapshot) -> Iterator[ManifestEntry]:
+    """The snapshot's manifest, streamed from its store (never held whole), as entries.
+
+    The caller holds the snapshot's lock while it iterates."""
+    limit = (snapshot.info.entries + 1) * _MAX_LINE if snapshot.info else 0
+    pending = b""
+    for chunk in catalog.read_file(rt, snapshot.volume, snapshot.path(MANIFEST), limit):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield _entry(snapshot, line)
+    if pending.strip():
+        yield _entry(snapshot, pending)
+
+
+def _entry(snapshot: Snapshot, line: bytes) -> ManifestEntry:
+    """One line of a stored manifest (voltool/agent/entry.py), as `ls` and `cat` show it."""
+    try:
+        e = json.loads(line)
+        rdev = e.get("rdev")
+        return ManifestEntry(
+            _text(e["path"]),
+            str(e["type"]),
+            int(e["mode"]),
+            int(e["uid"]),
+            int(e["gid"]),
+            int(e.get("size", 0)),
+            int(e["mtime_ns"]) // 10**9,
+            e.get("sha256"),
+            _text(e["target"]) if "target" in e else None,
+            _text(e["link"]) if "link" in e else None,
+            f"{rdev[0]},{rdev[1]}" if isinstance(rdev, list) and len(rdev) == 2 else None,
+        )
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise IntegrityError(f"snapshot {snapshot.id}: its manifest has a malformed line") from None
 
 
 def stage(rt: Runtime, op: str, snapshot: Snapshot, target: str, stage_name: str) -> None:

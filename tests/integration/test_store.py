@@ -390,3 +390,22 @@ def test_a_killed_restore_of_a_stored_snapshot_is_recovered(
     assert dk.status(app) == "running"
     assert dk.managed_containers() == []
     assert voltool("recover", vol).out.strip() == "nothing to recover"
+
+
+def test_ls_cat_and_diff_read_a_stored_snapshot(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume("cd /v && echo hello > a && mkdir -p d/e && echo b > d/b && echo c > d/e/c")
+    sid = snap(vol)["id"]
+    top = voltool("ls", sid)
+    assert top.code == 0, top.err
+    assert [line.split()[-1] for line in top.out.splitlines()] == ["/a", "/d"]
+    below = voltool("ls", sid, "d")
+    assert [line.split()[-1] for line in below.out.splitlines()] == ["/d/b", "/d/e"]
+    assert voltool("cat", sid, "d/e/c").out == "c\n"
+    missing = voltool("cat", sid, "nope")
+    assert missing.code == 3 and "no 'nope'" in missing.err
+    dk.run({vol: "/v"}, "cd /v && echo x >> a && rm d/b && echo n > n")
+    d = voltool("diff", sid, "--exit-code")
+    assert d.code == 1, d.err
+    assert sorted(d.out.splitlines()) == ["+ n", "- d/b", "~ a  (size, sha256)"]
