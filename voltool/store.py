@@ -212,3 +212,36 @@ def remove_if_empty(rt: Runtime, store: str, op: str) -> bool:
         return False
     keepers.remove_snapshot_volume(rt, store)
     return True
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a store holds on disk."""
+
+    store: str
+    source: str
+    alone: dict[str, int]  # complete snapshot id -> bytes of files no other snapshot shares
+    total: int  # bytes in use by the whole store, each file counted once
+
+
+def usage(rt: Runtime, name: str, source: str) -> Usage:
+    """Walk the store (one helper) and say what each snapshot alone holds.
+
+    A file counts as a snapshot's own when its link count is 1: one that is
+    hard-linked inside that snapshot alone (a hard-link group of its source)
+    is counted as shared, so the figure is a lower bound."""
+    mounts = [Mount(name, MOUNT, read_only=True)]
+    result = rt.engine.run(rt.image, mounts, rt.helper_labels(new_id()), program("store-usage"))
+    alone: dict[str, int] = {}
+    total = None
+    for line in result.stdout.decode("ascii", "replace").splitlines():
+        key, _, value = line.partition(" ")
+        if not value.isdigit():
+            continue
+        if key == "total":
+            total = int(value)
+        elif is_valid_id(key):
+            alone[key] = int(value)
+    if result.exit_code != 0 or total is None:
+        raise EngineError(f"measuring the store {quoted(name)} failed")
+    return Usage(name, source, alone, total)

@@ -409,3 +409,20 @@ def test_ls_cat_and_diff_read_a_stored_snapshot(
     d = voltool("diff", sid, "--exit-code")
     assert d.code == 1, d.err
     assert sorted(d.out.splitlines()) == ["+ n", "- d/b", "~ a  (size, sha256)"]
+
+
+def test_du_shows_what_each_snapshot_alone_holds(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume("head -c 1000000 /dev/urandom > /v/big")
+    time.sleep(1.1)
+    first = snap(vol)
+    dk.run({vol: "/v"}, "head -c 300000 /dev/urandom > /v/more")
+    second = snap(vol)
+    r = voltool("du", vol, "--json")
+    assert r.code == 0, r.err
+    rows = records(r.out)
+    alone = {x["id"]: x["alone_bytes"] for x in rows if "id" in x}
+    assert alone == {first["id"]: 0, second["id"]: 300000}  # big is shared by both
+    (total,) = [x["total_bytes"] for x in rows if "total_bytes" in x]
+    assert 1300000 <= total < 1300000 + 1000000  # big is counted once

@@ -362,6 +362,43 @@ def _one_volume(argument: str | None, option: str | None) -> str | None:
     return argument if argument is not None else option
 
 
+@app.command("du")
+@_command
+def du_cmd(
+    ctx: typer.Context,
+    volumes: list[str] | None = typer.Argument(
+        None,
+        help="The volumes whose snapshots to measure (default: all).",
+        autocompletion=complete.volumes,
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON, a record per line."),
+) -> None:
+    """Show the disk each snapshot holds alone, and each store's total (stored snapshots)."""
+    from voltool import store
+
+    rt = _globals(ctx).runtime(quiet=as_json)
+    found = store.stores(rt)
+    if volumes:
+        found = {k: v for k, v in found.items() if v in volumes}
+    snaps = {s.id: s for s in catalog.find(rt) if s.in_store}
+    rows = []
+    for name, source in sorted(found.items(), key=lambda kv: kv[1]):
+        used = store.usage(rt, name, source)
+        rows += [
+            render.du_record(snaps[sid], alone, used)
+            for sid, alone in used.alone.items()
+            if sid in snaps
+        ]
+        rows.append({"store": name, "source": source, "total_bytes": used.total})
+    if as_json:
+        render.print_json(rows)
+        return
+    if not rows:
+        err.print("voltool: no stored snapshots", markup=False)
+        return
+    out.print(render.du_table(rows))
+
+
 @app.command("list")
 @_command
 def list_cmd(

@@ -124,6 +124,42 @@ def snapshot_table(snapshots: list[Snapshot]) -> Table:
     return table
 
 
+def du_record(s: Snapshot, alone: int, used: Any) -> dict[str, Any]:
+    """A stored snapshot's size, what it alone holds, and its store's total."""
+    return {
+        "id": s.id,
+        "source": s.source,
+        "created": s.created.isoformat(),
+        "bytes": s.info.bytes if s.info else None,
+        "alone_bytes": alone,
+        "store": used.store,
+    }
+
+
+def du_table(rows: list[dict[str, Any]]) -> Table:
+    """Snapshots with their sizes, each store's total after its snapshots."""
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("ID", "VOLUME", "CREATED", "SIZE", "ALONE"):
+        table.add_column(col, justify="right" if col in ("SIZE", "ALONE") else "left")
+    for r in sorted(rows, key=lambda r: (r["source"], "total_bytes" in r, r.get("created", ""))):
+        if "total_bytes" in r:
+            table.add_row(
+                "", printable(r["source"]), "store, in all", "", human_bytes(r["total_bytes"])
+            )
+            continue
+        created = dt.datetime.fromisoformat(r["created"]).astimezone()
+        table.add_row(
+            r["id"][:12],
+            printable(r["source"]),
+            f"{created:%Y-%m-%d %H:%M:%S}",
+            human_bytes(r["bytes"]),
+            human_bytes(r["alone_bytes"]),
+        )
+    return table
+
+
 _TYPE_CHAR = {"file": "-", "dir": "d", "symlink": "l", "char": "c", "block": "b", "fifo": "p"}
 
 
