@@ -37,6 +37,7 @@ class Summary:
     mismatches: int = 0
     digest: str = ""
     started_ns: int = 0
+    peak_rss_kib: int = 0  # the agent's own peak resident set (0: not said)
 
     @property
     def content_bytes(self) -> int:

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from voltool import __version__, catalog, journal, quiesce, store, store_copy
+from voltool import __version__, agentrun, catalog, journal, quiesce, store, store_copy
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import Mount
@@ -63,6 +63,7 @@ class Taken:
     snapshots: list[Snapshot]
     held: tuple[quiesce.Held, ...] = ()  # paused or stopped, in name order
     uses: dict[str, tuple[str, ...]] | None = None  # container name: the volumes it mounts
+    copies: dict[str, agentrun.Summary] | None = None  # stored snapshots: what the agent did
 
     def held_for(self, volume: str) -> list[quiesce.Held]:
         """The containers held that mount `volume`."""
@@ -206,7 +207,8 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
                     rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
             raise
         rt.journal.append(op, "done")
-    return Taken(committed, tuple(clock.held(targets)), uses)
+    copies = {c.snapshot.id: c.summary for c in copied}
+    return Taken(committed, tuple(clock.held(targets)), uses, copies)
 
 
 def abandon(rt: Runtime, op: str, sids: dict[str, str | None]) -> bool:

@@ -7,7 +7,8 @@ Every line the agent writes to stderr is one JSON object with an "event" key:
     {"event": "warning", "path": P, "what": "..."}
         something the caller may want to know (a file that kept changing, ...)
     {"event": "summary", "command": "scan", "digest": "...", ...counts}
-        the last line of a run that finished its walk (exit 0 or 1)
+        the last line of a run that finished its walk (exit 0 or 1), with its
+        peak resident set ("peak_rss_kib") where /proc says
     {"event": "fatal", "message": "..."}
         the run stopped early (exit 2 or 3); no summary follows
 
@@ -50,6 +51,18 @@ class Counts:
     mismatches: int = 0  # verify: differences found
 
 
+def peak_rss_kib() -> int | None:
+    """This process's peak resident set (VmHWM), in KiB; None where /proc does not say."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class Reporter:
     """Writes the stderr lines, and counts errors as it goes."""
 
@@ -76,7 +89,8 @@ class Reporter:
 
     def summary(self, command: str, **more: Any) -> None:
         counts = {f.name: getattr(self.counts, f.name) for f in fields(self.counts)}
-        self._emit({"event": "summary", "command": command, **counts, **more})
+        peak = {"peak_rss_kib": rss} if (rss := peak_rss_kib()) is not None else {}
+        self._emit({"event": "summary", "command": command, **counts, **peak, **more})
 
     def fatal(self, message: str) -> None:
         self._emit({"event": "fatal", "message": message})

@@ -256,6 +256,7 @@ def snapshot_cmd(
                 {
                     **render.snapshot_record(s),
                     "containers": render.held_records(taken.held_for(s.source)),
+                    **render.copy_record((taken.copies or {}).get(s.id)),
                 }
                 for s in made
             ]
@@ -264,7 +265,12 @@ def snapshot_cmd(
     for s in made:
         size = render.human_bytes(s.info.bytes if s.info else None)
         entries = s.info.entries if s.info else 0
-        out.print(f"snapshot {s.id} of {s.source}: {entries} entries, {size}", markup=False)
+        copy = (taken.copies or {}).get(s.id)
+        how = ""
+        if copy is not None:
+            copied, linked = render.human_bytes(copy.bytes_copied), copy.files_linked
+            how = f" ({copied} copied, {linked} unchanged files linked)"
+        out.print(f"snapshot {s.id} of {s.source}: {entries} entries, {size}{how}", markup=False)
 
 
 # -- list, inspect, delete -------------------------------------------------

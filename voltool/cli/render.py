@@ -124,6 +124,14 @@ def snapshot_table(snapshots: list[Snapshot]) -> Table:
     return table
 
 
+def copy_record(summary: Any) -> dict[str, Any]:
+    """What the agent did for a stored snapshot (nothing for a format-1 one)."""
+    if summary is None:
+        return {}
+    keys = ("bytes_copied", "bytes_linked", "files_linked", "peak_rss_kib")
+    return {"copy": {k: getattr(summary, k) for k in keys}}
+
+
 def du_record(s: Snapshot, alone: int, used: Any) -> dict[str, Any]:
     """A stored snapshot's size, what it alone holds, and its store's total."""
     return {
