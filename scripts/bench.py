@@ -10,7 +10,11 @@ voltool and the baselines alternates each round), it times:
 - restore: `voltool restore` total, and the downtime of a container using the
   volume (engine events: from its "die" to its "start");
 - verify, export (zstd, to /dev/null), export to a file and import of it;
-- list with 200 snapshots present, and the tiny dataset's snapshot end to end.
+- list with 200 snapshots present, and the tiny dataset's snapshot end to end;
+- format 2 (stores, the agent), once per dataset: the first snapshot, the
+  incremental one after 1% of the files changed, what the store grew by,
+  restore (total, and its downtime) and verify; the agent's peak RSS as it
+  reports it (its own VmHWM).
 
 Every voltool run is a child process; its peak RSS is its own VmHWM. The
 report (Markdown, with the machine it ran on) and the raw numbers (JSON) are
@@ -66,6 +70,7 @@ sys.argv = ["voltool", *sys.argv[1:]]
 runpy.run_module("voltool", run_name="__main__")
 """
 MiB = 1 << 20
+F2 = {"VOLTOOL_FORMAT": "2"}
 # ext4 without a journal (this machine's) creates files slowly for a while
 # after a large delete: let the disk settle before timing writes again.
 SETTLE = 30.0
@@ -103,6 +108,9 @@ class Run:
 class Results:
     runs: dict[str, dict[str, list[Run]]] = field(default_factory=dict)
     downtime: dict[str, list[float]] = field(default_factory=dict)
+    stored_downtime: dict[str, float] = field(default_factory=dict)
+    agent_rss: dict[str, float] = field(default_factory=dict)  # MiB, as the agent reports it
+    growth: dict[str, tuple[int, int]] = field(default_factory=dict)  # store growth, data bytes
 
     def add(self, dataset: str, op: str, run: Run) -> None:
         self.runs.setdefault(dataset, {}).setdefault(op, []).append(run)
@@ -169,7 +177,9 @@ class Bench:
             holder.remove(force=True)
             path.unlink()
 
-    def voltool(self, *args: str, stdout: Any = subprocess.PIPE) -> tuple[Run, str]:
+    def voltool(
+        self, *args: str, stdout: Any = subprocess.PIPE, env: dict[str, str] | None = None
+    ) -> tuple[Run, str]:
         """Run voltool as a child; wall time and its own peak RSS (its VmHWM at exit)."""
         rss_file = self.workdir / "rss"
         rss_file.unlink(missing_ok=True)
@@ -179,7 +189,7 @@ class Bench:
             stdout=stdout,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            env={**self.env, "VOLTOOL_BENCH_RSS": str(rss_file)},
+            env={**self.env, **(env or {}), "VOLTOOL_BENCH_RSS": str(rss_file)},
         )
         out = b""
         if stdout is subprocess.PIPE:
@@ -255,22 +265,34 @@ class Bench:
         return None if died is None or started is None else started - died
 
     def cleanup(self) -> None:
+        """Remove what the run made: its containers, its volumes, their snapshots and stores
+        (with whatever mounts them: voltool's keepers)."""
         for c in self.client.containers.list(all=True, filters={"label": LABEL}):
             c.remove(force=True)
+        doomed = []
         for v in self.client.volumes.list(filters={"label": LABEL}):
-            source_of = v.name
-            for s in self.client.volumes.list(
-                filters={"label": f"io.voltool.snapshot.source={source_of}"}
-            ):
-                s.remove(force=True)
-            v.remove(force=True)
+            doomed += self.client.volumes.list(
+                filters={"label": f"io.voltool.snapshot.source={v.name}"}
+            )
+            doomed.append(v)
         for s in self.client.volumes.list(filters={"label": "io.voltool.role=snapshot"}):
-            if (
-                (s.attrs.get("Labels") or {})
-                .get("io.voltool.snapshot.source", "")
-                .startswith("vb-")
-            ):
-                s.remove(force=True)
+            labels = s.attrs.get("Labels") or {}
+            if labels.get("io.voltool.snapshot.source", "").startswith("vb-"):
+                doomed.append(s)
+        for v in doomed:
+            for attempt in range(20):
+                for c in self.client.containers.list(all=True, filters={"volume": v.name}):
+                    with contextlib.suppress(docker.errors.NotFound):
+                        c.remove(force=True)
+                try:
+                    v.remove(force=True)
+                    break
+                except docker.errors.NotFound:
+                    break
+                except docker.errors.APIError:  # a removal the engine has not finished yet
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.5)
 
     # -- the measurements ------------------------------------------------------
 
@@ -286,7 +308,7 @@ class Bench:
             for who in order:
                 if who == "voltool":
                     run, out = self.voltool("snapshot", "--json", src)
-                    snapshots.append(json.loads(out)[0]["id"])
+                    snapshots.append(json.loads(out.splitlines()[0])["id"])
                     self.results.add(ds.key, "snapshot", run)
                 elif who == "cp":
                     self.results.add(ds.key, "docker cp pipe", Run(self.docker_cp_pipe(src)))
@@ -320,6 +342,53 @@ class Bench:
                 path.unlink()
         finally:
             app.remove(force=True)
+        self.stored(ds, src)
+
+    def stored(self, ds: Dataset, src: str) -> None:
+        """Format 2, once per dataset: the first snapshot into an empty store, the
+        incremental one after 1% of the files changed (one file of A's eight), what the
+        store grew by, restore and verify; the agent's peak RSS as it reports it."""
+        log(f"dataset {ds.key}: format 2: first snapshot, incremental, restore")
+        for s in self.client.volumes.list(filters={"label": f"io.voltool.snapshot.source={src}"}):
+            for c in self.client.containers.list(all=True, filters={"volume": s.name}):
+                c.remove(force=True)
+            s.remove(force=True)
+        time.sleep(SETTLE if ds.files > 1000 or ds.max_size > MiB else 0)
+        run, out = self.voltool("snapshot", "--json", src, env=F2)
+        first = json.loads(out.splitlines()[0])
+        self.results.add(ds.key, "format 2: first snapshot", run)
+        self.results.agent_rss[f"{ds.key}: first snapshot"] = first["copy"]["peak_rss_kib"] / 1024
+        before = self.store_bytes(src)
+        every = max(ds.files // 100, 1)
+        step = max(ds.files // every, 1)
+        self.sh(
+            {src: "/v"},
+            f"find /v -type f | sort | awk 'NR % {step} == 1' | head -n {every}"
+            ' | while read -r f; do head -c "$(stat -c %s "$f")" /dev/urandom > "$f.new"'
+            ' && mv "$f.new" "$f"; done',
+        )
+        run, out = self.voltool("snapshot", "--json", src, env=F2)
+        second = json.loads(out.splitlines()[0])
+        self.results.add(ds.key, f"format 2: incremental ({every} files changed)", run)
+        self.results.agent_rss[f"{ds.key}: incremental"] = second["copy"]["peak_rss_kib"] / 1024
+        self.results.growth[ds.key] = (self.store_bytes(src) - before, first["bytes"])
+        app = self.app(src)
+        try:
+            since = time.time()
+            run, out = self.voltool("restore", first["id"], "--yes", "--json", env=F2)
+            self.results.add(ds.key, "format 2: restore (total)", run)
+            down = self.downtime(app.id, since, time.time())
+            if down is not None:
+                self.results.stored_downtime[ds.key] = down
+        finally:
+            app.remove(force=True)
+        self.results.add(ds.key, "format 2: verify", self.voltool("verify", second["id"])[0])
+
+    def store_bytes(self, src: str) -> int:
+        _, out = self.voltool("du", src, "--json")
+        return sum(
+            r["total_bytes"] for r in map(json.loads, out.splitlines()) if "total_bytes" in r
+        )
 
     def listing(self) -> None:
         log("list: making 200 snapshots of 20 tiny volumes")
@@ -456,6 +525,53 @@ def report(res: Results, info: dict[str, str], sets: dict[str, Dataset], rounds:
             checks.append(
                 (f"{key}: restore downtime <= 2 s", f"{max(down):.2f} s (worst)", max(down) <= 2)
             )
+        first = ops.get("format 2: first snapshot")
+        if first and "docker cp pipe" in ops:
+            cp_med = statistics.median(r.seconds for r in ops["docker cp pipe"])
+            tar_med = statistics.median(r.seconds for r in ops["tar pipe in a container"])
+            f2 = first[0].seconds
+            incremental = next(v for k, v in ops.items() if k.startswith("format 2: incremental"))
+            inc = incremental[0].seconds
+            restore = ops["format 2: restore (total)"][0].seconds
+            grew, size = res.growth[key]
+            lines += [
+                "",
+                f"format 2: first snapshot / docker cp pipe (median): {f2 / cp_med:.2f}x; "
+                f"incremental / first: {inc / f2:.2f}x; store growth for it: "
+                f"{grew / MiB:.1f} MiB ({100 * grew / size:.1f}% of {size / MiB:.0f} MiB); "
+                f"restore total / tar pipe in a container (median): {restore / tar_med:.2f}x",
+            ]
+            agent_rss = {k: v for k, v in res.agent_rss.items() if k.startswith(f"{key}:")}
+            lines += [
+                "",
+                "agent peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in agent_rss.items()),
+            ]
+            if key in res.stored_downtime:
+                lines += ["", f"format 2 restore downtime: {res.stored_downtime[key]:.2f} s"]
+            if key in ("A", "B"):
+                checks.append(
+                    (
+                        f"{key}: format 2 first snapshot <= 0.5x docker cp pipe",
+                        f"{f2 / cp_med:.2f}x",
+                        f2 / cp_med <= 0.5,
+                    )
+                )
+                checks.append(
+                    (
+                        f"{key}: format 2 restore total <= 1.5x tar pipe",
+                        f"{restore / tar_med:.2f}x",
+                        restore / tar_med <= 1.5,
+                    )
+                )
+                worst = max(agent_rss.values()) if agent_rss else 0
+                checks.append((f"{key}: agent peak RSS <= 64 MiB", f"{worst:.0f} MiB", worst <= 64))
+            if key == "B":
+                checks.append(
+                    ("B: format 2 incremental <= 0.2x first", f"{inc / f2:.2f}x", inc / f2 <= 0.2)
+                )
+                checks.append(
+                    ("B: store growth <= 5% of B", f"{100 * grew / size:.1f}%", grew <= 0.05 * size)
+                )
         if key == "list":
             for op, runs in ops.items():
                 m = statistics.median(r.seconds for r in runs)
@@ -495,6 +611,11 @@ def main() -> int:
             for k, ops in bench.results.runs.items()
         },
         "downtime": bench.results.downtime,
+        "format 2": {
+            "downtime": bench.results.stored_downtime,
+            "agent_rss_mib": bench.results.agent_rss,
+            "store_growth": bench.results.growth,
+        },
     }
     out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
     log(f"report written to {out}")
