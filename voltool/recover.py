@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from voltool import catalog, keepers, quiesce, records, restore
+from voltool import catalog, keepers, quiesce, records, restore, restore_record
 from voltool import labels as L
 from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
@@ -41,8 +41,8 @@ from voltool.ids import is_valid_id, new_id
 from voltool.journal import Operation
 from voltool.layout import SNAPSHOT, Names
 from voltool.locks import Holder, lock_holders, volume_lock
-from voltool.manifest import ManifestEntry
 from voltool.owner import Owner
+from voltool.restore_record import MemberRecord
 from voltool.runtime import Runtime
 from voltool.words import quoted
 
@@ -563,54 +563,13 @@ def _remove_incomplete(rt: Runtime, s: Snapshot, locked: bool = False) -> None:
             catalog.remove(rt, again, new_id())
 
 
-@dataclass(frozen=True)
-class _Member:
-    """One volume of a restore, as its begin record describes it."""
-
-    target: str
-    snapshot: str
-    root: ManifestEntry
-    old_mtime: int | None
-    safety: str | None
-    create: bool
-
-
-def _members(op: Operation) -> list[_Member]:
-    """The volumes a restore works on: a group's "members", or the one a single restore's
-    begin record describes with the same fields."""
-    d = op.data
-    described = d.get("members") if "members" in d else [d]
-    if not isinstance(described, list) or not described:
-        raise VoltoolError("its record of the volumes it restores is unreadable")
-    found = []
-    for m in described:
-        if not isinstance(m, dict):
-            raise VoltoolError("its record of the volumes it restores is unreadable")
-        target = str(m.get("target", ""))
-        if target not in op.volumes:
-            raise VoltoolError(f"its target {quoted(target)} is not among the volumes it locked")
-        old_mtime = m.get("old_mtime")
-        safety = m.get("safety")
-        found.append(
-            _Member(
-                target,
-                str(m.get("snapshot")),
-                # Needed from the swap on only: a restore rolled back never reads it.
-                _root_entry(m.get("root")) if op.reached("swap") else _NO_ROOT,
-                old_mtime if isinstance(old_mtime, int) else None,
-                safety if isinstance(safety, str) and is_valid_id(safety) else None,
-                m.get("create") is True,
-            )
-        )
-    return found
-
-
 def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
     """Before "swap": roll every member back. From "swap" on: roll every member forward.
     Each step done is journaled. The containers it stopped come back before this (see
     `recover`), or, when they must wait for its steps (`_deferred`), once those are done."""
     names = Names.for_op(op.id)  # derived from the id, not read back from the records
-    members = _members(op)
+    # The root is needed from the swap on only: a restore rolled back never reads it.
+    members = restore_record.members(op.data, op.volumes, need_root=op.reached("swap"))
     actions = _helper_removals(rt, op)  # also stops a swap helper that is still running
     late = [_revive(rt, f) for f in _frozen(rt, op, claimed, early=False)] if _deferred(op) else []
     offline = op.data.get("offline") is True
@@ -641,7 +600,7 @@ def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
     swaps = [
         Action(
             f"finish the swap of restore {op.id} in {quoted(m.target)}",
-            partial(restore.swap, rt, op.id, m.target, names, m.root, m.old_mtime),
+            partial(restore.swap, rt, op.id, m.target, names, m.root_entry, m.old_mtime),
         )
         for m, _ in present
     ]
@@ -660,13 +619,13 @@ def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
         actions.append(
             Action(
                 f"remove the old data of restore {op.id} from {quoted(m.target)}",
-                partial(restore.cleanup, rt, op.id, m.target, names, m.root.mtime),
+                partial(restore.cleanup, rt, op.id, m.target, names, m.root_entry.mtime),
             )
         )
     return Plan(actions + (late if offline else []), unrecoverable)
 
 
-def _undo(rt: Runtime, op: Operation, m: _Member, names: Names, made: bool) -> Action:
+def _undo(rt: Runtime, op: Operation, m: MemberRecord, names: Names, made: bool) -> Action:
     """Before the swap: the volume this restore created goes (if nothing else was written
     into it); in any other, the staging directory goes."""
     if made:
@@ -676,7 +635,7 @@ def _undo(rt: Runtime, op: Operation, m: _Member, names: Names, made: bool) -> A
     return Action(what, partial(restore.drop_stage, rt, op.id, m.target, names, m.old_mtime))
 
 
-def _keep_old(rt: Runtime, op: Operation, m: _Member, names: Names, fmt: int) -> list[Action]:
+def _keep_old(rt: Runtime, op: Operation, m: MemberRecord, names: Names, fmt: int) -> list[Action]:
     """Whatever the records say ("saved" included), the old data is removed only once a
     complete pre-restore snapshot of it is there to be seen."""
     if m.safety is None:
@@ -706,20 +665,6 @@ def _keep_old(rt: Runtime, op: Operation, m: _Member, names: Names, fmt: int) ->
         )
     )
     return actions
-
-
-_NO_ROOT = ManifestEntry(".", "dir", 0o755, 0, 0, 0, 0)
-
-
-def _root_entry(root: object) -> ManifestEntry:
-    """The snapshot's root entry, as the restore recorded it."""
-    if not isinstance(root, dict) or not all(
-        isinstance(root.get(k), int) for k in ("mode", "uid", "gid", "mtime")
-    ):
-        raise VoltoolError("its record of the snapshot's root is unreadable")
-    return ManifestEntry(
-        ".", "dir", int(root["mode"]), int(root["uid"]), int(root["gid"]), 0, int(root["mtime"])
-    )
 
 
 def _recorded(

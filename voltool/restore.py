@@ -64,6 +64,7 @@ from voltool.layout import (
 )
 from voltool.locks import volume_lock
 from voltool.manifest import ChangeSummary, Manifest, ManifestEntry, diff, summarize
+from voltool.restore_record import MemberRecord
 from voltool.runtime import Runtime
 from voltool.signals import deferred_interrupts
 from voltool.snapshot import Commit, fix_modes, stream_volume
@@ -304,17 +305,16 @@ class _Member:
         return self.plan.target
 
     def record(self) -> dict[str, object]:
-        """What recover needs to finish or undo this member (see voltool.recover)."""
-        root = self.plan.root
-        return {
-            "target": self.target,
-            "snapshot": self.plan.snapshot.id,
-            "snapshot_volume": self.plan.snapshot.volume,
-            "root": {"mode": root.mode, "uid": root.uid, "gid": root.gid, "mtime": root.mtime},
-            "old_mtime": self.old_mtime,
-            "safety": self.safety,
-            "create": self.create,
-        }
+        """What recover needs to finish or undo this member (voltool.restore_record)."""
+        return MemberRecord(
+            self.target,
+            self.plan.snapshot.id,
+            self.plan.snapshot.volume,
+            self.plan.root,
+            self.old_mtime,
+            self.safety,
+            self.create,
+        ).to_json()
 
 
 def execute(rt: Runtime, p: RestorePlan, opts: RestoreOptions) -> RestoreResult:
