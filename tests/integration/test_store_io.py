@@ -1,0 +1,85 @@
+"""Stored (format-2) snapshots leaving and entering stores: export, import, migrate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.dockertools import (
+    FIDELITY_SCRIPT,
+    Docker,
+    records,
+    voltool,
+)
+from voltool import agent_image
+from voltool.endpoint import resolve
+from voltool.engine import Engine
+from voltool.report import Reporter
+
+pytestmark = pytest.mark.engine
+
+F2 = {"VOLTOOL_FORMAT": "2"}
+
+
+@pytest.fixture(scope="module")
+def agent(dk: Docker) -> Iterator[str]:
+    engine = Engine.connect(resolve(None, None), 600)
+    try:
+        yield agent_image.ensure(engine, "/bin/busybox", Reporter())
+    finally:
+        engine.close()
+
+
+def _snap(vol: str, *more: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    r = voltool("snapshot", "--json", vol, *more, env=env)
+    assert r.code == 0, r.err
+    (made,) = records(r.out)
+    return made  # type: ignore[no-any-return]
+
+
+def test_a_stored_snapshot_exports_imports_and_restores_as_its_source(
+    dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    original = volume(FIDELITY_SCRIPT)
+    made = _snap(original, "--name", "kept", env=F2)
+    assert made["volume"] == f"voltool-store-{original}"
+    path = tmp_path / "out.tar.zst"
+    r = voltool("export", made["id"], "-o", str(path))
+    assert r.code == 0, r.err
+    again = tmp_path / "again.tar.zst"
+    assert voltool("export", made["id"], "-o", str(again)).code == 0
+    assert again.read_bytes() == path.read_bytes()  # exports are reproducible
+
+    home = volume()
+    r = voltool("import", str(path), "--json", "--volume", home)
+    assert r.code == 0, r.err
+    (imported,) = records(r.out)
+    assert imported["kind"] == "import" and imported["origin_id"] == made["id"]
+    assert voltool("verify", imported["id"]).code == 0
+
+    target = volume()
+    r = voltool("restore", imported["id"], "--to", target, "--yes")
+    assert r.code == 0, r.err
+    want, got = dk.listing(original), dk.listing(target)
+    assert got.entries == want.entries
+    assert got.links == want.links
+    assert dk.managed_containers() == []
+
+
+def test_a_tampered_store_is_not_exported(
+    dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    vol = volume("echo small > /v/small.txt; echo other > /v/other")
+    made = _snap(vol, env=F2)
+    store = made["volume"]
+    dk.run({store: "/s"}, 'echo SMALL > "/s/snapshots/$1/data/small.txt"', made["id"])
+    files = tmp_path / "files"
+    files.mkdir()
+    r = voltool("export", made["id"], "-o", str(files / "out.tar.zst"))
+    assert r.code == 6, r.err
+    assert "does not match" in r.err
+    assert list(files.iterdir()) == []
+    assert dk.managed_containers() == []
