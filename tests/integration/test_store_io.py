@@ -83,3 +83,65 @@ def test_a_tampered_store_is_not_exported(
     assert "does not match" in r.err
     assert list(files.iterdir()) == []
     assert dk.managed_containers() == []
+
+
+def _inodes(dk: Docker, store: str) -> dict[str, int]:
+    """`<id>/<path>` -> inode of every regular file of every snapshot of `store`."""
+    out = dk.run(
+        {store: "/s"},
+        'cd /s/snapshots && find . -path "*/data/*" -type f -exec stat -c "%i %n" {} +',
+    )
+    found = {}
+    for line in out.splitlines():
+        ino, name = line.split(" ", 1)
+        sid, _, path = name.removeprefix("./").partition("/data/")
+        found[f"{sid}/{path}"] = int(ino)
+    return found
+
+
+def _listed(vol: str) -> list[dict[str, Any]]:
+    r = voltool("list", "--json", vol)
+    assert r.code == 0, r.err
+    return records(r.out)
+
+
+def test_migrate_moves_format_1_snapshots_into_the_store(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume("echo same > /v/same; echo one > /v/changes; mkdir /v/d; ln /v/same /v/d/h")
+    first = _snap(vol, "--name", "first")
+    assert voltool("pin", first["id"]).code == 0
+    dk.run({vol: "/v"}, "echo two > /v/changes")
+    second = _snap(vol, "--name", "second")
+    assert first["volume"] == f"voltool-snap-{first['id']}"
+
+    dry = voltool("migrate", "--all", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    assert {r["id"] for r in records(dry.out)} >= {first["id"], second["id"]}
+    assert {s["volume"] for s in _listed(vol)} == {first["volume"], second["volume"]}
+
+    r = voltool("migrate", "--json", second["id"], first["id"])
+    assert r.code == 0, r.err
+    moved = records(r.out)
+    assert [m["id"] for m in moved] == [first["id"], second["id"]]  # oldest first
+    store = f"voltool-store-{vol}"
+    listed = {s["id"]: s for s in _listed(vol)}
+    assert set(listed) == {first["id"], second["id"]}
+    for old in (first, second):
+        now = listed[old["id"]]
+        assert now["volume"] == store and now["state"] == "complete"
+        assert (now["name"], now["created"], now["kind"]) == (
+            old["name"],
+            old["created"],
+            old["kind"],
+        )
+    assert listed[first["id"]]["pinned"] and not listed[second["id"]]["pinned"]
+    r = voltool("verify", first["id"], second["id"])
+    assert r.code == 0, r.err + r.out
+    ino = _inodes(dk, store)
+    a, b = first["id"], second["id"]
+    assert ino[f"{a}/same"] == ino[f"{b}/same"] == ino[f"{a}/d/h"] == ino[f"{b}/d/h"]
+    assert ino[f"{a}/changes"] != ino[f"{b}/changes"]
+    names = {v.name for v in dk.client.volumes.list()}
+    assert first["volume"] not in names and second["volume"] not in names
+    assert dk.managed_containers() == []
