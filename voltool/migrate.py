@@ -25,6 +25,7 @@ only once its copy is committed and checked.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,8 +33,8 @@ from voltool import agent_image, catalog, keepers, store, store_copy, verify
 from voltool import labels as L
 from voltool.agent.entry import Entry
 from voltool.catalog import Snapshot
-from voltool.engine import Mount
-from voltool.errors import IntegrityError, NotFound, UsageError, VoltoolError
+from voltool.engine import Mount, NameConflict
+from voltool.errors import Busy, IntegrityError, NotFound, UsageError, VoltoolError
 from voltool.ids import new_id
 from voltool.layout import DATA_DIR, MANIFEST, Meta, manifest_bound
 from voltool.locks import volume_lock
@@ -96,7 +97,7 @@ def migrate(rt: Runtime, old: Snapshot, wait: float | None = 30) -> Moved:
         try:
             new = _copy_and_check(rt, image, op, current)
             rt.journal.append(op, "checked", snapshot=old.id)
-            keepers.remove_snapshot_volume(rt, old.volume)
+            _remove_old(rt, old.volume)
         except BaseException as e:
             if _undo(rt, op, current, target):
                 with contextlib.suppress(VoltoolError):
@@ -210,6 +211,19 @@ def _entry(e: Entry) -> ManifestEntry:
     )
 
 
+def _remove_old(rt: Runtime, volume: str, tries: int = 10) -> None:
+    """Remove the snapshot volume and its keeper. A listing or verify by anyone mounts it
+    for a moment (in use: NameConflict): tried again a few times before giving up."""
+    for attempt in range(tries):
+        try:
+            keepers.remove_snapshot_volume(rt, volume)
+            return
+        except NameConflict:
+            if attempt == tries - 1:
+                raise Busy(f"{quoted(volume)} is in use by a container") from None
+            time.sleep(0.5)
+
+
 def _undo(rt: Runtime, op: str, old: Snapshot, target: str) -> bool:
     """After a failure, under the locks: remove the copy from the store while the
     snapshot volume is there (never otherwise). True if nothing is left to recover."""
@@ -217,7 +231,7 @@ def _undo(rt: Runtime, op: str, old: Snapshot, target: str) -> bool:
         if not old_is_there(rt, old.volume, old.id):
             return False  # the copy is all there is: keep it; recover decides
         for s in stored_copies(rt, target, old.id):
-            catalog.remove(rt, s, op)
+            remove_copy(rt, s, op)
         for c in rt.engine.managed_containers(L.ROLE_HELPER, {L.OP: op}):
             rt.engine.remove_container(c.id)
         return True
@@ -246,3 +260,13 @@ def stored_copies(rt: Runtime, target: str, sid: str) -> Iterator[Snapshot]:
     for listed in store.read_stores(rt, {target: source}):
         if listed.id == sid:
             yield catalog.from_store(listed)
+
+
+def remove_copy(rt: Runtime, copy: Snapshot, op: str) -> None:
+    """Remove a snapshot's directory from its store (under the store's lock), and the
+    store if that leaves it empty and no one mounts it (a listing by anyone mounts
+    every store for a moment: an empty store left then is harmless)."""
+    catalog.require(rt, copy)
+    store.delete_dir(rt, copy.volume, copy.id, op)
+    with contextlib.suppress(NameConflict):
+        store.remove_if_empty(rt, copy.volume, op)

@@ -752,7 +752,7 @@ def _plan_migrate(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
                 what = f"remove incomplete snapshot {s.id} of {quoted(s.source)}"
             else:
                 continue
-            actions.append(Action(what, partial(catalog.remove, rt, s, op.id)))
+            actions.append(Action(what, partial(migrate.remove_copy, rt, s, op.id)))
     return Plan(actions)
 
 

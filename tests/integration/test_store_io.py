@@ -11,8 +11,11 @@ import pytest
 from tests.integration.dockertools import (
     FIDELITY_SCRIPT,
     Docker,
+    hold_env,
     records,
+    start_voltool,
     voltool,
+    wait_for,
 )
 from voltool import agent_image
 from voltool.endpoint import resolve
@@ -144,4 +147,32 @@ def test_migrate_moves_format_1_snapshots_into_the_store(
     assert ino[f"{a}/changes"] != ino[f"{b}/changes"]
     names = {v.name for v in dk.client.volumes.list()}
     assert first["volume"] not in names and second["volume"] not in names
+    assert dk.managed_containers() == []
+
+
+@pytest.mark.parametrize("step", ["copied", "checked"])
+def test_a_migrate_killed_before_the_removal_keeps_the_snapshot_volume(
+    dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path, step: str
+) -> None:
+    vol = volume("echo x > /v/x")
+    old = _snap(vol, "--name", "kept")
+    hold = tmp_path / "hold"
+    proc = start_voltool("migrate", old["id"], env=hold_env(step, hold))
+    wait_for(hold.exists, 120, f"the migrate to reach {step}")
+    proc.kill()
+    proc.wait(30)
+    assert old["volume"] in {v.name for v in dk.client.volumes.list()}
+    assert old["volume"] in {s["volume"] for s in _listed(vol)}
+    r = voltool("recover", vol)
+    assert r.code == 0, r.err
+    listed = [s for s in _listed(vol) if s["id"] == old["id"]]
+    assert len(listed) == 1
+    assert listed[0]["volume"] == old["volume"] and listed[0]["state"] == "complete"
+    assert voltool("verify", old["id"]).code == 0
+    assert voltool("recover", vol).out.strip() == "nothing to recover"
+    # and it moves once tried again
+    r = voltool("migrate", old["id"])
+    assert r.code == 0, r.err
+    (now,) = _listed(vol)
+    assert now["volume"] == f"voltool-store-{vol}" and now["name"] == "kept"
     assert dk.managed_containers() == []
