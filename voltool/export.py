@@ -12,6 +12,7 @@ userfile.py's.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, cast
 
@@ -22,8 +23,9 @@ from voltool.engine import Mount
 from voltool.errors import IntegrityError
 from voltool.ids import new_id
 from voltool.journal import hold_for_tests
-from voltool.layout import DATA_DIR, Meta
+from voltool.layout import DATA_DIR, FORMAT, Meta, SnapshotInfo, check_manifest
 from voltool.locks import volume_lock
+from voltool.manifest import Manifest
 from voltool.runtime import Runtime
 from voltool.transfer import Transfer
 from voltool.validate import EntryValidator, Limits
@@ -59,11 +61,15 @@ def export(
     counted = _Counting(out)
     with volume_lock(rt, snapshot.volume, op, "export", wait):
         catalog.require(rt, snapshot)
-        manifest = read_manifest(rt, snapshot, info)
+        if snapshot.in_store:
+            info, manifest = _stored_head(rt, snapshot, info, op)
+        else:
+            manifest = read_manifest(rt, snapshot, info)
         mount = Mount(snapshot.volume, "/snap", read_only=True)
+        data = f"/snap/{snapshot.path(DATA_DIR)}"
         with (
             rt.engine.helper(rt.image, [mount], rt.helper_labels(op)) as src,
-            contextlib.closing(rt.engine.get_archive(src, f"/snap/{DATA_DIR}")) as stream,
+            contextlib.closing(rt.engine.get_archive(src, data)) as stream,
             compression.writer(cast(BinaryIO, counted), kind) as w,
         ):
             # Our own snapshot: device nodes and FIFOs are the user's data.
@@ -86,6 +92,65 @@ def export(
                 rt.reporter.end()
     out.flush()
     return ExportResult(snapshot, kind, counted.written, None)
+
+
+def _stored_head(
+    rt: Runtime, snapshot: Snapshot, info: SnapshotInfo, op: str
+) -> tuple[SnapshotInfo, Manifest]:
+    """A stored (format-2) snapshot's export head: its snapshot.json as format 1, and the
+    format-1 manifest of what the archive API gives of its data. Under the store's lock.
+
+    The stored tree is first held to its own manifest and snapshot.json by the agent
+    (a store altered since is refused, as verify would); then one pass over the
+    archive computes the format-1 manifest, writing nothing. The caller's second
+    pass is held to that manifest entry by entry, as for a format-1 snapshot.
+    """
+    from voltool import verify
+
+    report = verify.check_stored(rt, snapshot, op)
+    if not report.ok:
+        missing, extra, altered = report.found.counts
+        why = report.problem or f"{missing} missing, {extra} extra, {altered} altered"
+        raise IntegrityError(
+            f"snapshot {snapshot.id} does not match its manifest ({why}): not exported"
+        )
+    mount = Mount(snapshot.volume, "/snap", read_only=True)
+    with (
+        rt.engine.helper(rt.image, [mount], rt.helper_labels(op)) as src,
+        contextlib.closing(
+            rt.engine.get_archive(src, f"/snap/{snapshot.path(DATA_DIR)}")
+        ) as stream,
+    ):
+        # Our own snapshot: device nodes and FIFOs are the user's data.
+        limits = Limits(info.entries, info.bytes, allow_special=True)
+        transfer = Transfer(
+            stream, EntryValidator(DATA_DIR, limits), DATA_DIR, on_bytes=rt.reporter.advance
+        )
+        rt.reporter.begin(f"reading {snapshot.id}", info.bytes)
+        try:
+            for _ in transfer:  # the manifest only: nothing is written
+                pass
+        finally:
+            rt.reporter.end()
+    manifest = transfer.manifest
+    if len(manifest) > info.entries:
+        raise IntegrityError(f"snapshot {snapshot.id} has more entries than its manifest lists")
+    if len(manifest) < info.entries:
+        # The agent keeps sockets; the archive API does not carry them.
+        rt.reporter.warn(
+            f"snapshot {snapshot.id}: {info.entries - len(manifest)} entries the archive "
+            "API does not carry (sockets) are not exported"
+        )
+    head = dataclasses.replace(
+        info,
+        format=FORMAT,
+        entries=len(manifest),
+        bytes=manifest.content_bytes(),
+        tree_digest=manifest.digest(),
+        started_ns=None,
+    )
+    check_manifest(manifest, head)
+    return head, manifest
 
 
 def export_file(

@@ -679,8 +679,31 @@ def _recorded(
     return run
 
 
+def _plan_migrate(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
+    """A move into a store cut short: while the snapshot volume is there, its copy in the
+    store (complete or not) goes; once it is gone, the copy is the snapshot and stays."""
+    from voltool import migrate
+
+    actions = _helper_removals(rt, op)
+    old, target = str(op.data["snapshot_volume"]), str(op.data["store"])
+    if old not in op.volumes or target not in op.volumes:
+        raise ValueError("its volumes are not the ones it locked")
+    for sid in _snapshot_ids(op):
+        there = migrate.old_is_there(rt, old, sid)
+        for s in migrate.stored_copies(rt, target, sid):
+            if there:
+                what = f"remove the copy of snapshot {s.id} from {quoted(target)}: {old} stays"
+            elif not s.committed:
+                what = f"remove incomplete snapshot {s.id} of {quoted(s.source)}"
+            else:
+                continue
+            actions.append(Action(what, partial(migrate.remove_copy, rt, s, op.id)))
+    return Plan(actions)
+
+
 _PLANNERS: dict[str, Callable[[Runtime, Operation, set[str]], Plan]] = {
     "snapshot": _plan_snapshot,
+    "migrate": _plan_migrate,
     "import": _plan_snapshot,  # the same: drop what was not committed
     "restore": _plan_restore,
 }

@@ -56,12 +56,21 @@ def copy(
     quiesce: str,
     meta: Meta,
     path: str = "/src",
+    *,
+    created: dt.datetime | None = None,
+    origin: tuple[str | None, str | None] = (None, None),
+    by_content: bool = False,
 ) -> Copied:
     """Copy the tree at `path` (/src, where `tree` mounts a volume read-only, or a
     directory in it) into snapshot `sid` of `source`'s store (which must exist), and
-    commit it."""
+    commit it.
+
+    A snapshot moved into the store (voltool.migrate) keeps its `created` time and
+    its `origin` (origin_id, origin_created of an import), and links unchanged files
+    `by_content` (its source is a snapshot volume: see voltool/agent/copy.py)."""
     volume = store.store_name(source)
-    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    if created is None:
+        created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     begun = store.Begun(sid, source, created.isoformat(), kind, op, rt.owner.token())
     prev = latest(rt, volume, source)
     extra: list[str] = []
@@ -73,6 +82,7 @@ def copy(
             f"{store.MOUNT}/{prev.path(MANIFEST)}",
             "--prev-started",
             str(prev.info.started_ns),
+            *(["--prev-by-content"] if by_content else []),
         ]
     mounts = [tree, Mount(volume, store.MOUNT)]
     rt.reporter.status(f"copying {source} into its store")
@@ -95,6 +105,8 @@ def copy(
         quiesce=quiesce,
         voltool=__version__,
         started_ns=summary.started_ns,
+        origin_id=origin[0],
+        origin_created=origin[1],
     )
     done = rt.engine.run(
         rt.image,

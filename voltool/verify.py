@@ -109,29 +109,34 @@ def verify(rt: Runtime, snapshot: Snapshot, wait: float | None = 30) -> Report:
 def _in_store(rt: Runtime, snapshot: Snapshot, wait: float | None) -> Report:
     """Format 2: the agent hashes the stored tree again next to it, and compares it with
     the stored manifest, which must be the one snapshot.json describes."""
+    op = new_id()
+    with volume_lock(rt, snapshot.volume, op, "verify", wait):
+        catalog.require(rt, snapshot)
+        return check_stored(rt, snapshot, op)
+
+
+def check_stored(rt: Runtime, snapshot: Snapshot, op: str) -> Report:
+    """`_in_store`'s check, under the caller's lock of the store (after catalog.require)."""
     from voltool import agent_image
 
     info = snapshot.info
     assert info is not None
     image = agent_image.agent_image(rt)
-    op = new_id()
-    with volume_lock(rt, snapshot.volume, op, "verify", wait):
-        catalog.require(rt, snapshot)
-        tree = f"{store.MOUNT}/{snapshot.path(DATA_DIR)}"
-        manifest = f"{store.MOUNT}/{snapshot.path(MANIFEST)}"
-        mounts = [Mount(snapshot.volume, store.MOUNT, read_only=True)]
-        rt.reporter.status(f"verifying {snapshot.id}")
-        try:
-            result = agentrun.run(
-                rt,
-                image,
-                op,
-                mounts,
-                [tree, manifest, str(3 * LISTED)],
-                script=program("agent-verify"),
-            )
-        finally:
-            rt.reporter.status(None)
+    tree = f"{store.MOUNT}/{snapshot.path(DATA_DIR)}"
+    manifest = f"{store.MOUNT}/{snapshot.path(MANIFEST)}"
+    mounts = [Mount(snapshot.volume, store.MOUNT, read_only=True)]
+    rt.reporter.status(f"verifying {snapshot.id}")
+    try:
+        result = agentrun.run(
+            rt,
+            image,
+            op,
+            mounts,
+            [tree, manifest, str(3 * LISTED)],
+            script=program("agent-verify"),
+        )
+    finally:
+        rt.reporter.status(None)
     summary = result.summary
     if result.fatal or summary is None:
         return Report(snapshot, problem=result.fatal or f"the agent exited with {result.code}")

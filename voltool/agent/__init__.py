@@ -13,12 +13,15 @@ Commands
         agent and whether its SHA-256 is OpenSSL's (the agent image's check).
     scan ROOT
         Write the manifest of the tree at ROOT to stdout.
-    copy SRC DST [--prev TREE MANIFEST --prev-started NS] [--no-sync]
+    copy SRC DST [--prev TREE MANIFEST --prev-started NS [--prev-by-content]] [--no-sync]
         Copy the tree at SRC into DST (made 0o700, or an existing empty
         directory), and write the manifest of what was copied to stdout. With
         --prev, files unchanged since the copy that made TREE and MANIFEST
         (which started at NS, its summary's started_ns) are hard-linked from
-        TREE instead (see copy.py). TREE must be on DST's filesystem. Unless
+        TREE instead (see copy.py); with --prev-by-content, files whose size,
+        mtime, mode, owner, xattrs and content (hashed) are the previous
+        manifest's, whatever their inode (a source no one writes to). TREE must
+        be on DST's filesystem. Unless
         --no-sync, SRC's filesystem is flushed first (see main._syncfs).
         DST's root gets SRC's mode last: until then it is 0o700.
     verify TREE MANIFEST

@@ -39,6 +39,10 @@ file is hard-linked from the previous tree instead of copied when all of:
   not trusted), has room for more links, and is no inode already in DST (a
   store that made two of its files one inode cannot join two source files).
 Otherwise the file is copied (and a link that failed the checks is removed).
+With `Prev.by_content` (a source no one writes to, such as a snapshot volume
+moved into its store), the first condition is instead: the same size, mtime_ns,
+mode, uid, gid and xattrs, and the source's content, read and hashed now, has
+the previous manifest's sha256; the racy-ctime rule does not apply.
 
 What the checks cannot catch: the previous tree's content is not read, so a
 store that rewrote a file's bytes and put back its size and mtime is believed,
@@ -99,6 +103,10 @@ class Prev:
     tree_fd: int
     manifest: ManifestCursor
     started_ns: int
+    # Link by content instead of by identity: for a source that is itself a copy no
+    # one writes to (a snapshot volume being moved into its store), whose inodes,
+    # ctimes and link counts say nothing about the previous copy's source.
+    by_content: bool = False
 
 
 @dataclass
@@ -315,6 +323,20 @@ class Copier:
             return None
         if before.type != "file" or before.link is not None or before.sha256 is None:
             return None
+        if self.prev.by_content:
+            if not self._same_content(node, before, found):
+                return None
+        elif not self._unchanged(st, before, found):
+            return None
+        if not self._link_from(prev_dir, node, before, found):
+            return None
+        self.counts.files_linked += 1
+        self.counts.bytes_linked += st.st_size
+        return Entry.of(node.path, st, sha256=before.sha256, xattrs=found)
+
+    def _unchanged(self, st: os.stat_result, before: Entry, found: Xattrs) -> bool:
+        """Whether the source file is, by its identity and stat, the one `before` was."""
+        assert self.prev is not None
         now = (
             st.st_ino,
             st.st_dev,
@@ -340,15 +362,31 @@ class Copier:
             before.xattrs,
         )
         if now != then:
-            return None
+            return False
         horizon = min(self.started_ns, self.prev.started_ns) - RACY_NS
-        if st.st_ctime_ns >= horizon:
-            return None  # racily clean: unchanged by the numbers, not necessarily by content
-        if not self._link_from(prev_dir, node, before, found):
-            return None
-        self.counts.files_linked += 1
-        self.counts.bytes_linked += st.st_size
-        return Entry.of(node.path, st, sha256=before.sha256, xattrs=found)
+        # racily clean: unchanged by the numbers, not necessarily by content
+        return st.st_ctime_ns < horizon
+
+    def _same_content(self, node: Node, before: Entry, found: Xattrs) -> bool:
+        """Whether the source file has `before`'s size, mtime, mode, owner, xattrs and
+        content (read and hashed now, and still the same file when hashed)."""
+        st = node.st
+        now = (st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, found)
+        then = (before.size, before.mtime_ns, before.mode, before.uid, before.gid, before.xattrs)
+        if now != then:
+            return False
+        sfd, opened = open_regular(node.parent_fd, node.name, st)
+        try:
+            sha, size = hash_fd(sfd, self._buf)
+            self.counts.bytes_hashed += size
+            after = os.fstat(sfd)
+        finally:
+            os.close(sfd)
+        return (
+            same_content_stat(st, opened)
+            and same_content_stat(opened, after)
+            and (sha, size) == (before.sha256, before.size)
+        )
 
     def _link_from(self, prev_dir: int, node: Node, before: Entry, found: Xattrs) -> bool:
         """Link the previous tree's `node.name` into DST if it is what `before` says.

@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("dst")
     copy.add_argument("--prev", nargs=2, metavar=("TREE", "MANIFEST"))
     copy.add_argument("--prev-started", type=int, metavar="NS")
+    copy.add_argument("--prev-by-content", action="store_true")
     copy.add_argument("--no-sync", action="store_true")
     verify = sub.add_parser("verify", add_help=False)
     verify.add_argument("tree")
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "copy" and (args.prev is None) != (args.prev_started is None):
             raise Usage("--prev and --prev-started go together")
+        if args.command == "copy" and args.prev_by_content and args.prev is None:
+            raise Usage("--prev-by-content goes with --prev")
     except Usage as e:
         reporter.fatal(f"usage: {e}")
         return EXIT_USAGE
@@ -148,7 +151,9 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
         prev_fd = _open_root(tree)
         if os.fstat(prev_fd).st_dev != os.fstat(dst).st_dev:
             raise Fatal(f"previous tree {shown(tree)} is not on the destination's filesystem")
-        prev = Prev(prev_fd, ManifestCursor(_lines(manifest)), args.prev_started)
+        prev = Prev(
+            prev_fd, ManifestCursor(_lines(manifest)), args.prev_started, args.prev_by_content
+        )
     # The start is taken before the flush: a write after it shows in ctime (see _syncfs).
     started = time.time_ns()
     if not args.no_sync:

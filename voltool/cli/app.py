@@ -1154,6 +1154,55 @@ def prune_cmd(
         )
 
 
+@app.command("migrate")
+@_command
+def migrate_cmd(
+    ctx: typer.Context,
+    refs: list[str] = typer.Argument(
+        None,
+        metavar="[SNAPSHOT]...",
+        help="Snapshot ids or unique id prefixes.",
+        show_default=False,
+        autocompletion=complete.snapshots,
+    ),
+    all_: bool = typer.Option(False, "--all", help="Every format-1 snapshot."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would move; move nothing."),
+    wait: float | None = typer.Option(
+        30.0, "--wait", help="Seconds to wait for a busy snapshot's or store's lock."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print each snapshot (moved, or that would move) as JSON, one a line."
+    ),
+) -> None:
+    """Move format-1 snapshot volumes into their volumes' stores (format 2), each checked
+    before its snapshot volume is removed."""
+    from voltool import migrate, store
+
+    if bool(refs) == all_:
+        raise UsageError("name snapshots to migrate, or pass --all")
+    rt = _globals(ctx).runtime(quiet=as_json)
+    snaps = migrate.candidates(rt, None if all_ else list(refs))
+    if dry_run:
+        for s in snaps:
+            to = store.store_name(s.source)
+            if as_json:
+                render.print_json({**render.snapshot_record(s), "to": to, "moved": False})
+            else:
+                out.print(f"would move {s.id} ({s.volume}) into {to}", markup=False)
+        if not snaps and not as_json:
+            out.print("nothing to migrate", markup=False)
+        return
+    for s in snaps:
+        moved = migrate.migrate(rt, s, wait)
+        if as_json:
+            record = render.snapshot_record(moved.new)
+            render.print_json({**record, "from": moved.old.volume, "moved": True})
+        else:
+            out.print(f"moved {s.id} from {s.volume} into {moved.new.volume}", markup=False)
+    if not snaps and not as_json:
+        out.print("nothing to migrate", markup=False)
+
+
 config_app = typer.Typer(help="Show the effective configuration.")
 app.add_typer(config_app, name="config")
 
