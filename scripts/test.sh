@@ -23,7 +23,8 @@ if docker version >/dev/null 2>&1; then
   .venv/bin/voltool helper --build
 fi
 
-# Shell scripts: Debian's shellcheck, installed if it can be (not needed otherwise).
+# Shell programs (these scripts, and those helpers run: voltool/sh): Debian's shellcheck,
+# installed if it can be; in CI a missing shellcheck fails the run.
 if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "test.sh: installing shellcheck" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 ||
@@ -32,7 +33,10 @@ if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v a
     echo "test.sh: cannot install shellcheck: shell scripts are not checked" >&2
 fi
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck scripts/*.sh
+  shellcheck scripts/*.sh voltool/sh/*.sh
+elif [ "${CI:-}" = true ]; then
+  echo "test.sh: no shellcheck, and CI=true: failing" >&2
+  exit 1
 fi
 
 .venv/bin/ruff check voltool tests scripts
