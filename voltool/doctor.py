@@ -16,6 +16,7 @@ from voltool.config import Config, load_checked
 from voltool.endpoint import resolve
 from voltool.engine import Engine
 from voltool.errors import EngineUnreachable, VoltoolError
+from voltool.quiesce import Mode
 from voltool.recover import Leftovers, find_leftovers
 from voltool.report import Reporter
 from voltool.runtime import Runtime, open_journal
@@ -150,7 +151,7 @@ def _leftover_checks(rt: Runtime) -> list[Check]:
     for problem in rt.journal.problems:
         checks.append(Check("journal", "warn", problem))
     for f in left.frozen:
-        done = "paused" if f.container.action == "pause" else "stopped"
+        done = "paused" if f.container.action == Mode.PAUSE else "stopped"
         checks.append(
             Check(
                 "containers",
@@ -161,7 +162,7 @@ def _leftover_checks(rt: Runtime) -> list[Check]:
             )
         )
     for f in left.elsewhere:
-        done = "paused" if f.container.action == "pause" else "stopped"
+        done = "paused" if f.container.action == Mode.PAUSE else "stopped"
         who = f.op.owner.describe() if f.op.owner else "an unknown process"
         checks.append(
             Check(

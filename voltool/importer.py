@@ -27,6 +27,7 @@ from voltool import archive, compression, live
 from voltool.catalog import Snapshot
 from voltool.errors import ArchiveRejected, IntegrityError, NoSpace, UsageError
 from voltool.ids import check_volume_name, new_id, snapshot_volume_name
+from voltool.journal import Kind, Step
 from voltool.layout import DATA_DIR, SNAPSHOT, Meta, SnapshotInfo
 from voltool.locks import volume_lock
 from voltool.manifest import Manifest
@@ -142,19 +143,21 @@ def _import(rt: Runtime, incoming: Incoming) -> Snapshot:
     op, sid = new_id(), new_id()
     volume = snapshot_volume_name(sid)
     with volume_lock(rt, volume, op, KIND):
-        rt.journal.append(op, "begin", kind=KIND, volumes=[volume], snapshots={source: sid})
+        rt.journal.append(
+            op, Step.BEGIN, kind=Kind.IMPORT, volumes=[volume], snapshots={source: sid}
+        )
         try:
             created = create_volume(rt, op, sid, source, KIND)
             room = _room(rt, volume, incoming.expect)
-            rt.journal.append(op, "stream", snapshot=sid, volume=source)
+            rt.journal.append(op, Step.STREAM, snapshot=sid, volume=source)
             transfer = incoming.transfer(room.available, room.inodes, close=False)
             commit = Commit(KIND, "none", meta, incoming.origin)
             done = receive(rt, op, sid, source, created, transfer, commit)
         except BaseException as e:
             if abandon(rt, op, {sid: None}):
-                rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
+                rt.journal.append(op, Step.FAILED, error=str(e) or type(e).__name__)
             raise
-        rt.journal.append(op, "done")
+        rt.journal.append(op, Step.DONE)
     return done.record(rt.owner.token(), meta)
 
 

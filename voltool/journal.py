@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,7 +29,45 @@ from voltool.ids import is_valid_id
 from voltool.owner import Owner, current
 from voltool.words import quoted
 
-TERMINAL = frozenset({"done", "failed", "recovered"})
+
+class Kind(StrEnum):
+    """What an operation is; recover has a planner for each."""
+
+    SNAPSHOT = "snapshot"
+    RESTORE = "restore"
+    IMPORT = "import"
+    MIGRATE = "migrate"
+
+
+class Step(StrEnum):
+    """The steps operations journal, each before it is carried out (see the operations'
+    own docstrings for their order)."""
+
+    BEGIN = "begin"
+    QUIESCE = "quiesce"  # snapshot: the containers it pauses or stops
+    STOPPING = "stopping"  # one container's stop is about to be asked for
+    RESUMED = "resumed"
+    STREAM = "stream"  # a snapshot volume is being filled
+    CREATE = "create"  # restore: the target volume is created
+    STOP = "stop"  # restore: the containers it stops
+    STAGE = "stage"
+    STAGED = "staged"
+    CHECK = "check"  # restore --if-match
+    SWAP = "swap"
+    SWAPPED = "swapped"
+    START = "start"
+    STARTED = "started"
+    SAVE = "save"  # the old data, into a pre-restore snapshot
+    SAVED = "saved"
+    CLEANUP = "cleanup"
+    CHECKED = "checked"  # migrate: the copy agrees with the snapshot it copies
+    REVIVED = "revived"  # recover brought the containers back
+    DONE = "done"
+    FAILED = "failed"
+    RECOVERED = "recovered"
+
+
+TERMINAL = frozenset({Step.DONE, Step.FAILED, Step.RECOVERED})
 # What no record but an operation's first "begin" may say (besides all it says).
 _FIXED_AT_BEGIN = frozenset({"op", "step", "at", "kind", "volumes", "owner", "target", "create"})
 
@@ -59,7 +98,7 @@ class Operation:
         owner = self.owner
         return not self.finished and (owner is None or not owner.is_alive())
 
-    def reached(self, step: str) -> bool:
+    def reached(self, step: Step) -> bool:
         return step in self.steps
 
     def all_of(self, step: str, key: str) -> list[Any]:
@@ -150,7 +189,7 @@ class Journal:
     def problems(self) -> list[str]:
         return self.store.problems
 
-    def append(self, op: str, step: str, **data: Any) -> None:
+    def append(self, op: str, step: Step, **data: Any) -> None:
         """Durably record that operation `op` reaches `step` (stored, then return)."""
         record = {"op": op, "step": step, "at": _now(), **data}
         if step == "begin":
@@ -212,7 +251,9 @@ class Journal:
 
     def interrupted(self) -> list[Operation]:
         """Operations that will never finish by themselves: `voltool recover` must."""
-        return [op for op in self.operations().values() if op.interrupted and op.reached("begin")]
+        return [
+            op for op in self.operations().values() if op.interrupted and op.reached(Step.BEGIN)
+        ]
 
     def refuse_pending(self, volume: str) -> None:
         """Raise PendingOperation if an interrupted operation on `volume` awaits recover."""

@@ -36,13 +36,14 @@ from voltool.catalog import Snapshot
 from voltool.engine import Mount, NameConflict
 from voltool.errors import Busy, IntegrityError, NotFound, UsageError, VoltoolError
 from voltool.ids import new_id
+from voltool.journal import Kind, Step
 from voltool.layout import DATA_DIR, MANIFEST, Meta, manifest_bound
 from voltool.locks import volume_lock
 from voltool.manifest import Manifest, ManifestBuilder, ManifestEntry, diff, split_lines, summarize
 from voltool.runtime import Runtime
 from voltool.words import quoted
 
-KIND = "migrate"
+KIND = Kind.MIGRATE
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def migrate(rt: Runtime, old: Snapshot, wait: float | None = 30) -> Moved:
             raise IntegrityError(f"snapshot {old.id} cannot be moved: {current.problem}")
         rt.journal.append(
             op,
-            "begin",
+            Step.BEGIN,
             kind=KIND,
             volumes=locked,
             snapshots={old.source: old.id},
@@ -96,14 +97,14 @@ def migrate(rt: Runtime, old: Snapshot, wait: float | None = 30) -> Moved:
         )
         try:
             new = _copy_and_check(rt, image, op, current)
-            rt.journal.append(op, "checked", snapshot=old.id)
+            rt.journal.append(op, Step.CHECKED, snapshot=old.id)
             _remove_old(rt, old.volume)
         except BaseException as e:
             if _undo(rt, op, current, target):
                 with contextlib.suppress(VoltoolError):
-                    rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
+                    rt.journal.append(op, Step.FAILED, error=str(e) or type(e).__name__)
             raise
-        rt.journal.append(op, "done")
+        rt.journal.append(op, Step.DONE)
     return Moved(current, new)
 
 

@@ -1,7 +1,7 @@
 """Quiesce the containers that use a volume, and bring them back in every outcome.
 
-Modes: "pause" (crash-consistent: the processes are frozen, not told),
-"stop" (application-consistent: stopped, then started again) and "none".
+Modes (`Mode`): pause (crash-consistent: the processes are frozen, not told),
+stop (application-consistent: stopped, then started again) and none.
 Only containers that are running when we look are touched; one a user paused
 or stopped stays as it was.
 """
@@ -18,7 +18,18 @@ from voltool.engine import ContainerInfo, Engine
 from voltool.errors import NotFound, UsageError, VoltoolError
 from voltool.words import quoted
 
-MODES = ("pause", "stop", "none")
+
+class Mode(enum.StrEnum):
+    """How the containers using a volume are quiesced: PAUSE (crash-consistent), STOP
+    (application-consistent), NONE (left alone). PAUSE and STOP are also what is done
+    to one container (`Quiesced.action`)."""
+
+    PAUSE = "pause"
+    STOP = "stop"
+    NONE = "none"
+
+
+MODES = tuple(Mode)
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # A stop timeout read back from a record is data: bounded, so that recovery always ends.
 MAX_STOP_TIMEOUT = 3600
@@ -30,7 +41,7 @@ class Quiesced:
 
     id: str
     name: str
-    action: str  # "pause" | "stop"
+    action: str  # Mode.PAUSE | Mode.STOP
 
     def as_record(self) -> dict[str, str]:
         return {"id": self.id, "name": self.name, "action": self.action}
@@ -41,7 +52,9 @@ class Quiesced:
         if not isinstance(rec, dict):
             return None
         cid, name, action = rec.get("id"), rec.get("name"), rec.get("action")
-        if not (isinstance(cid, str) and isinstance(name, str) and action in ("pause", "stop")):
+        if not (
+            isinstance(cid, str) and isinstance(name, str) and action in (Mode.PAUSE, Mode.STOP)
+        ):
             return None
         if not _CONTAINER_ID.fullmatch(cid):
             return None
@@ -53,7 +66,7 @@ class Held:
     """A container an operation paused or stopped, and for how long."""
 
     name: str
-    action: str  # "pause" | "stop"
+    action: str  # Mode.PAUSE | Mode.STOP
     seconds: float  # from just before the pause or stop to just after the unpause or start
 
 
@@ -89,7 +102,7 @@ def running_users(engine: Engine, volumes: Iterable[str]) -> list[ContainerInfo]
 def plan(containers: Iterable[ContainerInfo], mode: str) -> list[Quiesced]:
     if mode not in MODES:
         raise UsageError(f"unknown quiesce mode {quoted(mode)}")
-    if mode == "none":
+    if mode == Mode.NONE:
         return []
     return [Quiesced(c.id, c.name, mode) for c in containers]
 
@@ -109,7 +122,7 @@ def apply(
     outcome (`resume` skips those not reached).
     """
     for q in targets:
-        if q.action == "pause":
+        if q.action == Mode.PAUSE:
             _began(clock, q)
             engine.pause(q.id)
         else:
@@ -142,7 +155,7 @@ def revival(q: Quiesced, status: str | None, stop_begun: bool) -> Revival | None
     """
     if status is None:
         return None
-    if q.action == "pause":
+    if q.action == Mode.PAUSE:
         if status == "paused":
             return Revival.UNPAUSE
         # Stopped while frozen (the engine or the machine restarted): it was running.
@@ -182,9 +195,9 @@ def resume(engine: Engine, targets: Iterable[Quiesced], clock: Clock | None = No
                 status = engine.container(q.id).status
             except NotFound:
                 continue  # removed since: nothing to resume
-            if q.action == "pause" and status == "paused":
+            if q.action == Mode.PAUSE and status == "paused":
                 engine.unpause(q.id)
-            elif q.action == "stop" and status in ("exited", "created"):
+            elif q.action == Mode.STOP and status in ("exited", "created"):
                 engine.start(q.id)
             else:
                 continue

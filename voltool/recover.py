@@ -38,7 +38,7 @@ from voltool.catalog import Snapshot
 from voltool.engine import ContainerInfo
 from voltool.errors import Busy, NotFound, VoltoolError
 from voltool.ids import is_valid_id, new_id
-from voltool.journal import Operation
+from voltool.journal import Kind, Operation, Step
 from voltool.layout import SNAPSHOT, Names
 from voltool.locks import Holder, lock_holders, volume_lock
 from voltool.owner import Owner
@@ -172,7 +172,7 @@ def find_leftovers(rt: Runtime, scope: Scope = EVERYTHING) -> Leftovers:
     unchecked = [
         op
         for op in every
-        if op.reached("begin")
+        if op.reached(Step.BEGIN)
         and not op.finished
         and scope.op(op)
         and op.owner is not None
@@ -248,7 +248,7 @@ def recover(
             abandoned = abandoned - {oid}
     ops = {k: op for k, op in every.items() if scope.op(op)}
     for op in ops.values():
-        if op.finished or not op.reached("begin"):
+        if op.finished or not op.reached(Step.BEGIN):
             # A finished operation whose records were not all removed, or
             # records with no operation: nothing to do but tidy them away.
             _run(rt, [_forget(rt, op)], dry_run, report)
@@ -318,7 +318,7 @@ def _run(rt: Runtime, actions: list[Action], dry_run: bool, report: Report) -> b
 
 def _dead(op: Operation, abandoned: frozenset[str] = frozenset()) -> bool:
     """Begun, unfinished, and its process provably gone (or said to be, by a person)."""
-    if not op.reached("begin") or op.finished:
+    if not op.reached(Step.BEGIN) or op.finished:
         return False
     return op.interrupted or op.id in abandoned
 
@@ -329,7 +329,7 @@ def _claimed(ops: Iterable[Operation], abandoned: frozenset[str]) -> set[str]:
     return {
         q.id
         for op in ops
-        if op.reached("begin") and not op.finished and not _dead(op, abandoned)
+        if op.reached(Step.BEGIN) and not op.finished and not _dead(op, abandoned)
         for q in _quiesced(op)
     }
 
@@ -382,7 +382,7 @@ def _revive_first(
             if revivals and _run(rt, revivals, dry_run, report) and not dry_run:
                 # Said once: a later recover must not wait again for stops long over.
                 with contextlib.suppress(VoltoolError):
-                    rt.journal.append(op.id, "revived")
+                    rt.journal.append(op.id, Step.REVIVED)
     except VoltoolError as e:
         report.failures.append(f"{op.kind} {op.id}: {e}")
 
@@ -406,12 +406,12 @@ def _recover_one(
                 report.failures.append(f"{op.kind} {op.id}: {plan.unrecoverable}")
                 end = Action(
                     f"mark operation {op.id} failed",
-                    partial(rt.journal.append, op.id, "failed", error=plan.unrecoverable),
+                    partial(rt.journal.append, op.id, Step.FAILED, error=plan.unrecoverable),
                 )
             else:
                 end = Action(
                     f"mark operation {op.id} recovered",
-                    partial(rt.journal.append, op.id, "recovered"),
+                    partial(rt.journal.append, op.id, Step.RECOVERED),
                 )
             _run(rt, [end], dry_run, report)
     except VoltoolError as e:
@@ -427,7 +427,7 @@ def _recover_one(
 
 def _quiesced(op: Operation) -> list[quiesce.Quiesced]:
     """The containers `op` set out to pause or stop (recorded before it touched any)."""
-    key = "quiesce" if op.kind != "restore" else "stop"
+    key = Step.QUIESCE if op.kind != Kind.RESTORE else Step.STOP
     found = []
     for recs in op.all_of(key, "containers"):
         for r in recs if isinstance(recs, list) else []:
@@ -438,20 +438,20 @@ def _quiesced(op: Operation) -> list[quiesce.Quiesced]:
 
 
 def _mid_swap(op: Operation) -> bool:
-    return op.kind == "restore" and op.reached("swap") and not op.reached("swapped")
+    return op.kind == Kind.RESTORE and op.reached(Step.SWAP) and not op.reached(Step.SWAPPED)
 
 
 def _deferred(op: Operation) -> bool:
     """Containers a restore stopped that come back only once its own steps are done: inside
     its swap (never onto half a tree), or all along with --offline (never in front of its
     hidden directories)."""
-    return op.kind == "restore" and (_mid_swap(op) or op.data.get("offline") is True)
+    return op.kind == Kind.RESTORE and (_mid_swap(op) or op.data.get("offline") is True)
 
 
 def _frozen(rt: Runtime, op: Operation, claimed: set[str], early: bool) -> list[Frozen]:
     """The containers of `op` that still wait to be brought back, and how. `early`: at the
     start of recover, before the operation's own steps (see `_deferred`)."""
-    if op.reached("resumed") or op.reached("started") or op.reached("revived"):
+    if op.reached(Step.RESUMED) or op.reached(Step.STARTED) or op.reached(Step.REVIVED):
         return []
     if early and _deferred(op):
         return []
@@ -569,7 +569,7 @@ def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
     `recover`), or, when they must wait for its steps (`_deferred`), once those are done."""
     names = Names.for_op(op.id)  # derived from the id, not read back from the records
     # The root is needed from the swap on only: a restore rolled back never reads it.
-    members = restore_record.members(op.data, op.volumes, need_root=op.reached("swap"))
+    members = restore_record.members(op.data, op.volumes, need_root=op.reached(Step.SWAP))
     actions = _helper_removals(rt, op)  # also stops a swap helper that is still running
     late = [_revive(rt, f) for f in _frozen(rt, op, claimed, early=False)] if _deferred(op) else []
     offline = op.data.get("offline") is True
@@ -579,7 +579,7 @@ def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
         try:
             volume = rt.engine.volume(m.target)
         except NotFound:
-            if not (not op.reached("swap") and m.create):  # else: nothing made, nothing to undo
+            if not (not op.reached(Step.SWAP) and m.create):  # else: nothing made, nothing to undo
                 lost.append(m.target)
             continue
         present.append((m, volume.labels.get(L.CREATED_BY) == op.id))
@@ -590,7 +590,7 @@ def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
         "nothing is left to finish or undo there"
     )
     unrecoverable = gone if lost else None
-    if not op.reached("swap"):
+    if not op.reached(Step.SWAP):
         began = set(op.all_of("stage", "member"))  # a group's: the members it began to stage
         for m, made in present:
             if "members" in op.data and m.target not in began and not made:
@@ -604,11 +604,11 @@ def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
         )
         for m, _ in present
     ]
-    if not op.reached("swapped") and swaps:
+    if not op.reached(Step.SWAPPED) and swaps:
         # Every member's swap is run again (each is idempotent); "swapped" is said once,
         # after the last, as the restore itself does.
         last = swaps[-1]
-        swaps[-1] = Action(last.what, _recorded(rt, op, "swapped", last.run))
+        swaps[-1] = Action(last.what, _recorded(rt, op, Step.SWAPPED, last.run))
         actions += swaps
         if not offline:
             actions += late
@@ -659,7 +659,7 @@ def _keep_old(rt: Runtime, op: Operation, m: MemberRecord, names: Names, fmt: in
             _recorded(
                 rt,
                 op,
-                "saved",
+                Step.SAVED,
                 partial(restore.save_old, rt, op.id, m.target, names, m.safety, m.snapshot, fmt),
             ),
         )
@@ -668,7 +668,7 @@ def _keep_old(rt: Runtime, op: Operation, m: MemberRecord, names: Names, fmt: in
 
 
 def _recorded(
-    rt: Runtime, op: Operation, step: str, fn: Callable[[], object]
+    rt: Runtime, op: Operation, step: Step, fn: Callable[[], object]
 ) -> Callable[[], None]:
     """`fn`, then journal `step` for `op`: a recover cut short resumes after what it did."""
 
@@ -702,8 +702,8 @@ def _plan_migrate(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
 
 
 _PLANNERS: dict[str, Callable[[Runtime, Operation, set[str]], Plan]] = {
-    "snapshot": _plan_snapshot,
-    "migrate": _plan_migrate,
-    "import": _plan_snapshot,  # the same: drop what was not committed
-    "restore": _plan_restore,
+    Kind.SNAPSHOT: _plan_snapshot,
+    Kind.MIGRATE: _plan_migrate,
+    Kind.IMPORT: _plan_snapshot,  # the same: drop what was not committed
+    Kind.RESTORE: _plan_restore,
 }

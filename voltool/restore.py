@@ -53,6 +53,7 @@ from voltool.errors import (
     VoltoolError,
 )
 from voltool.ids import check_volume_name, new_id
+from voltool.journal import Kind, Step
 from voltool.layout import (
     DATA_DIR,
     MANIFEST,
@@ -358,8 +359,8 @@ def execute_together(
         described = {"members": [m.record() for m in members]} if group else members[0].record()
         rt.journal.append(
             op,
-            "begin",
-            kind="restore",
+            Step.BEGIN,
+            kind=Kind.RESTORE,
             volumes=sorted({*targets, *stores}),
             safety_format=fmt,
             names={"stage": names.stage, "old": names.old, "mark": names.mark},
@@ -374,15 +375,15 @@ def execute_together(
             if opts.offline:
                 _stop(rt, op, targets, times, stopped, clock)
             for m in members:
-                rt.journal.append(op, "stage", **_which(group, m))
+                rt.journal.append(op, Step.STAGE, **_which(group, m))
                 staged.add(m.target)
                 stage(rt, op, m.plan, names, opts.allow_special)
-                rt.journal.append(op, "staged", **_which(group, m))
+                rt.journal.append(op, Step.STAGED, **_which(group, m))
             if not opts.offline:
                 _stop(rt, op, targets, times, stopped, clock)
             if opts.if_match:
                 (m,) = members  # plan_group refuses --if-match
-                rt.journal.append(op, "check")
+                rt.journal.append(op, Step.CHECK)
                 current = live.manifest_of(rt, m.target, op, own=names).digest()
                 if current != opts.if_match.lower():
                     raise PreconditionFailed(
@@ -400,20 +401,20 @@ def execute_together(
             # From here on, only forward. The swap and its record are held
             # together against Ctrl-C: a swap cut in two would need recover.
             with deferred_interrupts():
-                rt.journal.append(op, "swap")
+                rt.journal.append(op, Step.SWAP)
                 for m in members:
                     swap(rt, op, m.target, names, m.plan.root, m.old_mtime)
                     journal.hold_for_tests("member-swapped")
-                rt.journal.append(op, "swapped")
+                rt.journal.append(op, Step.SWAPPED)
                 swapped = True
                 if not opts.offline:
                     _started(rt, op, stopped, times, clock)
             for m in members:
                 if m.safety:
-                    rt.journal.append(op, "save", safety=m.safety, **_which(group, m))
+                    rt.journal.append(op, Step.SAVE, safety=m.safety, **_which(group, m))
                     save_old(rt, op, m.target, names, m.safety, m.plan.snapshot.id, fmt)
-                    rt.journal.append(op, "saved", **_which(group, m))
-            rt.journal.append(op, "cleanup")
+                    rt.journal.append(op, Step.SAVED, **_which(group, m))
+            rt.journal.append(op, Step.CLEANUP)
             for m in members:
                 cleanup(rt, op, m.target, names, m.plan.root.mtime)
             if opts.offline:
@@ -434,7 +435,7 @@ def execute_together(
                 + (f"; {kept} stay stopped until it has (--offline)" if kept else "")
             )
             raise
-        rt.journal.append(op, "done")
+        rt.journal.append(op, Step.DONE)
     downtime = max(times.get("started", 0.0) - times.get("stopped", 0.0), 0.0)
     restarted = tuple(q.name for q in stopped)
     held = tuple(clock.held(stopped))
@@ -451,7 +452,7 @@ def _which(group: bool, m: _Member) -> dict[str, str]:
 
 def _create(rt: Runtime, op: str, target: str) -> None:
     """Create the target volume, labelled as this restore's."""
-    rt.journal.append(op, "create")
+    rt.journal.append(op, Step.CREATE)
     made = rt.engine.create_volume(target, {L.CREATED_BY: op})
     if made.labels.get(L.CREATED_BY) != op:
         # The engine hands back a volume someone made a moment ago
@@ -491,8 +492,8 @@ def _stop(
 ) -> None:
     """Stop the running users of `volumes`, each once; `stopped` lists them before any is
     touched, so that a failure or Ctrl-C half-way still starts every one of them again."""
-    targets = quiesce.plan(quiesce.running_users(rt.engine, volumes), "stop")
-    rt.journal.append(op, "stop", containers=[q.as_record() for q in targets])
+    targets = quiesce.plan(quiesce.running_users(rt.engine, volumes), quiesce.Mode.STOP)
+    rt.journal.append(op, Step.STOP, containers=[q.as_record() for q in targets])
     stopped.extend(targets)
     for q in targets:
         rt.reporter.note(f"stopping {q.name}")
@@ -501,7 +502,7 @@ def _stop(
         rt.engine,
         targets,
         rt.config.stop_timeout,
-        before_stop=lambda q: rt.journal.append(op, "stopping", container=q.id),
+        before_stop=lambda q: rt.journal.append(op, Step.STOPPING, container=q.id),
         clock=clock,
     )
 
@@ -514,9 +515,9 @@ def _started(
     clock: quiesce.Clock,
 ) -> None:
     """Start the stopped containers again, each step journaled."""
-    rt.journal.append(op, "start")
+    rt.journal.append(op, Step.START)
     _start(rt, stopped, times, clock)
-    rt.journal.append(op, "started")
+    rt.journal.append(op, Step.STARTED)
 
 
 def _start(
@@ -560,7 +561,7 @@ def _roll_back(
     if not failures:
         # The engine may be gone too: its error must not hide the one that matters.
         with contextlib.suppress(VoltoolError):
-            rt.journal.append(op, "failed", error=str(error) or type(error).__name__)
+            rt.journal.append(op, Step.FAILED, error=str(error) or type(error).__name__)
 
 
 def _created_by(rt: Runtime, volume: str) -> str | None:
@@ -748,7 +749,7 @@ def save_old(
         Mount(target, "/v", read_only=True),
         f"/v/{names.old}",
         names.old,
-        Commit("pre-restore", "stop", meta),
+        Commit("pre-restore", quiesce.Mode.STOP, meta),
         label=f"safety snapshot of {target}",
     )
 

@@ -34,10 +34,12 @@ from voltool.errors import (
     VoltoolError,
 )
 from voltool.ids import new_id, snapshot_volume_name
+from voltool.journal import Kind, Step
 from voltool.keepers import protect, remove_snapshot_volume
 from voltool.layout import DATA_DIR, FORMAT, MANIFEST, META, SNAPSHOT, Meta, SnapshotInfo
 from voltool.locks import volume_lock
 from voltool.manifest import Manifest
+from voltool.quiesce import Mode
 from voltool.runtime import Runtime
 from voltool.tarstream import END_OF_ARCHIVE, file_member
 from voltool.transfer import Transfer
@@ -50,7 +52,7 @@ class SnapshotRequest:
     volumes: tuple[str, ...]
     name: str | None = None
     note: str | None = None
-    quiesce: str = "pause"
+    quiesce: str = Mode.PAUSE
     kind: str = "manual"
     wait: float | None = None
     format: int = 1  # 2: into the volumes' stores, through the agent (voltool.store_copy)
@@ -139,8 +141,8 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
             locks.enter_context(volume_lock(rt, v, op, "snapshot", req.wait))
         rt.journal.append(
             op,
-            "begin",
-            kind="snapshot",
+            Step.BEGIN,
+            kind=Kind.SNAPSHOT,
             volumes=locked,
             snapshots=ids,
             quiesce=req.quiesce,
@@ -155,7 +157,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
             targets = quiesce.plan(users, req.quiesce)
             rt.journal.append(
                 op,
-                "quiesce",
+                Step.QUIESCE,
                 containers=[q.as_record() for q in targets],
                 stop_timeout=rt.config.stop_timeout,
             )
@@ -166,7 +168,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
                     rt.engine,
                     targets,
                     rt.config.stop_timeout,
-                    before_stop=lambda q: rt.journal.append(op, "stopping", container=q.id),
+                    before_stop=lambda q: rt.journal.append(op, Step.STOPPING, container=q.id),
                     clock=clock,
                 )
                 for v in volumes:
@@ -186,7 +188,7 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
                 resumed = not failures
                 if resumed:
                     try:
-                        rt.journal.append(op, "resumed")
+                        rt.journal.append(op, Step.RESUMED)
                     except VoltoolError as e:
                         # Only on the way out of a failure may this go unrecorded
                         # (recover finds them running); on success it must not.
@@ -204,9 +206,9 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
             if abandon(rt, op, left) and resumed:
                 # The engine may be gone too: its error must not hide the one that matters.
                 with contextlib.suppress(VoltoolError):
-                    rt.journal.append(op, "failed", error=str(e) or type(e).__name__)
+                    rt.journal.append(op, Step.FAILED, error=str(e) or type(e).__name__)
             raise
-        rt.journal.append(op, "done")
+        rt.journal.append(op, Step.DONE)
     copies = {c.snapshot.id: c.summary for c in copied}
     return Taken(committed, tuple(clock.held(targets)), uses, copies)
 
@@ -266,7 +268,7 @@ def stream_volume(
     """Create snapshot volume `sid`, stream the tree at `path` (top dir `top`) into its data/,
     and commit it. `label` names the transfer in progress reports."""
     created = create_volume(rt, op, sid, source, commit.kind)
-    rt.journal.append(op, "stream", snapshot=sid, volume=source)
+    rt.journal.append(op, Step.STREAM, snapshot=sid, volume=source)
     with (
         rt.engine.helper(rt.image, [mount], rt.helper_labels(op)) as src,
         # Closed before the helper is removed (see Engine.get_archive).

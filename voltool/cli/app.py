@@ -242,7 +242,9 @@ def snapshot_cmd(
     names = list(volumes or [])
     if project:
         names += catalog.project_volumes(rt, project)
-    mode = "stop" if stop else "none" if no_quiesce else "pause"
+    from voltool.quiesce import Mode
+
+    mode = Mode.STOP if stop else Mode.NONE if no_quiesce else Mode.PAUSE
     request = snapshot.SnapshotRequest(
         tuple(names), name, note, mode, wait=wait, format=rt.config.format
     )
