@@ -24,6 +24,7 @@ from tests.integration.dockertools import (
     voltool,
     wait_for,
 )
+from voltool.errors import ExitCode
 
 pytestmark = pytest.mark.engine
 
@@ -180,3 +181,22 @@ def test_a_killed_group_restore_is_recovered_as_one(
     else:
         assert pre == []
     assert voltool("recover", *project.volumes).out.strip() == "nothing to recover"
+
+
+def test_one_confirmation_names_the_project(dk: Docker, project: Project) -> None:
+    from tests.integration.test_progress import _Pty
+
+    t = _Pty("restore", "--name", "pre", "--project", project.name)
+    prompt = rf"Type the Compose project name \({project.name}\) to restore into its 2 volumes"
+    text = t.read_until(prompt)
+    assert f"restore Compose project {project.name} together (2 volumes" in text
+    t.write(project.volumes[0] + "\n")  # a volume's name is not the answer
+    t.read_until("declined; nothing was changed")
+    assert t.close() == int(ExitCode.DECLINED)
+    _check(dk, project, restored=False)
+    t = _Pty("restore", "--name", "pre", "--project", project.name)
+    t.read_until(prompt)
+    t.write(project.name + "\n")
+    t.read_until(r"to undo: voltool restore \S+ --to " + project.volumes[1])
+    assert t.close() == 0
+    _check(dk, project, restored=True)
