@@ -107,6 +107,15 @@ SnapshotRef = Annotated[
         autocompletion=complete.snapshots,
     ),
 ]
+SnapshotRefs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="[SNAPSHOT]...",
+        help="Snapshot ids or unique id prefixes.",
+        show_default=False,
+        autocompletion=complete.snapshots,
+    ),
+]
 SnapshotName = Annotated[
     str | None, typer.Option("--name", help="Select the snapshot by name instead.")
 ]
@@ -552,13 +561,7 @@ def inspect_cmd(
 @_command
 def delete_cmd(
     ctx: typer.Context,
-    refs: list[str] = typer.Argument(
-        None,
-        metavar="[SNAPSHOT]...",
-        help="Snapshot ids or unique id prefixes.",
-        show_default=False,
-        autocompletion=complete.snapshots,
-    ),
+    refs: SnapshotRefs = None,
     name: SnapshotName = None,
     volume: NameVolume = None,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
@@ -807,13 +810,7 @@ def diff_cmd(
 @_command
 def verify_cmd(
     ctx: typer.Context,
-    refs: list[str] = typer.Argument(
-        None,
-        metavar="[SNAPSHOT]...",
-        help="Snapshot ids or unique id prefixes.",
-        show_default=False,
-        autocompletion=complete.snapshots,
-    ),
+    refs: SnapshotRefs = None,
     all_: bool = typer.Option(False, "--all", help="Every snapshot."),
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
 ) -> None:
@@ -823,7 +820,7 @@ def verify_cmd(
     if bool(refs) == all_:
         raise UsageError("name snapshots to verify, or pass --all")
     rt = _globals(ctx).runtime(quiet=as_json)
-    snaps = catalog.list_snapshots(rt) if all_ else catalog.resolve_all(rt, refs)
+    snaps = catalog.list_snapshots(rt) if all_ else catalog.resolve_all(rt, refs or [])
     reports = [verify.verify(rt, s) for s in snaps if s.state != "incomplete" or not all_]
     if as_json:
         render.print_json([render.verify_record(r) for r in reports])
@@ -1160,13 +1157,7 @@ def prune_cmd(
 @_command
 def migrate_cmd(
     ctx: typer.Context,
-    refs: list[str] = typer.Argument(
-        None,
-        metavar="[SNAPSHOT]...",
-        help="Snapshot ids or unique id prefixes.",
-        show_default=False,
-        autocompletion=complete.snapshots,
-    ),
+    refs: SnapshotRefs = None,
     all_: bool = typer.Option(False, "--all", help="Every format-1 snapshot."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would move; move nothing."),
     wait: float | None = typer.Option(
@@ -1183,7 +1174,7 @@ def migrate_cmd(
     if bool(refs) == all_:
         raise UsageError("name snapshots to migrate, or pass --all")
     rt = _globals(ctx).runtime(quiet=as_json)
-    snaps = migrate.candidates(rt, None if all_ else list(refs))
+    snaps = migrate.candidates(rt, None if all_ else list(refs or []))
     if dry_run:
         for s in snaps:
             to = store.store_name(s.source)
