@@ -8,13 +8,14 @@ should not.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.integration.dockertools import Docker, voltool
-from tests.integration.test_store import agent, scan, snap
+from tests.integration.dockertools import Docker, records, voltool
+from tests.integration.test_store import F2, agent, scan, snap
 
 pytestmark = pytest.mark.engine
 
@@ -89,6 +90,32 @@ def test_a_fifo_the_grep_cannot_see_still_needs_allow_special(
     _rewrite_info(dk, store, sid, tree_digest=tampered["digest"], entries=tampered["entries"])
     r = voltool("restore", sid, "--to", f"{vol}-copy", "--create", "--dry-run")
     assert r.code == 6 and "--allow-special" in r.err, (r.code, r.err)
+
+
+@pytest.mark.parametrize("command", ["snapshot", "diff", "verify"])
+def test_a_fifo_for_a_stored_manifest_does_not_hang(
+    dk: Docker, agent: str, volume: Callable[..., str], command: str
+) -> None:
+    vol = volume("echo one > /v/a")
+    made = snap(vol)
+    store, sid = made["volume"], made["id"]
+    dk.run({store: "/s"}, f"cd /s/snapshots/{sid} && rm manifest.jsonl && mkfifo manifest.jsonl")
+    args = {
+        "snapshot": ["snapshot", vol],
+        "diff": ["diff", sid, vol],
+        "verify": ["verify", sid],
+    }[command]
+    try:
+        r = voltool(*args, env=F2, timeout=90)
+    except subprocess.TimeoutExpired:
+        _kill_users(dk, store, vol)
+        pytest.fail(f"voltool {command} hung on a FIFO in the store")
+    if command == "snapshot":
+        assert r.code == 0, r.err  # a full copy: the damaged snapshot is not linked from
+        (newer,) = [s for s in records(voltool("list", "--json", vol).out) if s["id"] != sid]
+        assert newer["state"] == "complete"
+    else:
+        assert r.code != 0 and "Traceback" not in r.err, r.err
 
 
 def test_a_snapshot_whose_data_is_a_symlink_is_refused(
