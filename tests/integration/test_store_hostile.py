@@ -118,6 +118,21 @@ def test_a_fifo_for_a_stored_manifest_does_not_hang(
         assert r.code != 0 and "Traceback" not in r.err, r.err
 
 
+def test_the_same_id_in_two_stores_lists_both(dk: Docker, volume: Callable[..., str]) -> None:
+    a, b = volume("echo a > /v/f"), volume("echo b > /v/f")
+    sa, sb = snap(a), snap(b)
+    # Store b gets a snapshot under store a's snapshot's id, consistent for b.
+    sid, other = sa["id"], sb["id"]
+    dk.run(
+        {sb["volume"]: "/s"},
+        f"cd /s/snapshots && mv {other} {sid} && cd {sid} && "
+        f"sed -i s/{other}/{sid}/ begun.json snapshot.json",
+    )
+    listed = records(voltool("list", "--json").out)
+    mine = sorted((s["volume"], s["source"]) for s in listed if s["id"] == sid)
+    assert mine == sorted([(sa["volume"], a), (sb["volume"], b)]), mine
+
+
 def test_a_snapshot_whose_data_is_a_symlink_is_refused(
     dk: Docker, volume: Callable[..., str]
 ) -> None:
