@@ -170,9 +170,13 @@ def with_metadata(rt: Runtime, snapshots: list[Snapshot]) -> list[Snapshot]:
         batch = plain[start : start + _MOUNTS_PER_READER]
         files.update(_read_metadata_files(rt, batch))
     stored = {s.volume: s.source for s in snapshots if s.in_store}
-    again = {s.id: s for s in _in_stores(rt, stored)}
+    # By store and id: a store can be altered to hold another store's id.
+    again = {(s.volume, s.id): s for s in _in_stores(rt, stored)}
     return [
-        (again.get(s.id) or replace(s, committed=False, info=None, problem="it was deleted"))
+        (
+            again.get((s.volume, s.id))
+            or replace(s, committed=False, info=None, problem="it was deleted")
+        )
         if s.in_store
         else _attach(s, files.get(s.id, {}))
         for s in snapshots

@@ -45,18 +45,20 @@ def _text(packed: object) -> str:
 def root_and_special(
     rt: Runtime, snapshot: Snapshot
 ) -> tuple[ManifestEntry, tuple[str, str] | None]:
-    """The snapshot's root entry, and the first device node or FIFO it holds (type, path)."""
+    """The snapshot's root entry, and the first device node or FIFO its data holds (type,
+    path): looked for in the data, which is what a staging copy recreates, not in the
+    manifest, which nothing holds to snapshot.json before the copy."""
     mounts = [Mount(snapshot.volume, store.MOUNT, read_only=True)]
     result = rt.engine.run(
         rt.image,
         mounts,
         rt.helper_labels(new_id()),
         program("store-peek"),
-        [snapshot.path(MANIFEST)],
+        [snapshot.base, str(_MAX_LINE)],
     )
-    lines = result.stdout.splitlines()
-    if result.exit_code != 0 or not lines:
-        raise IntegrityError(f"snapshot {snapshot.id}: its manifest cannot be read")
+    lines = result.stdout.split(b"\n")
+    if result.exit_code != 0 or len(lines) < 2:
+        raise IntegrityError(f"snapshot {snapshot.id}: its manifest or data cannot be read")
     try:
         first = json.loads(lines[0])
         root = ManifestEntry(
@@ -70,13 +72,15 @@ def root_and_special(
         )
         if first.get("path") != "." or first.get("type") != "dir":
             raise ValueError("not the root")
-        special = None
-        if len(lines) > 1:
-            entry = json.loads(lines[1])
-            if entry.get("type") in _SPECIAL:
-                special = (str(entry["type"]), _text(entry.get("path")))
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"snapshot {snapshot.id}: its manifest has no root entry") from None
+    special = None
+    kind = lines[1].decode("ascii", "replace")
+    if kind:
+        if kind not in _SPECIAL:
+            raise IntegrityError(f"snapshot {snapshot.id}: its data cannot be read")
+        path = b"\n".join(lines[2:]).removesuffix(b"\n")
+        special = (kind, path.decode("utf-8", "surrogateescape"))
     return root, special
 
 
@@ -158,9 +162,19 @@ def _entry(snapshot: Snapshot, line: bytes) -> ManifestEntry:
         raise IntegrityError(f"snapshot {snapshot.id}: its manifest has a malformed line") from None
 
 
-def stage(rt: Runtime, op: str, snapshot: Snapshot, target: str, stage_name: str) -> None:
+def stage(
+    rt: Runtime,
+    op: str,
+    snapshot: Snapshot,
+    target: str,
+    stage_name: str,
+    allow_special: bool = True,
+) -> None:
     """Have the agent copy the snapshot's data into `target`'s staging directory, and hold
-    what it copied to the snapshot: the same entries, and the same tree digest."""
+    what it copied to the snapshot: the same entries, and the same tree digest.
+
+    `allow_special` False: a device node or FIFO in the data, or in what was copied,
+    fails the staging (the plan's check, made again where the copy is made)."""
     info = snapshot.info
     assert info is not None
     mounts = [
@@ -174,7 +188,7 @@ def stage(rt: Runtime, op: str, snapshot: Snapshot, target: str, stage_name: str
             _image(rt),
             op,
             mounts,
-            [stage_name, snapshot.path(DATA_DIR)],
+            [stage_name, snapshot.path(DATA_DIR), "special" if allow_special else "none"],
             script=program("store-stage"),
         )
     finally:

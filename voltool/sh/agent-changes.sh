@@ -3,6 +3,10 @@
 # one JSON line sums its differences up: {"missing": N, "extra": N,
 # "changed": N, "first": [[path, kind, fields]...]}, the first $3 of them,
 # "missing" meaning in the manifest only. The agent's stderr is the helper's.
+if [ -L "$2" ] || [ ! -f "$2" ]; then
+  echo '{"event": "fatal", "message": "the manifest is not a regular file"}' >&2
+  exit 3
+fi
 python3 -I -m voltool_agent verify "$1" "$2" > /tmp/differences
 code=$?
 python3 -I - /tmp/differences "$3" <<'PY' || exit 3

@@ -1,8 +1,11 @@
 #!/bin/sh
 # Remove snapshot $1's directory from the store mounted at /store. Renamed
 # first, so that a delete cut short never leaves half a snapshot listed.
+# Nothing is followed through a symlink: /store/snapshots must not be one, and
+# rm -rf removes a symlink, never what it points to.
 set -e
+[ ! -L /store/snapshots ] || { echo "/store/snapshots is a symlink" >&2; exit 3; }
 cd /store/snapshots
-if [ -d "$1" ]; then mv -T -- "$1" ".gone-$1"; fi
+if [ -d "$1" ] || [ -L "$1" ]; then mv -T -- "$1" ".gone-$1"; fi
 rm -rf -- ".gone-$1"
 sync -f .

@@ -2,10 +2,12 @@
 # What the store mounted at /store holds: for each complete snapshot, a line
 # "<id> <bytes>", the bytes of its files that no other snapshot shares (a link
 # count of 1); then "total <bytes>", every file of the store counted once.
-cd /store/snapshots || exit 3
+[ ! -L /store/snapshots ] && cd /store/snapshots || exit 3
 for d in *; do
   case "$d" in *[!0-9a-f]*|"") continue;; esac
-  if [ ! -f "$d/snapshot.json" ] || [ ! -d "$d/data" ]; then continue; fi
+  if [ -L "$d" ] || [ -L "$d/data" ] || [ ! -f "$d/snapshot.json" ] || [ ! -d "$d/data" ]; then
+    continue
+  fi
   find "$d/data" -type f -links 1 -exec stat -c %s {} + \
     | awk -v id="$d" '{ s += $1 } END { printf "%s %d\n", id, s }'
 done
