@@ -354,6 +354,11 @@ def execute_together(
             create, old_mtime = _recheck_target(rt, p, opts)
             # A volume this restore creates holds nothing before it: no old data to keep.
             safety = new_id() if opts.safety_snapshot and not create else None
+            if safety and fmt == store.FORMAT:
+                # Where the old data will go must be the target's store, known before
+                # anything is staged: after the swap, a name taken by another volume
+                # would leave the restore pending.
+                store.ensure_store(rt, p.target, op)
             members.append(_Member(p, create, old_mtime, safety))
         # A single restore's begin record is its one member's record, as it always was.
         described = {"members": [m.record() for m in members]} if group else members[0].record()
@@ -579,7 +584,7 @@ def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: boo
     """Stream the snapshot's data into the target's staging directory, checking every entry
     (a stored snapshot: have the agent copy it there, and check what it copied)."""
     if p.manifest is None:
-        stored.stage(rt, op, p.snapshot, p.target, names.stage)
+        stored.stage(rt, op, p.snapshot, p.target, names.stage, allow_special)
         return
     limits = Limits(max_entries=p.info.entries, max_bytes=p.info.bytes, allow_special=allow_special)
     labels = rt.helper_labels(op)

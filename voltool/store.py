@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from voltool import labels as L
 from voltool.engine import Mount
-from voltool.errors import EngineError, IntegrityError, NotFound, VoltoolError
+from voltool.errors import EngineError, IntegrityError, NotFound, PreconditionFailed, VoltoolError
 from voltool.ids import is_valid_id, new_id
 from voltool.runtime import Runtime
 from voltool.sh import program
@@ -118,7 +118,7 @@ def ensure_store(rt: Runtime, source: str, op: str) -> str:
     except NotFound:
         found = rt.engine.create_volume(name, store_labels(rt, op, source))
     if found.labels.get(L.ROLE) != L.ROLE_STORE or found.labels.get(L.SOURCE) != source:
-        raise EngineError(
+        raise PreconditionFailed(
             f"volume {quoted(name)} is in the way of the store of {quoted(source)}: "
             "it is not one of voltool's stores for that volume"
         )

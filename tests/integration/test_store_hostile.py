@@ -146,3 +146,19 @@ def test_a_snapshot_whose_data_is_a_symlink_is_refused(
     assert used.code == 0 and "Traceback" not in used.err, used.err
     assert voltool("delete", sid, "--yes").code == 0
     assert store not in _names(dk)  # its last snapshot: the store went with it
+
+
+def test_a_volume_in_the_way_of_the_store_stops_a_restore_before_it_begins(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    vol = volume("echo one > /v/a")
+    made = records(voltool("snapshot", "--json", vol).out)[0]  # format 1
+    dk.run({vol: "/v"}, "echo changed > /v/a")
+    squatter = f"voltool-store-{vol}"
+    dk.client.volumes.create(squatter)  # a user's volume, not voltool's store
+    dk.also.append(squatter)
+    r = voltool("restore", "--yes", made["id"], env={"VOLTOOL_FORMAT": "2"})
+    assert r.code == 5 and "in the way of the store" in r.err, r.err
+    assert dk.read(vol, "a") == b"changed\n"
+    assert voltool("recover", vol).out.strip() == "nothing to recover"
+    assert dk.managed_containers() == []

@@ -13,7 +13,8 @@ Commands
         agent and whether its SHA-256 is OpenSSL's (the agent image's check).
     scan ROOT
         Write the manifest of the tree at ROOT to stdout.
-    copy SRC DST [--prev TREE MANIFEST --prev-started NS [--prev-by-content]] [--no-sync]
+    copy SRC DST [--prev TREE MANIFEST --prev-started NS [--prev-by-content]]
+         [--no-sync] [--private-root]
         Copy the tree at SRC into DST (made 0o700, or an existing empty
         directory), and write the manifest of what was copied to stdout. With
         --prev, files unchanged since the copy that made TREE and MANIFEST
@@ -23,7 +24,9 @@ Commands
         manifest's, whatever their inode (a source no one writes to). TREE must
         be on DST's filesystem. Unless
         --no-sync, SRC's filesystem is flushed first (see main._syncfs).
-        DST's root gets SRC's mode last: until then it is 0o700.
+        DST's root gets SRC's mode last: until then it is 0o700 (with
+        --private-root it stays so, and gets none of SRC's root metadata: a
+        restore's staging directory).
     verify TREE MANIFEST
         Hash TREE again and compare it with MANIFEST ("-": stdin); write the
         differences to stdout (see verify.py).

@@ -142,8 +142,12 @@ class Copier:
         started_ns: int,
         emit: Callable[[Entry], None],
         prev: Prev | None = None,
+        private_root: bool = False,
     ) -> None:
         self.reporter = reporter
+        # DST's root keeps its 0o700 (a restore's staging directory, whose entries are
+        # moved out of it): the root's entry is still in the manifest and the digest.
+        self.private_root = private_root
         self.counts = reporter.counts
         self.src_fd, self.dst_fd = src_fd, dst_fd
         self.started_ns = started_ns
@@ -216,7 +220,7 @@ class Copier:
 
     def _leave(self) -> None:
         d = self._dirs.pop()
-        if d.entry is not None:
+        if d.entry is not None and not (self.private_root and d.dst_fd == self.dst_fd):
             _apply_fd(d.dst_fd, d.entry)
         if self._dirs:
             self._reopen(self._dirs[-1], d)

@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--prev-started", type=int, metavar="NS")
     copy.add_argument("--prev-by-content", action="store_true")
     copy.add_argument("--no-sync", action="store_true")
+    copy.add_argument("--private-root", action="store_true")
     verify = sub.add_parser("verify", add_help=False)
     verify.add_argument("tree")
     verify.add_argument("manifest")
@@ -168,7 +169,7 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
         counts.files += entry.type == "file"
 
     try:
-        Copier(reporter, src, dst, started, emit, prev).run()
+        Copier(reporter, src, dst, started, emit, prev, args.private_root).run()
     except ValueError as e:  # the previous manifest
         raise Fatal(f"previous manifest: {e}") from None
     out.flush()

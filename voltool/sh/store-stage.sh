@@ -13,9 +13,8 @@ done
 if [ "$3" != special ] && special "$s/"; then
   fail "the snapshot holds a device node or FIFO: restoring it needs --allow-special"
 fi
-python3 -I -m voltool_agent copy --no-sync "$s" "/v/$1" > /dev/null
+python3 -I -m voltool_agent copy --no-sync --private-root "$s" "/v/$1" > /dev/null
 code=$?
-if [ -d "/v/$1" ] && [ ! -L "/v/$1" ]; then chmod 700 "/v/$1" || code=3; fi
 if [ "$code" -eq 0 ] && [ "$3" != special ] && special "/v/$1/"; then
   fail "the staged copy holds a device node or FIFO: restoring it needs --allow-special"
 fi
