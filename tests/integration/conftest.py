@@ -100,6 +100,18 @@ def dk(engine_client: docker.DockerClient) -> Docker:
     return Docker(engine_client, image)
 
 
+@pytest.fixture(scope="session")
+def agent(dk: Docker) -> Iterator[str]:
+    """The agent image (built offline the first time), for format-2 tests."""
+    from voltool import agent_image
+
+    engine = Engine.connect(resolve(None, None), 600)
+    try:
+        yield agent_image.ensure(engine, "/bin/busybox", Reporter())
+    finally:
+        engine.close()
+
+
 @pytest.fixture
 def volume(dk: Docker) -> Iterator[Callable[..., str]]:
     """Make uniquely named volumes; remove them, their snapshots and their users afterwards.

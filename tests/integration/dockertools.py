@@ -288,6 +288,17 @@ def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> An
     raise AssertionError(f"timed out waiting for {what}")
 
 
+F2 = {"VOLTOOL_FORMAT": "2"}  # new snapshots in format 2 (stores, the agent)
+
+
+def snapshot_record(vol: str, *more: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`voltool snapshot --json VOL MORE...`, which must succeed: the new snapshot's record."""
+    r = voltool("snapshot", "--json", vol, *more, env=env)
+    assert r.code == 0, r.err
+    (made,) = records(r.out)
+    return made  # type: ignore[no-any-return]
+
+
 def hold_env(step: str, hold_file: Path) -> dict[str, str]:
     return {"VOLTOOL_TEST_HOLD_AT": step, "VOLTOOL_TEST_HOLD_FILE": str(hold_file)}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +17,21 @@ import docker
 import pytest
 
 from tests.integration.dockertools import (
+    F2,
+    FIDELITY_SCRIPT,
     Docker,
     hold_env,
     records,
+    snapshot_record,
     start_voltool,
     voltool,
     wait_for,
 )
-from voltool import agent_image
-from voltool.endpoint import resolve
-from voltool.engine import Engine
-from voltool.report import Reporter
 
 pytestmark = pytest.mark.engine
 
-F2 = {"VOLTOOL_FORMAT": "2"}
-
-# Everything the archive API loses, and the usual tricky entries.
-FIDELITY_TREE = r"""
+# On top of the tricky tree of format 1's tests: everything the archive API loses.
+FORMAT_2_EXTRAS = r"""
 set -e
 cd /v
 mkdir -p d/sub a
@@ -54,7 +51,7 @@ dd if=/dev/zero of=sparse bs=1 count=0 seek=104857600 2>/dev/null
 printf x | dd of=sparse bs=1 seek=52428800 conv=notrunc 2>/dev/null
 mkfifo fifo; mknod null c 1 3
 python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.bind("sock")'
-ln -s ../.. a/up; ln -s nowhere dangling
+ln -s ../.. a/up
 printf q > "$(printf 'name-\377')"
 printf s > suid; chmod 4755 suid; ln suid suid-link; ln f f2; ln f f3
 chown 33:33 d/sub; chmod 1777 d
@@ -63,13 +60,18 @@ chown 33:33 d/sub; chmod 1777 d
 _IGNORED = {"ino", "dev", "ctime_ns", "atime_ns", "nlink"}
 
 
-@pytest.fixture(scope="module")
-def agent(dk: Docker) -> Iterator[str]:
-    engine = Engine.connect(resolve(None, None), 600)
-    try:
-        yield agent_image.ensure(engine, "/bin/busybox", Reporter())
-    finally:
-        engine.close()
+def fidelity_volume(dk: Docker, agent: str, volume: Callable[..., str]) -> str:
+    """A volume with the tricky tree, and what only format 2 keeps (written by Python)."""
+    vol = volume(FIDELITY_SCRIPT)
+    dk.client.containers.run(
+        agent,
+        ["-c", FORMAT_2_EXTRAS],
+        entrypoint=["/bin/sh"],
+        volumes={vol: {"bind": "/v", "mode": "rw"}},
+        network_mode="none",
+        remove=True,
+    )
+    return vol
 
 
 def scan(dk: Docker, image: str, volume: str, sub: str = "") -> list[dict[str, Any]]:
@@ -106,24 +108,13 @@ def inodes(dk: Docker, store: str) -> dict[str, int]:
 
 
 def snap(vol: str, *more: str) -> dict[str, Any]:
-    r = voltool("snapshot", "--json", vol, *more, env=F2)
-    assert r.code == 0, r.err
-    (made,) = records(r.out)
-    return made  # type: ignore[no-any-return]
+    return snapshot_record(vol, *more, env=F2)
 
 
 def test_a_stored_snapshot_keeps_everything_the_archive_api_loses(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
-    vol = volume()
-    dk.client.containers.run(
-        agent,
-        ["-c", FIDELITY_TREE],
-        entrypoint=["/bin/sh"],
-        volumes={vol: {"bind": "/v", "mode": "rw"}},
-        network_mode="none",
-        remove=True,
-    )
+    vol = fidelity_volume(dk, agent, volume)
     source = scan(dk, agent, vol)
     types = {e["type"] for e in source}
     assert types >= {"file", "dir", "symlink", "fifo", "char", "socket"}, types
@@ -284,15 +275,7 @@ def _same_tree(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
 def test_a_stored_snapshot_restores_everything_into_a_new_volume(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
-    vol = volume()
-    dk.client.containers.run(
-        agent,
-        ["-c", FIDELITY_TREE],
-        entrypoint=["/bin/sh"],
-        volumes={vol: {"bind": "/v", "mode": "rw"}},
-        network_mode="none",
-        remove=True,
-    )
+    vol = fidelity_volume(dk, agent, volume)
     made = snap(vol)
     copy = f"{vol}-copy"
     dk.also.append(copy)

@@ -14,12 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.dockertools import Docker, records, voltool
-from tests.integration.test_store import F2, agent, scan, snap
+from tests.integration.dockertools import F2, Docker, records, voltool
+from tests.integration.test_store import scan, snap
 
 pytestmark = pytest.mark.engine
-
-__all__ = ["agent"]  # the module fixture, shared
 
 
 def _summary(dk: Docker, image: str, volume: str, path: str) -> dict[str, Any]:

@@ -2,52 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.dockertools import (
+    F2,
     FIDELITY_SCRIPT,
     Docker,
     hold_env,
     records,
+    snapshot_record,
     start_voltool,
     voltool,
     wait_for,
 )
-from voltool import agent_image
-from voltool.endpoint import resolve
-from voltool.engine import Engine
-from voltool.report import Reporter
 
 pytestmark = pytest.mark.engine
-
-F2 = {"VOLTOOL_FORMAT": "2"}
-
-
-@pytest.fixture(scope="module")
-def agent(dk: Docker) -> Iterator[str]:
-    engine = Engine.connect(resolve(None, None), 600)
-    try:
-        yield agent_image.ensure(engine, "/bin/busybox", Reporter())
-    finally:
-        engine.close()
-
-
-def _snap(vol: str, *more: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    r = voltool("snapshot", "--json", vol, *more, env=env)
-    assert r.code == 0, r.err
-    (made,) = records(r.out)
-    return made  # type: ignore[no-any-return]
 
 
 def test_a_stored_snapshot_exports_imports_and_restores_as_its_source(
     dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path
 ) -> None:
     original = volume(FIDELITY_SCRIPT)
-    made = _snap(original, "--name", "kept", env=F2)
+    made = snapshot_record(original, "--name", "kept", env=F2)
     assert made["volume"] == f"voltool-store-{original}"
     path = tmp_path / "out.tar.zst"
     r = voltool("export", made["id"], "-o", str(path))
@@ -76,7 +56,7 @@ def test_a_tampered_store_is_not_exported(
     dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path
 ) -> None:
     vol = volume("echo small > /v/small.txt; echo other > /v/other")
-    made = _snap(vol, env=F2)
+    made = snapshot_record(vol, env=F2)
     store = made["volume"]
     dk.run({store: "/s"}, 'echo SMALL > "/s/snapshots/$1/data/small.txt"', made["id"])
     files = tmp_path / "files"
@@ -112,10 +92,10 @@ def test_migrate_moves_format_1_snapshots_into_the_store(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
     vol = volume("echo same > /v/same; echo one > /v/changes; mkdir /v/d; ln /v/same /v/d/h")
-    first = _snap(vol, "--name", "first")
+    first = snapshot_record(vol, "--name", "first")
     assert voltool("pin", first["id"]).code == 0
     dk.run({vol: "/v"}, "echo two > /v/changes")
-    second = _snap(vol, "--name", "second")
+    second = snapshot_record(vol, "--name", "second")
     assert first["volume"] == f"voltool-snap-{first['id']}"
 
     dry = voltool("migrate", "--all", "--dry-run", "--json")
@@ -155,7 +135,7 @@ def test_a_migrate_killed_before_the_removal_keeps_the_snapshot_volume(
     dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path, step: str
 ) -> None:
     vol = volume("echo x > /v/x")
-    old = _snap(vol, "--name", "kept")
+    old = snapshot_record(vol, "--name", "kept")
     hold = tmp_path / "hold"
     proc = start_voltool("migrate", old["id"], env=hold_env(step, hold))
     wait_for(hold.exists, 120, f"the migrate to reach {step}")
