@@ -400,12 +400,15 @@ def test_du_shows_what_each_snapshot_alone_holds(
     vol = volume("head -c 1000000 /dev/urandom > /v/big")
     time.sleep(1.1)
     first = snap(vol)
-    dk.run({vol: "/v"}, "head -c 300000 /dev/urandom > /v/more")
+    # And 3 GiB that take no room (sparse): sizes beyond 32 bits are summed right.
+    sparse = "dd if=/dev/zero of=/v/sparse bs=1 count=0 seek=3221225472 2>/dev/null"
+    dk.run({vol: "/v"}, f"head -c 300000 /dev/urandom > /v/more && {sparse}")
     second = snap(vol)
     r = voltool("du", vol, "--json")
     assert r.code == 0, r.err
     rows = records(r.out)
     alone = {x["id"]: x["alone_bytes"] for x in rows if "id" in x}
-    assert alone == {first["id"]: 0, second["id"]: 300000}  # big is shared by both
+    # big is shared by both
+    assert alone == {first["id"]: 0, second["id"]: 300000 + 3221225472}
     (total,) = [x["total_bytes"] for x in rows if "total_bytes" in x]
     assert 1300000 <= total < 1300000 + 1000000  # big is counted once

@@ -9,7 +9,8 @@ for d in *; do
     continue
   fi
   find "$d/data" -type f -links 1 -exec stat -c %s {} + \
-    | awk -v id="$d" '{ s += $1 } END { printf "%s %d\n", id, s }'
+    | awk -v id="$d" '{ s += $1 } END { printf "%s %.0f\n", id, s }'
 done
 # busybox du counts a file with several links once; -k: 1024-byte blocks in use.
-du -sk /store | awk '{ printf "total %d\n", $1 * 1024 }'
+# (%.0f, not %d: busybox awk's %d stops at 2 GiB.)
+du -sk /store | awk '{ printf "total %.0f\n", $1 * 1024 }'
