@@ -9,6 +9,7 @@ JSON lines of errors, warnings and one summary (voltool/agent/report.py).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -84,7 +85,9 @@ def run(
     program of voltool.sh that runs the agent its own way.
     """
     program_text = script if script is not None else program("agent-run")
-    result = rt.engine.run(image, mounts, rt.helper_labels(op), program_text, args)
+    result = rt.engine.run(
+        image, mounts, rt.helper_labels(op), program_text, args, _test_environment()
+    )
     summary = None
     fatal = None
     errors: list[str] = []
@@ -121,6 +124,14 @@ def checked(result: AgentResult, what: str) -> Summary:
         more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
         raise IntegrityError(f"{what} failed: {result.errors[0]}{more}")
     raise EngineError(f"{what} failed: the agent exited with {result.code}")
+
+
+def _test_environment() -> dict[str, str] | None:
+    """Crash tests' hold points inside the agent (voltool/agent/report.py, hold_for_tests),
+    passed on only when set here, and only those named `agent-...`."""
+    steps = [s for s in os.environ.get("VOLTOOL_TEST_HOLD_AT", "").split(",") if s]
+    held = [s for s in steps if s.startswith("agent-")]
+    return {"VOLTOOL_TEST_HOLD_AT": ",".join(held)} if held else None
 
 
 def _path(packed: object) -> str:

@@ -329,8 +329,11 @@ class Engine:
         container_labels: dict[str, str],
         command: list[str] | None = None,
         name: str | None = None,
+        environment: dict[str, str] | None = None,
     ) -> str:
-        """Create (never start) a container with no network; returns its id."""
+        """Create (never start) a container with no network; returns its id.
+
+        `environment` shows in `docker inspect`: never a secret."""
         binds = {
             m.volume: {"bind": m.path, "mode": ("ro" if m.read_only else "rw") + ",nocopy"}
             for m in mounts
@@ -349,6 +352,7 @@ class Engine:
                 host_config=host_config,
                 network_disabled=True,
                 name=name,
+                environment=environment,
             )
         return str(answer["Id"])
 
@@ -370,6 +374,7 @@ class Engine:
         helper_labels: dict[str, str],
         script: str,
         args: Iterable[str] = (),
+        environment: dict[str, str] | None = None,
     ) -> RunResult:
         """Run `sh -c script args...` in a started helper, wait for it, and remove it.
 
@@ -379,7 +384,8 @@ class Engine:
         """
         import docker.utils.socket
 
-        cid = self.create_container(image, mounts, helper_labels, ["-c", script, "sh", *args])
+        command = ["-c", script, "sh", *args]
+        cid = self.create_container(image, mounts, helper_labels, command, environment=environment)
         try:
             with translated("run helper"):
                 sock = self._api.attach_socket(

@@ -7,6 +7,7 @@ a volume or container name, so a tampered label can never name something else.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 
@@ -28,6 +29,15 @@ VOLUME_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 def new_id() -> str:
     """Return a fresh random id that matches `ID_PATTERN`."""
     return secrets.token_hex(ID_LENGTH // 2)
+
+
+def creation_time() -> dt.datetime:
+    """Now, in UTC, to the millisecond: the `created` of a new snapshot.
+
+    Milliseconds, not seconds: two snapshots of one volume taken within a second must
+    still list, and count as latest, in the order they were taken."""
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def is_valid_id(value: str) -> bool:

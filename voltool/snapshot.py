@@ -33,7 +33,7 @@ from voltool.errors import (
     UsageError,
     VoltoolError,
 )
-from voltool.ids import new_id, snapshot_volume_name
+from voltool.ids import creation_time, new_id, snapshot_volume_name
 from voltool.journal import Kind, Step
 from voltool.keepers import protect, remove_snapshot_volume
 from voltool.layout import DATA_DIR, FORMAT, MANIFEST, META, SNAPSHOT, Meta, SnapshotInfo
@@ -292,7 +292,7 @@ def stream_volume(
 def create_volume(rt: Runtime, op: str, sid: str, source: str, kind: str) -> dt.datetime:
     """Create the (empty, uncommitted) snapshot volume for `sid`, and its keeper (so that
     `docker volume prune` never removes it); returns its creation time."""
-    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    created = creation_time()
     volume = snapshot_volume_name(sid)
     rt.engine.create_volume(
         volume,

@@ -18,6 +18,7 @@ from voltool import __version__, agentrun, catalog, journal, store
 from voltool.catalog import Snapshot
 from voltool.engine import Mount
 from voltool.errors import EngineError
+from voltool.ids import creation_time
 from voltool.layout import DATA_DIR, MANIFEST, Meta, SnapshotInfo
 from voltool.runtime import Runtime
 from voltool.sh import program
@@ -70,7 +71,7 @@ def copy(
     `by_content` (its source is a snapshot volume: see voltool/agent/copy.py)."""
     volume = store.store_name(source)
     if created is None:
-        created = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        created = creation_time()
     begun = store.Begun(sid, source, created.isoformat(), kind, op, rt.owner.token())
     prev = latest(rt, volume, source)
     extra: list[str] = []

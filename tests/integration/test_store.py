@@ -190,18 +190,25 @@ def test_docker_volume_prune_leaves_stores_alone(
     assert keepers == []
 
 
-def _big(dk: Docker, vol: str) -> None:
-    dk.run({vol: "/v"}, "cd /v && for i in $(seq 8); do head -c 16777216 /dev/urandom > b$i; done")
+def _agent_held_mid_copy(dk: Docker, agent: str, vol: str, *argv: str) -> tuple[Any, Any]:
+    """Start `voltool ARGV` (format 2) and return it with the helper that copies into or out
+    of `vol`, once its agent has copied one file and stopped there for good (the agent's
+    hold point: voltool/agent/report.py), so that a test kills one or the other mid-copy
+    deterministically, however fast the machine. A file linked rather than copied does not
+    stop it."""
+    proc = start_voltool(*argv, env={**F2, "VOLTOOL_TEST_HOLD_AT": "agent-copied-a-file"})
 
+    def held() -> list[Any]:
+        return [
+            c
+            for c in dk.client.containers.list(filters={"label": "io.voltool.role=helper"})
+            if any(m.get("Name") == vol for m in c.attrs["Mounts"])
+            and c.attrs["Config"]["Image"] == agent
+            and b'"event": "held"' in c.logs(stdout=False, stderr=True)
+        ]
 
-def _copying(dk: Docker, agent: str, vol: str) -> list[Any]:
-    """The helper of the agent image that copies `vol`, while it runs."""
-    return [
-        c
-        for c in dk.client.containers.list(filters={"label": "io.voltool.role=helper"})
-        if any(m.get("Name") == vol for m in c.attrs["Mounts"])
-        and c.attrs["Config"]["Image"] == agent
-    ]
+    (helper,) = wait_for(held, 120, "the agent to copy a file")
+    return proc, helper
 
 
 def _recovered(dk: Docker, vol: str) -> None:
@@ -230,11 +237,8 @@ def test_a_snapshot_killed_before_its_commit_is_never_usable(
 def test_a_snapshot_killed_mid_copy_is_never_usable(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
-    vol = volume()
-    _big(dk, vol)
-    proc = start_voltool("snapshot", vol, env=F2)
-    (helper,) = wait_for(lambda: _copying(dk, agent, vol), 120, "the agent to start")
-    helper.pause()  # wherever the copy is: voltool cannot commit while it runs
+    vol = volume("echo one > /v/a && echo two > /v/b")
+    proc, _ = _agent_held_mid_copy(dk, agent, vol, "snapshot", vol)
     proc.kill()
     proc.wait(30)
     assert all(s["state"] != "complete" for s in records(voltool("list", "--json", vol).out))
@@ -244,11 +248,8 @@ def test_a_snapshot_killed_mid_copy_is_never_usable(
 def test_a_killed_agent_fails_the_snapshot_cleanly(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
-    vol = volume()
-    _big(dk, vol)
-    proc = start_voltool("snapshot", vol, env=F2)
-    (helper,) = wait_for(lambda: _copying(dk, agent, vol), 120, "the agent to start")
-    helper.pause()
+    vol = volume("echo one > /v/a && echo two > /v/b")
+    proc, helper = _agent_held_mid_copy(dk, agent, vol, "snapshot", vol)
     helper.kill()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "Traceback" not in err, err
@@ -371,6 +372,30 @@ def test_a_killed_restore_of_a_stored_snapshot_is_recovered(
     else:
         _same_tree(got, current)
     assert dk.status(app) == "running"
+    assert dk.managed_containers() == []
+    assert voltool("recover", vol).out.strip() == "nothing to recover"
+
+
+@pytest.mark.parametrize("killed", ["voltool", "agent"])
+def test_a_restore_killed_while_its_agent_stages_leaves_the_volume_as_it_was(
+    dk: Docker, agent: str, volume: Callable[..., str], killed: str
+) -> None:
+    vol = volume("cd /v && echo one > a && echo two > b")
+    time.sleep(1.1)  # not racily clean: the pre-restore snapshot links both files
+    made = snap(vol)
+    dk.run({vol: "/v"}, "rm /v/b")  # changed, but nothing for the pre-restore copy to copy
+    current = scan(dk, agent, vol)
+    proc, helper = _agent_held_mid_copy(dk, agent, vol, "restore", "--yes", made["id"])
+    if killed == "voltool":
+        proc.kill()
+        proc.wait(30)
+        r = voltool("recover", vol)
+        assert r.code == 0, r.err
+    else:
+        helper.kill()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode != 0 and "Traceback" not in err, err
+    _same_tree(scan(dk, agent, vol), current)
     assert dk.managed_containers() == []
     assert voltool("recover", vol).out.strip() == "nothing to recover"
 

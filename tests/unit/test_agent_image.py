@@ -255,7 +255,15 @@ class FakeEngine:
         self.result = result
         self.runs: list[Any] = []
 
-    def run(self, image: str, mounts: Any, labels: Any, script: str, args: Any = ()) -> RunResult:
+    def run(
+        self,
+        image: str,
+        mounts: Any,
+        labels: Any,
+        script: str,
+        args: Any = (),
+        environment: Any = None,
+    ) -> RunResult:
         self.runs.append((image, list(mounts), labels, script, list(args)))
         return self.result
 

@@ -316,6 +316,7 @@ class Copier:
         entry = self._link_prev(node, before, found)
         if entry is None:
             entry = self._copy_file(node)
+            self.reporter.hold_for_tests("agent-copied-a-file")
         self.groups.first(entry, node.st)
         return entry
 

@@ -11,6 +11,8 @@ Every line the agent writes to stderr is one JSON object with an "event" key:
         peak resident set ("peak_rss_kib") where /proc says
     {"event": "fatal", "message": "..."}
         the run stopped early (exit 2 or 3); no summary follows
+    {"event": "held", "step": "..."}
+        crash tests only: the agent stopped for good at that step (`hold_for_tests`)
 
 P is spelled as `names.pack` spells it.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import errno as errnos
 import json
+import os
+import signal
 import sys
 from dataclasses import dataclass, fields
 from typing import Any, TextIO
@@ -94,3 +98,14 @@ class Reporter:
 
     def fatal(self, message: str) -> None:
         self._emit({"event": "fatal", "message": message})
+
+    def hold_for_tests(self, step: str) -> None:
+        """Crash tests: with VOLTOOL_TEST_HOLD_AT naming `step` (voltool passes it into
+        the helper only when it is set in its own environment), say so and stop here for
+        good, so that a test kills the helper, or voltool, at a known point of a copy
+        however fast the machine. Never set in normal use."""
+        if step not in os.environ.get("VOLTOOL_TEST_HOLD_AT", "").split(","):
+            return
+        self._emit({"event": "held", "step": step})
+        while True:
+            signal.pause()
