@@ -42,4 +42,6 @@ fi
 .venv/bin/ruff check voltool tests scripts
 .venv/bin/ruff format --check voltool tests scripts
 .venv/bin/mypy
-.venv/bin/pytest "$@"
+# In parallel: worker 0 on the machine's engine, every other on a private dockerd of its own
+# (tests/integration/conftest.py, engine_client). VOLTOOL_TEST_WORKERS=0: one process.
+.venv/bin/pytest -n "${VOLTOOL_TEST_WORKERS:-3}" "$@"

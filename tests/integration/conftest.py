@@ -6,6 +6,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import docker
 import pytest
@@ -20,17 +21,51 @@ from voltool.report import Reporter
 pytestmark = pytest.mark.engine
 
 
+def _worker() -> int:
+    """This pytest-xdist worker's number (gw2: 2); 0 when the tests run in one process."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+def _cannot(what: str) -> NoReturn:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {what}")
+    pytest.skip(what)
+
+
 @pytest.fixture(scope="session")
 def engine_client() -> Iterator[docker.DockerClient]:
+    """This test process's engine.
+
+    Run in parallel (pytest -n N), worker 0 uses the machine's engine and every other
+    worker a private dockerd (second_daemon: its own data root, socket and bridge), so
+    that tests never see each other's stores, helpers or keepers: `voltool list` mounts
+    every store of its engine, and a volume in use cannot be removed. With
+    VOLTOOL_TEST_PRIVATE_ENGINE=1, worker 0 too (or a run in one process) gets one, and
+    the machine's engine is left alone. A private engine gets its helper images like any
+    fresh one (the `dk` and `agent` fixtures), and is stopped and removed at the end."""
+    private = None
+    n = _worker()
+    if n > 0 or os.environ.get("VOLTOOL_TEST_PRIVATE_ENGINE") == "1":
+        # Unique per process: two runs at once on one machine must not share a bridge.
+        # The address matters little (helpers run with no network) but must be valid.
+        bridge, third = f"vt{os.getpid()}w{n}"[:15], 1 + (os.getpid() * 8 + n) % 250
+        try:
+            private = second_daemon.start(bridge=bridge, address=f"10.214.{third}.1/24")
+        except second_daemon.CannotStart as e:
+            _cannot(f"worker {n} cannot start an engine of its own: {e}")
+        os.environ["DOCKER_HOST"] = private.host
     try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but no Docker Engine answers: {e}")
-        pytest.skip(f"no Docker Engine: {e}")
-    yield client
-    client.close()
+        try:
+            client = docker.from_env()
+            client.ping()
+        except Exception as e:
+            _cannot(f"no Docker Engine answers: {e}")
+        yield client
+        client.close()
+    finally:
+        if private is not None:
+            private.stop()
+            del os.environ["DOCKER_HOST"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -68,11 +103,14 @@ def log_none_daemon(
     """
     had_docker0 = _has_docker0()
     try:
-        daemon = second_daemon.start("--log-driver", "none")
+        daemon = second_daemon.start(
+            "--log-driver",
+            "none",
+            bridge=f"vl{os.getpid()}w{_worker()}"[:15],
+            address=f"10.215.{1 + (os.getpid() * 8 + _worker()) % 250}.1/24",
+        )
     except second_daemon.CannotStart as e:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but a second dockerd cannot start: {e}")
-        pytest.skip(f"cannot start a second dockerd: {e}")
+        _cannot(f"a second dockerd cannot start: {e}")
     try:
         state = tmp_path_factory.mktemp("log-none")
         r = voltool(
@@ -89,7 +127,7 @@ def log_none_daemon(
     finally:
         daemon.stop()
         assert not daemon.root.exists(), f"{daemon.root} is still there"
-        assert not second_daemon.bridge_exists(), f"{second_daemon.BRIDGE} is still there"
+        assert not second_daemon.bridge_exists(daemon.bridge), f"{daemon.bridge} is still there"
         assert not had_docker0 or _has_docker0(), "the engine's docker0 bridge is gone"
 
 

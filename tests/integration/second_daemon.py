@@ -35,6 +35,7 @@ class SecondDaemon:
     root: Path
     process: subprocess.Popen[bytes]
     bridge_made: bool
+    bridge: str = BRIDGE
 
     @property
     def socket(self) -> Path:
@@ -63,12 +64,13 @@ class SecondDaemon:
         _unmount_below(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
         if self.bridge_made:
-            subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
+            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, check=False)
             self.bridge_made = False
 
 
-def start(*extra: str) -> SecondDaemon:
-    """Start a dockerd with `extra` options; ready (answers a ping) or CannotStart.
+def start(*extra: str, bridge: str = BRIDGE, address: str = BRIDGE_ADDRESS) -> SecondDaemon:
+    """Start a dockerd with `extra` options, on a bridge of its own named `bridge` with
+    `address`; ready (answers a ping) or CannotStart.
 
     Bounded in time: the socket is polled for at most START_SECONDS.
     """
@@ -78,17 +80,17 @@ def start(*extra: str) -> SecondDaemon:
         raise CannotStart("dockerd or ip is not installed")
     if os.geteuid() != 0:
         raise CannotStart("starting a dockerd needs root")
-    if bridge_exists():
+    if bridge_exists(bridge):
         # Not ours: never take over (or later delete) a bridge we did not make.
-        raise CannotStart(f"a network interface named {BRIDGE} exists already")
+        raise CannotStart(f"a network interface named {bridge} exists already")
     root = Path(tempfile.mkdtemp(prefix="vt-dockerd-", dir="/tmp"))
     bridge_made = False
     process: subprocess.Popen[bytes] | None = None
     try:
         for args in (
-            ("link", "add", BRIDGE, "type", "bridge"),
-            ("addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE),
-            ("link", "set", BRIDGE, "up"),
+            ("link", "add", bridge, "type", "bridge"),
+            ("addr", "add", address, "dev", bridge),
+            ("link", "set", bridge, "up"),
         ):
             done = _run_ip(*args)
             bridge_made = bridge_made or args[1] == "add"
@@ -104,7 +106,7 @@ def start(*extra: str) -> SecondDaemon:
                     "--exec-root", str(root / "exec"),
                     "--pidfile", str(root / "docker.pid"),
                     "-H", f"unix://{root / 'docker.sock'}",
-                    "--bridge", BRIDGE,
+                    "--bridge", bridge,
                     "--iptables=false",
                     "--ip-masq=false",
                     "--ip-forward=false",
@@ -117,14 +119,14 @@ def start(*extra: str) -> SecondDaemon:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        daemon = SecondDaemon(root, process, bridge_made)
+        daemon = SecondDaemon(root, process, bridge_made, bridge)
         _wait_ready(daemon)
         return daemon
     except BaseException:
         if process is not None:
-            SecondDaemon(root, process, bridge_made).stop()
+            SecondDaemon(root, process, bridge_made, bridge).stop()
         else:
-            _undo(root, bridge_made)
+            _undo(root, bridge_made, bridge)
         raise
 
 
@@ -146,14 +148,14 @@ def _wait_ready(daemon: SecondDaemon) -> None:
     raise CannotStart(f"dockerd did not answer within {START_SECONDS} s: {_tail(daemon.log)}")
 
 
-def bridge_exists() -> bool:
-    return _run_ip("link", "show", BRIDGE).returncode == 0
+def bridge_exists(bridge: str = BRIDGE) -> bool:
+    return _run_ip("link", "show", bridge).returncode == 0
 
 
-def _undo(root: Path, bridge_made: bool) -> None:
+def _undo(root: Path, bridge_made: bool, bridge: str) -> None:
     shutil.rmtree(root, ignore_errors=True)
     if bridge_made:
-        _run_ip("link", "del", BRIDGE)
+        _run_ip("link", "del", bridge)
 
 
 def _run_ip(*args: str) -> subprocess.CompletedProcess[str]:
