@@ -49,9 +49,10 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from voltool import __version__, helper_image  # noqa: E402
-from voltool.endpoint import resolve  # noqa: E402
-from voltool.engine import Engine  # noqa: E402
+from voltool import __version__  # noqa: E402
+from voltool.engine import helper_image  # noqa: E402
+from voltool.engine.client import Engine  # noqa: E402
+from voltool.engine.endpoint import resolve  # noqa: E402
 from voltool.report import Reporter  # noqa: E402
 
 LABEL = "io.voltool.bench"

@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.tarbuild import M, d, f, hard, make_tar, special, sym
-from voltool.compression import Compression, writer
 from voltool.errors import ExitCode
-from voltool.layout import MANIFEST, META, SNAPSHOT, SnapshotInfo
-from voltool.manifest import Manifest
-from voltool.tarstream import file_member
-from voltool.transfer import Transfer
-from voltool.validate import EntryValidator, Limits
+from voltool.store.layout import MANIFEST, META, SNAPSHOT, SnapshotInfo
+from voltool.store.manifest import Manifest
+from voltool.tar.compression import Compression, writer
+from voltool.tar.stream import file_member
+from voltool.tar.transfer import Transfer
+from voltool.tar.validate import EntryValidator, Limits
 
 TREE = [
     d("./", mode=0o750, uid=7, gid=8),

@@ -6,7 +6,7 @@ record of each step *before* that step starts, and a terminal record
 complete or undone. An operation with no terminal record is pending, and
 `voltool recover` finishes or undoes it from what the records say.
 
-The records live in the engine (voltool.records), beside the locks, so that
+The records live in the engine (voltool.engine.records), beside the locks, so that
 anyone who reaches the engine can recover: another user, another `$HOME`,
 another host. A local file in the state directory logs the same records for
 people to read; nothing depends on it.

@@ -1,8 +1,8 @@
 """What a restore records of each volume it restores, for `recover` to finish or undo it.
 
-One structure, written by voltool.restore into the operation's begin record (a
+One structure, written by voltool.ops.restore into the operation's begin record (a
 single restore's fields at the top of that record, a group's as a list under
-"members") and read back by voltool.recover. Read back from the engine, it is
+"members") and read back by voltool.ops.recover. Read back from the engine, it is
 data: every field is checked, and what does not read well stops that
 operation's recovery, never another's.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from voltool.errors import VoltoolError
 from voltool.ids import is_valid_id
-from voltool.manifest import ManifestEntry
+from voltool.store.manifest import ManifestEntry
 from voltool.words import quoted
 
 

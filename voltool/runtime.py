@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voltool import labels as L
 from voltool.config import Config
-from voltool.engine import Engine
+from voltool.engine import labels as L
+from voltool.engine.client import Engine
 from voltool.journal import FileRecords, Journal
 from voltool.owner import Owner, current
 from voltool.report import Reporter
@@ -29,15 +29,15 @@ class Runtime:
 
 
 def connect_engine(config: Config) -> Engine:
-    """Connect to the engine the configuration names (see voltool.endpoint)."""
-    from voltool.endpoint import resolve
+    """Connect to the engine the configuration names (see voltool.engine.endpoint)."""
+    from voltool.engine.endpoint import resolve
 
     return Engine.connect(resolve(config.host, config.context), config.timeout)
 
 
 def open_runtime(config: Config, reporter: Reporter, engine: Engine | None = None) -> Runtime:
     """Connect, make sure the helper image is there, and open the journal."""
-    from voltool import helper_image
+    from voltool.engine import helper_image
 
     engine = engine or connect_engine(config)
     image = helper_image.ensure(engine, config.helper_image, config.busybox, reporter)
@@ -46,7 +46,7 @@ def open_runtime(config: Config, reporter: Reporter, engine: Engine | None = Non
 
 def open_journal(engine: Engine, image: str, reporter: Reporter) -> Journal:
     """The journal: records in the engine, logged to the state directory."""
-    from voltool.records import EngineRecords
+    from voltool.engine.records import EngineRecords
     from voltool.state import journal_path
 
     return Journal(EngineRecords(engine, image), FileRecords(journal_path()), reporter.warn)

@@ -13,9 +13,9 @@ import pytest
 
 from tests.integration import second_daemon
 from tests.integration.dockertools import Docker, voltool
-from voltool import helper_image
-from voltool.endpoint import resolve
-from voltool.engine import Engine
+from voltool.engine import helper_image
+from voltool.engine.client import Engine
+from voltool.engine.endpoint import resolve
 from voltool.report import Reporter
 
 pytestmark = pytest.mark.engine
@@ -141,7 +141,7 @@ def dk(engine_client: docker.DockerClient) -> Docker:
 @pytest.fixture(scope="session")
 def agent(dk: Docker) -> Iterator[str]:
     """The agent image (built offline the first time), for format-2 tests."""
-    from voltool import agent_image
+    from voltool.engine import agent_image
 
     engine = Engine.connect(resolve(None, None), 600)
     try:

@@ -13,9 +13,9 @@ import docker
 import pytest
 
 from tests.integration.dockertools import Docker, records, voltool
-from voltool import agent_image, hostpython
-from voltool.endpoint import resolve
-from voltool.engine import Engine
+from voltool.engine import agent_image, hostpython
+from voltool.engine.client import Engine
+from voltool.engine.endpoint import resolve
 from voltool.errors import AgentImageFailed
 from voltool.report import Reporter
 

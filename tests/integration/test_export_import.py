@@ -26,7 +26,7 @@ from tests.integration.dockertools import (
     wait_for,
 )
 from tests.tarbuild import d, f, make_tar
-from voltool.compression import Compression
+from voltool.tar.compression import Compression
 
 pytestmark = pytest.mark.engine
 

@@ -22,7 +22,9 @@ import pytest
 
 from tests.integration.dockertools import Docker, Result, records, voltool
 from tests.integration.test_cli import make_snapshot, one_line_error
-from voltool import config, keepers, recover
+from voltool import config
+from voltool.engine import keepers
+from voltool.ops import recover
 from voltool.report import Reporter
 from voltool.runtime import Runtime, open_runtime
 

@@ -13,10 +13,12 @@ import pytest
 
 from tests.integration.dockertools import Docker, records, voltool
 from tests.tarbuild import M, d, f, hard, make_tar
-from voltool import catalog, config, restore
+from voltool import config
 from voltool.errors import IntegrityError
+from voltool.ops import restore
 from voltool.report import Reporter
 from voltool.runtime import open_runtime
+from voltool.store import catalog
 
 pytestmark = pytest.mark.engine
 

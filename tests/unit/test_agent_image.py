@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from voltool import agent_image, hostpython
-from voltool.engine import RunResult
+from voltool.engine import agent_image, hostpython
+from voltool.engine.client import RunResult
+from voltool.engine.hostpython import Entry, HostPython
 from voltool.errors import AgentImageFailed, ExitCode
-from voltool.hostpython import Entry, HostPython
 
 FILES = {"__init__.py": b"", "__main__.py": b"print('agent')\n"}
 

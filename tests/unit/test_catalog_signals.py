@@ -5,9 +5,9 @@ import signal
 
 import pytest
 
-from voltool.catalog import _parse_framed
 from voltool.errors import EngineError
 from voltool.signals import deferred_interrupts
+from voltool.store.catalog import _parse_framed
 
 A, B = "a" * 16, "b" * 16
 GOOD = f"BEGIN\n{A}/snapshot.json 7b7d\n{A}/meta.json !\n{B}/meta.json 7b7d\nEND\n".encode()

@@ -12,7 +12,7 @@ from voltool.cli import reporter as reporter_module
 from voltool.cli.app import run
 from voltool.cli.render import held_lines, held_records
 from voltool.cli.reporter import ConsoleReporter
-from voltool.quiesce import Held
+from voltool.engine.quiesce import Held
 
 
 def _terminal() -> tuple[Console, io.StringIO]:

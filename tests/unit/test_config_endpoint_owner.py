@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from voltool import config, endpoint
+from voltool import config
+from voltool.engine import endpoint
 from voltool.errors import IntegrityError, NotFound, UsageError
 from voltool.ids import check_volume_name, new_id, snapshot_volume_name
-from voltool.layout import Meta, SnapshotInfo
 from voltool.owner import Owner, current
+from voltool.store.layout import Meta, SnapshotInfo
 
 
 def test_config_precedence_and_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

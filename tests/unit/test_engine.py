@@ -10,9 +10,9 @@ import docker.errors
 import pytest
 import requests
 
-from voltool import engine as eng
-from voltool.endpoint import Endpoint
-from voltool.engine import Engine, parse_image_ref
+from voltool.engine import client as eng
+from voltool.engine.client import Engine, parse_image_ref
+from voltool.engine.endpoint import Endpoint
 from voltool.errors import EngineError, ExitCode, NoSpace
 
 DIGEST = "sha256:" + "ab" * 32

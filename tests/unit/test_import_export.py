@@ -21,13 +21,13 @@ from tests.hostile import (
     tree_data,
 )
 from tests.tarbuild import M, d, f, hard, make_tar, sym
-from voltool import compression
-from voltool.compression import Compression
+from voltool.engine.readahead import read_ahead
 from voltool.errors import ExitCode, IntegrityError, NoSpace, UsageError, VoltoolError
-from voltool.importer import ImportRequest, Incoming, read_archive
-from voltool.manifest import Manifest
-from voltool.readahead import read_ahead
-from voltool.validate import Limits
+from voltool.ops.importer import ImportRequest, Incoming, read_archive
+from voltool.store.manifest import Manifest
+from voltool.tar import compression
+from voltool.tar.compression import Compression
+from voltool.tar.validate import Limits
 
 
 def _read(raw: bytes, req: ImportRequest | None = None, free: int | None = None) -> Incoming:
@@ -329,7 +329,7 @@ def test_closing_read_ahead_wakes_a_stalled_read_and_stops_its_thread() -> None:
 
 
 def test_filesystems_without_inode_counts_have_unknown_inodes() -> None:
-    from voltool.live import parse_space
+    from voltool.tar.live import parse_space
 
     df = "fs 1000 10 990 1% /v\n8\n1700000000\n"
     assert parse_space(df + "fs 0 0 0 - /v\n").inodes is None  # btrfs
@@ -376,7 +376,7 @@ def test_non_ascii_names_are_charged_what_they_cost_in_memory() -> None:
 
 
 def test_space_of_two_filesystems_in_one_helper_run() -> None:
-    from voltool.live import parse_space
+    from voltool.tar.live import parse_space
 
     target, store = (
         "fs 1000 10 990 1% /v0\n40\n1700000000\nfs 100 40 60 40% /v0\n2049\n",
@@ -390,8 +390,8 @@ def test_space_of_two_filesystems_in_one_helper_run() -> None:
 
 
 def test_restore_charges_each_filesystem_with_what_is_written_on_it() -> None:
-    from voltool.live import Space
-    from voltool.restore import charge
+    from voltool.ops.restore import charge
+    from voltool.tar.live import Space
 
     mib = 2**20
     target = Space(100 * mib, 60 * mib, None, None, "1")

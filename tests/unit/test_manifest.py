@@ -8,10 +8,10 @@ import pytest
 
 from tests.tarbuild import M, chunked, d, f, hard, make_tar, sym
 from voltool.errors import IntegrityError
-from voltool.manifest import Manifest, ManifestEntry, diff
-from voltool.tarstream import TarReader
-from voltool.transfer import Transfer
-from voltool.validate import EntryValidator
+from voltool.store.manifest import Manifest, ManifestEntry, diff
+from voltool.tar.stream import TarReader
+from voltool.tar.transfer import Transfer
+from voltool.tar.validate import EntryValidator
 
 
 def manifest_of(members: list[M]) -> Manifest:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from voltool.engine.quiesce import Quiesced, Revival, revival
 from voltool.journal import Operation
-from voltool.quiesce import Quiesced, Revival, revival
-from voltool.recover import Scope
+from voltool.ops.recover import Scope
 
 PAUSED = Quiesced("c1", "db", "pause")
 STOPPED = Quiesced("c2", "web", "stop")

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from voltool.errors import UsageError
-from voltool.retention import (
+from voltool.store.retention import (
     Duration,
     Item,
     Policy,
@@ -121,7 +121,7 @@ def test_bad_policies(raw: dict[str, object]) -> None:
 
 def test_a_bad_keep_within_in_the_config_file_names_the_file_and_table() -> None:
     from voltool.config import Config
-    from voltool.prune import policies
+    from voltool.ops.prune import policies
 
     cfg = Config(
         {}, file=Path("/etc/v.toml"), tables={"prune": {"volumes": {"pg": {"keep-within": "1y6M"}}}}

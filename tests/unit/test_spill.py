@@ -13,11 +13,11 @@ import pytest
 
 from tests.tarbuild import chunked, d, f, hard, make_tar, sym
 from voltool.errors import ArchiveRejected, IntegrityError, NoSpace
-from voltool.manifest import Manifest, ManifestEntry, diff, summarize
-from voltool.spill import _BATCH, Duplicate, Table
-from voltool.tarstream import EntryType, TarEntry
-from voltool.transfer import Transfer
-from voltool.validate import EntryValidator
+from voltool.store.manifest import Manifest, ManifestEntry, diff, summarize
+from voltool.store.spill import _BATCH, Duplicate, Table
+from voltool.tar.stream import EntryType, TarEntry
+from voltool.tar.transfer import Transfer
+from voltool.tar.validate import EntryValidator
 
 MANY = 3 * _BATCH + 7  # enough to cross several batch flushes
 
@@ -153,8 +153,8 @@ def test_memory_stays_flat_with_the_number_of_entries(tmp_path: pytest.TempPathF
                 t.addfile(tarfile.TarInfo(f"dir{i:03d}/file-with-a-longish-name-{j:03d}"))
     script = textwrap.dedent(
         f"""
-        from voltool.transfer import Transfer
-        from voltool.validate import EntryValidator
+        from voltool.tar.transfer import Transfer
+        from voltool.tar.validate import EntryValidator
 
         def hwm():
             status = open("/proc/self/status").read()
@@ -205,7 +205,7 @@ def test_a_full_temporary_directory_is_no_space_not_a_bug() -> None:
 
 
 def test_verify_lists_the_first_differences_and_counts_them_all() -> None:
-    from voltool.verify import compare
+    from voltool.ops.verify import compare
 
     want = _manifest_of([d("."), *(f(f"w{i}", b"1") for i in range(5)), f("same", b"s")])
     got = _manifest_of([d("."), *(f(f"g{i}", b"1") for i in range(4)), f("same", b"S")])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from voltool.layout import Names
-from voltool.restore import _SWAP
+from voltool.sh import program
+from voltool.store.layout import Names
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 pytestmark = pytest.mark.skipif(not os.access(BUSYBOX, os.X_OK), reason="needs busybox")
@@ -37,7 +37,7 @@ def run_swap(root: Path, mtime: int = 1_000_000_000, old_mtime: str = "999") -> 
             BUSYBOX,
             "sh",
             "-c",
-            _SWAP,
+            program("restore-swap"),
             "sh",
             NAMES.stage,
             NAMES.old,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tests.tarbuild import M, chunked, d, f, hard, make_tar, sym
 from voltool.errors import ArchiveRejected, IntegrityError
-from voltool.tarstream import (
+from voltool.tar.stream import (
     END_OF_ARCHIVE,
     EntryType,
     TarEntry,

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from tests.tarbuild import M, chunked, d, f, hard, make_tar, special, sym
 from voltool.errors import ArchiveRejected
-from voltool.tarstream import TarReader
-from voltool.validate import MAX_PATH_BYTES, EntryValidator, Limits
+from voltool.tar.stream import TarReader
+from voltool.tar.validate import MAX_PATH_BYTES, EntryValidator, Limits
 
 
 def check(members: list[M], top: str | None = None, limits: Limits = Limits()) -> list[str]:

@@ -22,10 +22,11 @@ from typing import Annotated, Any, BinaryIO, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
 
-from voltool import __version__, catalog, config, helper_image, recover, snapshot
+from voltool import __version__, config
 from voltool.cli import complete, render
 from voltool.cli.render import err, out
 from voltool.cli.reporter import ConsoleReporter
+from voltool.engine import helper_image
 from voltool.errors import (
     Busy,
     Declined,
@@ -39,9 +40,11 @@ from voltool.errors import (
     VoltoolError,
 )
 from voltool.ids import check_volume_name, is_valid_id
-from voltool.layout import Meta
+from voltool.ops import recover, snapshot
 from voltool.runtime import Runtime, connect_engine, open_runtime
-from voltool.validate import DEFAULT_MAX_ENTRIES
+from voltool.store import catalog
+from voltool.store.layout import Meta
+from voltool.tar.validate import DEFAULT_MAX_ENTRIES
 from voltool.words import quoted
 
 app = typer.Typer(
@@ -251,7 +254,7 @@ def snapshot_cmd(
     names = list(volumes or [])
     if project:
         names += catalog.project_volumes(rt, project)
-    from voltool.quiesce import Mode
+    from voltool.engine.quiesce import Mode
 
     mode = Mode.STOP if stop else Mode.NONE if no_quiesce else Mode.PAUSE
     request = snapshot.SnapshotRequest(
@@ -331,8 +334,8 @@ def _list(
 ) -> None:
     import datetime as dt
 
-    from voltool.layout import KINDS
-    from voltool.retention import parse_moment
+    from voltool.store.layout import KINDS
+    from voltool.store.retention import parse_moment
 
     if fmt is not None and fmt not in ("table", "json"):
         raise UsageError(f"--format must be table or json, not {quoted(fmt)}")
@@ -391,16 +394,16 @@ def du_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON, a record per line."),
 ) -> None:
     """Show the disk each snapshot holds alone, and each store's total (stored snapshots)."""
-    from voltool import store
+    from voltool.store import format2
 
     rt = _globals(ctx).runtime(quiet=as_json)
-    found = store.stores(rt)
+    found = format2.stores(rt)
     if volumes:
         found = {k: v for k, v in found.items() if v in volumes}
     snaps = {s.id: s for s in catalog.find(rt) if s.in_store}
     rows = []
     for name, source in sorted(found.items(), key=lambda kv: kv[1]):
-        used = store.usage(rt, name, source)
+        used = format2.usage(rt, name, source)
         rows += [
             render.du_record(snaps[sid], alone, used)
             for sid, alone in used.alone.items()
@@ -467,7 +470,7 @@ def ls_cmd(
             raise UsageError("--recursive goes with a SNAPSHOT")
         _list(ctx, volume_opt, kind, name, since, before, quiet, fmt, as_json)
         return
-    from voltool import browse
+    from voltool.ops import browse
 
     if any(x is not None for x in (kind, name, since, before)) or quiet:
         raise UsageError(
@@ -498,7 +501,8 @@ def cat_cmd(
     volume_opt: ListVolume = None,
 ) -> None:
     """Write one file of a snapshot to stdout, checked against its SHA-256 as it streams."""
-    from voltool import browse, userfile
+    from voltool import userfile
+    from voltool.ops import browse
 
     browse.normal_path(path)
     if output is None and sys.stdout.isatty():
@@ -648,7 +652,7 @@ def restore_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the plan or the result as JSON."),
 ) -> None:
     """Restore a snapshot into its volume (or --to another), keeping the old data as a snapshot."""
-    from voltool import restore
+    from voltool.ops import restore
 
     if create and not to:
         raise UsageError("--create goes with --to")
@@ -733,7 +737,7 @@ def digest_cmd(
     volume: str = typer.Argument(..., help="The volume to read.", autocompletion=complete.volumes),
 ) -> None:
     """Print a volume's live tree digest, computed as a snapshot's is (for restore --if-match)."""
-    from voltool import live
+    from voltool.tar import live
 
     rt = _globals(ctx).runtime()
     catalog.user_volume(rt, volume)
@@ -761,8 +765,8 @@ def diff_cmd(
     ),
 ) -> None:
     """Show what changed in a volume since a snapshot: entries added, changed and removed."""
-    from voltool import live, restore
-    from voltool.manifest import diff
+    from voltool.store.manifest import diff
+    from voltool.tar import live
 
     if name is not None and ref is not None and volume is None:
         ref, volume = None, ref  # `diff --name N VOLUME`: the one argument is the volume
@@ -774,17 +778,17 @@ def diff_cmd(
     catalog.user_volume(rt, target)
     rt.journal.refuse_pending(target)
     if snap.in_store:
-        from voltool import stored
+        from voltool.store import staging
 
         # Compared next to the data; what is listed is bounded, what is counted is not.
-        summary = stored.changes(rt, snap, target, keep=_DIFF_LISTED, since=True)
+        summary = staging.changes(rt, snap, target, keep=_DIFF_LISTED, since=True)
         changes = list(summary.first)
         if summary.total > len(changes):
             err.print(f"voltool: only the first {len(changes)} changes are listed", markup=False)
     else:
         changes = list(
             diff(
-                restore.read_manifest(rt, snap, snap.info),
+                catalog.read_manifest(rt, snap, snap.info),
                 live.manifest_of(rt, target, label=f"reading {target}"),
             )
         )
@@ -815,7 +819,7 @@ def verify_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
 ) -> None:
     """Re-read snapshots through the engine and check every entry against the manifest."""
-    from voltool import verify
+    from voltool.ops import verify
 
     if bool(refs) == all_:
         raise UsageError("name snapshots to verify, or pass --all")
@@ -862,7 +866,9 @@ def export_cmd(
     volume: NameVolume = None,
 ) -> None:
     """Write a snapshot to one self-describing file: metadata first, then the data."""
-    from voltool import compression, export, userfile
+    from voltool import userfile
+    from voltool.ops import export
+    from voltool.tar import compression
 
     to_stdout = output == "-"
     dest = None if to_stdout else userfile.destination(output)
@@ -922,8 +928,9 @@ def import_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the new snapshot as JSON."),
 ) -> None:
     """Import an archive as a new snapshot (kind import), checking every entry."""
-    from voltool import importer, userfile
-    from voltool.validate import Limits
+    from voltool import userfile
+    from voltool.ops import importer
+    from voltool.tar.validate import Limits
 
     limits = Limits(max_entries, parse_size(max_bytes, "--max-bytes"), allow_special)
     rt = _globals(ctx).runtime(quiet=as_json)
@@ -995,7 +1002,7 @@ def _edit(
     as_json: bool,
     wait: float | None,
 ) -> None:
-    from voltool import metadata
+    from voltool.store import metadata
 
     rt = _globals(ctx).runtime(quiet=True)
     snap = catalog.resolve(rt, ref)
@@ -1105,8 +1112,9 @@ def prune_cmd(
     """Remove snapshots by a retention policy; pinned ones are always kept."""
     import datetime as dt
 
-    from voltool import prune, retention
-    from voltool.layout import KINDS
+    from voltool.ops import prune
+    from voltool.store import retention
+    from voltool.store.layout import KINDS
 
     if kind is not None and kind not in KINDS:
         raise UsageError(f"--kind must be one of {', '.join(KINDS)}")
@@ -1169,7 +1177,8 @@ def migrate_cmd(
 ) -> None:
     """Move format-1 snapshot volumes into their volumes' stores (format 2), each checked
     before its snapshot volume is removed."""
-    from voltool import migrate, store
+    from voltool.ops import migrate
+    from voltool.store import format2
 
     if bool(refs) == all_:
         raise UsageError("name snapshots to migrate, or pass --all")
@@ -1177,7 +1186,7 @@ def migrate_cmd(
     snaps = migrate.candidates(rt, None if all_ else list(refs or []))
     if dry_run:
         for s in snaps:
-            to = store.store_name(s.source)
+            to = format2.store_name(s.source)
             if as_json:
                 render.print_json({**render.snapshot_record(s), "to": to, "moved": False})
             else:
@@ -1214,7 +1223,7 @@ def config_show_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Print every setting and retention policy in effect, and where each comes from."""
-    from voltool import prune
+    from voltool.ops import prune
 
     cfg = _globals(ctx).config()
     ps = prune.policies(cfg, None, None)
@@ -1261,7 +1270,7 @@ def doctor_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Check the engine, the helper image, the state directory, and look for leftovers."""
-    from voltool.doctor import run_checks
+    from voltool.cli.doctor import run_checks
 
     checks = run_checks(_globals(ctx).overrides)
     if as_json:
@@ -1292,8 +1301,8 @@ def helper_cmd(
     ),
 ) -> None:
     """Show the helper and agent images, or build them (offline if need be) with --build."""
-    from voltool import agent_image
-    from voltool.labels import IMAGE_ORIGIN
+    from voltool.engine import agent_image
+    from voltool.engine.labels import IMAGE_ORIGIN
 
     g = _globals(ctx)
     if busybox:

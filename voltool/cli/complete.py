@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from voltool.config import Config
-    from voltool.engine import Engine
+    from voltool.engine.client import Engine
 
 # Seconds an engine request may take while the user waits at a TAB.
 _TIMEOUT = 3
@@ -48,7 +48,7 @@ def _quietly(find: Callable[[Any], list[str]]) -> Callable[[Any, str], list[str]
 
 
 def _volume_names(ctx: Any) -> list[str]:
-    from voltool import labels as L
+    from voltool.engine import labels as L
     from voltool.ids import SNAPSHOT_VOLUME_PREFIX
 
     with _engine(ctx) as (engine, _):
@@ -62,9 +62,10 @@ def _volume_names(ctx: Any) -> list[str]:
 def _snapshot_refs(ctx: Any) -> list[str]:
     """Snapshot ids from the volumes' labels; their names too where the helper image is
     present already (names live in meta.json: reading them takes a helper, never a build)."""
-    from voltool import catalog, helper_image
+    from voltool.engine import helper_image
     from voltool.report import Reporter
     from voltool.runtime import Runtime, open_journal
+    from voltool.store import catalog
 
     with _engine(ctx) as (engine, cfg):
         image = helper_image.status(engine, cfg.helper_image, cfg.busybox).image or ""

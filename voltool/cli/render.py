@@ -13,12 +13,12 @@ from rich.console import Console
 if TYPE_CHECKING:  # imported where they are used: start-up time is a feature
     from rich.table import Table
 
-    from voltool.catalog import Snapshot
-    from voltool.manifest import ManifestEntry
-    from voltool.prune import PruneItem
-    from voltool.quiesce import Held
-    from voltool.restore import RestorePlan, RestoreResult
-    from voltool.verify import Report
+    from voltool.engine.quiesce import Held
+    from voltool.ops.prune import PruneItem
+    from voltool.ops.restore import RestorePlan, RestoreResult
+    from voltool.store.catalog import Snapshot
+    from voltool.store.checks import Report
+    from voltool.store.manifest import ManifestEntry
 
 # C0 and C1 control characters and DEL, shown escaped: a name or note from an
 # imported archive must not be able to send escape sequences to a terminal.

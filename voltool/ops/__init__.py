@@ -1,0 +1,1 @@
+"""The operations the CLI calls; they never import each other."""

@@ -1,0 +1,1 @@
+"""Snapshots at rest: both formats, the catalog, manifests, retention."""

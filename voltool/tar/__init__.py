@@ -1,0 +1,1 @@
+"""Tar streams: reading, validating, writing, and the export file format."""
