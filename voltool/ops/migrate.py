@@ -6,7 +6,7 @@ the store (in name order), journaled as an operation of kind "migrate":
 1. journal "begin" (the snapshot volume, the store, the id);
 2. the agent copies the snapshot volume's data/ into the store, as a snapshot
    with the same id, kind, created time, origin and meta.json, linking files
-   unchanged since the store's latest snapshot by content (store_copy.copy),
+   unchanged since the store's latest snapshot by content (voltool.store.copy),
    and commits it;
 3. the agent hashes the copy again and holds it to its own manifest; the
    copy's manifest, read as format 1, must have the format-1 snapshot's tree
