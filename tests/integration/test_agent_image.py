@@ -117,6 +117,27 @@ def test_a_second_build_reuses_the_image(engine: Engine, image: str) -> None:
     assert status.image == image and "runs the agent" in status.how
 
 
+def test_older_agent_images_go_unless_a_container_uses_one(
+    engine_client: docker.DockerClient, engine: Engine, image: str
+) -> None:
+    older, used = (f"voltool/helper:agent-{c * 12}" for c in "01")
+    # Images of their own, as an older agent's are (a tag of `image` would only be untagged).
+    base = engine_client.containers.create(image, ["true"], name=f"vt-old-{uuid.uuid4().hex[:8]}")
+    try:
+        for name in (older, used):
+            base.commit("voltool/helper", name.split(":")[1], changes=[f"LABEL vt.old={name}"])
+    finally:
+        base.remove(force=True)
+    user = engine_client.containers.create(used, ["true"], name=f"vt-old-{uuid.uuid4().hex[:8]}")
+    try:
+        agent_image._remove_older(engine, image)
+        tags = engine.image_tags("voltool/helper")
+        assert older not in tags and used in tags and image in tags
+    finally:
+        user.remove(force=True)
+        engine.remove_image(used)
+
+
 def test_helper_build_and_status_name_both_images(image: str) -> None:
     r = voltool("helper", "--build")
     assert r.code == 0, r.err

@@ -190,6 +190,27 @@ def test_docker_volume_prune_leaves_stores_alone(
     assert keepers == []
 
 
+def test_what_a_cut_delete_left_goes_with_the_next_delete(
+    dk: Docker, agent: str, volume: Callable[..., str]
+) -> None:
+    vol = volume("echo x > /v/x")
+    first, second = snap(vol), snap(vol)
+    # A delete killed between its rename and its removal leaves a directory never listed.
+    dk.run(
+        {first["volume"]: "/s"},
+        f"cd /s/snapshots && mkdir .gone-{'0' * 16} && echo x > .gone-{'0' * 16}/f",
+    )
+    assert [r["id"] for r in records(voltool("list", "--json", vol).out)] == [
+        first["id"],
+        second["id"],
+    ]
+    assert voltool("delete", "--yes", first["id"]).code == 0
+    assert dk.run({second["volume"]: "/s"}, "ls -A /s/snapshots").split() == [second["id"]]
+    assert voltool("delete", "--yes", second["id"]).code == 0
+    with pytest.raises(docker.errors.NotFound):  # the store went with its last snapshot
+        dk.client.volumes.get(second["volume"])
+
+
 def _agent_held_mid_copy(dk: Docker, agent: str, vol: str, *argv: str) -> tuple[Any, Any]:
     """Start `voltool ARGV` (format 2) and return it with the helper that copies into or out
     of `vol`, once its agent has copied one file and stopped there for good (the agent's

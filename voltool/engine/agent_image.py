@@ -272,6 +272,18 @@ def _checked_as(engine: Engine, tag: str, make: Callable[[str], str]) -> None:
     finally:
         with contextlib.suppress(VoltoolError):
             engine.remove_image(temp)  # only the name once it passed: `tag` keeps the image
+    _remove_older(engine, tag)
+
+
+def _remove_older(engine: Engine, tag: str) -> None:
+    """Remove the agent images other than `tag` (of an older agent, interpreter or recipe)
+    that no container uses: every new agent makes a new image, and nothing else would
+    ever remove the old ones. Best effort: one kept costs disk, not correctness."""
+    prefix = f"{helper_image.BUILT_REPOSITORY}:agent-"
+    with contextlib.suppress(VoltoolError):
+        for old in engine.image_tags(helper_image.BUILT_REPOSITORY):
+            if old.startswith(prefix) and old != tag and "-unchecked-" not in old:
+                engine.remove_unused_image(old)
 
 
 # Run in the image with `python3 -I -c`: one JSON line, the problems found.

@@ -512,6 +512,25 @@ class Engine:
         with translated(f"tag image {quoted(ref)} as {quoted(new_ref)}"):
             self._api.tag(ref, repository, tag or "latest", force=True)
 
+    def image_tags(self, repository: str) -> list[str]:
+        """The names (`repository:tag`) of the local images of `repository`."""
+        with translated(f"list the images of {quoted(repository)}"):
+            found = self._api.images(name=repository)
+        prefix = repository + ":"
+        return sorted({t for i in found for t in i.get("RepoTags") or [] if t.startswith(prefix)})
+
+    def remove_unused_image(self, ref: str) -> bool:
+        """Remove image name `ref` unless a container (running or not) uses it; False if
+        it is kept. Gone already is fine."""
+        try:
+            with translated(f"remove image {quoted(ref)}"):
+                self._api.remove_image(ref, force=False)
+        except NotFound:
+            pass
+        except EngineError:  # 409: in use
+            return False
+        return True
+
     def remove_image(self, ref: str) -> None:
         """Remove image `ref` (its tag, and the image if that was its last); gone is fine."""
         with contextlib.suppress(NotFound), translated(f"remove image {quoted(ref)}"):
