@@ -50,13 +50,21 @@ def remove_created(rt: Runtime, op: str, target: str, names: Names) -> str:
 
 
 def swap(
-    rt: Runtime, op: str, target: str, names: Names, root: ManifestEntry, old_mtime: int | None
+    rt: Runtime,
+    op: str,
+    target: str,
+    names: Names,
+    root: ManifestEntry,
+    old_mtime: int | None,
+    exact: bool = False,
 ) -> None:
     """Put the staged tree in place of the current one; safe to run again after any cut.
 
     `root` is the snapshot's root entry (the volume root gets its mode, owner
     and mtime); `old_mtime` is stamped on the old directory, so the pre-restore
-    snapshot's root is the old root.
+    snapshot's root is the old root. `exact`: the agent staged the tree, and the
+    staging directory carries the root's times to the nanosecond, which the root
+    then gets (and keeps through `cleanup`).
     """
     args = [
         names.stage,
@@ -66,6 +74,7 @@ def swap(
         f"{root.uid}:{root.gid}",
         str(root.mtime),
         "" if old_mtime is None else str(old_mtime),
+        "exact" if exact else "",
     ]
     _run(rt, op, target, "restore-swap", args, "swap")
 

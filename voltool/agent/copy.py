@@ -146,7 +146,8 @@ class Copier:
     ) -> None:
         self.reporter = reporter
         # DST's root keeps its 0o700 (a restore's staging directory, whose entries are
-        # moved out of it): the root's entry is still in the manifest and the digest.
+        # moved out of it): the root's entry is still in the manifest and the digest, and
+        # its times are applied, for the swap to give the volume root (touch -r).
         self.private_root = private_root
         self.counts = reporter.counts
         self.src_fd, self.dst_fd = src_fd, dst_fd
@@ -222,6 +223,8 @@ class Copier:
         d = self._dirs.pop()
         if d.entry is not None and not (self.private_root and d.dst_fd == self.dst_fd):
             _apply_fd(d.dst_fd, d.entry)
+        elif d.entry is not None:
+            os.utime(d.dst_fd, ns=(d.entry.atime_ns, d.entry.mtime_ns))
         if self._dirs:
             self._reopen(self._dirs[-1], d)
         if d.dst_fd != self.dst_fd:

@@ -43,7 +43,7 @@ from voltool.journal import Kind, Operation, Step
 from voltool.owner import Owner
 from voltool.restore_record import MemberRecord
 from voltool.runtime import Runtime
-from voltool.store import catalog
+from voltool.store import catalog, format2
 from voltool.store.catalog import Snapshot
 from voltool.store.layout import SNAPSHOT, Names
 from voltool.words import quoted
@@ -602,7 +602,16 @@ def _plan_restore(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
     swaps = [
         Action(
             f"finish the swap of restore {op.id} in {quoted(m.target)}",
-            partial(swap.swap, rt, op.id, m.target, names, m.root_entry, m.old_mtime),
+            partial(
+                swap.swap,
+                rt,
+                op.id,
+                m.target,
+                names,
+                m.root_entry,
+                m.old_mtime,
+                m.snapshot_volume.startswith(format2.STORE_PREFIX),  # staged by the agent
+            ),
         )
         for m, _ in present
     ]

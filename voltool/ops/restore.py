@@ -398,7 +398,8 @@ def execute_together(
             with deferred_interrupts():
                 rt.journal.append(op, Step.SWAP)
                 for m in members:
-                    swap(rt, op, m.target, names, m.plan.root, m.old_mtime)
+                    exact = m.plan.snapshot.in_store  # staged by the agent: root times to the ns
+                    swap(rt, op, m.target, names, m.plan.root, m.old_mtime, exact)
                     journal.hold_for_tests("member-swapped")
                 rt.journal.append(op, Step.SWAPPED)
                 swapped = True

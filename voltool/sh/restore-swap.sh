@@ -3,7 +3,10 @@
 # the old directory $2. Idempotent: run it again after a cut at any point and it
 # finishes the swap. It works in /v (VOLTOOL_ROOT, for tests that run it on a
 # scratch directory). $3 the marker, $4 root mode (octal), $5 root uid:gid,
-# $6 root mtime, $7 the old root's mtime (empty if unknown), for the old directory.
+# $6 root mtime, $7 the old root's mtime (empty if unknown), for the old directory;
+# $8 "exact": the staging directory carries the root's times to the nanosecond
+# (the agent staged it): the marker takes them over, and the root takes them from
+# the marker (busybox touch -d knows whole seconds only).
 set -e
 cd "${VOLTOOL_ROOT:-/v}"
 S="$1"; O="$2"; M="$3"
@@ -43,6 +46,7 @@ if [ ! -e "$M" ]; then
   if [ -n "$7" ]; then touch -d "@$7" "$O" 2>/dev/null || true; fi
   sync -f .
   : > "$M"
+  if [ "$8" = exact ] && [ -d "$S" ]; then touch -r "$S" "$M" 2>/dev/null || true; fi
   sync -f .
 fi
 # Phase 2: the staged entries into place.
@@ -65,4 +69,8 @@ fi
 chown "$5" .
 chmod "$4" .
 touch -d "@$6" . 2>/dev/null || true
+# Only a marker whose time agrees with $6 to the second is the root's, to the nanosecond.
+if [ "$8" = exact ] && [ -e "$M" ] && [ "$(stat -c %Y "$M")" = "$6" ]; then
+  touch -r "$M" . 2>/dev/null || true
+fi
 sync -f .
