@@ -8,7 +8,9 @@ the first daemon's docker0 (DESIGN.md, engine facts).
 
 from __future__ import annotations
 
+import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -80,6 +82,7 @@ def start(*extra: str, bridge: str = BRIDGE, address: str = BRIDGE_ADDRESS) -> S
         raise CannotStart("dockerd or ip is not installed")
     if os.geteuid() != 0:
         raise CannotStart("starting a dockerd needs root")
+    sweep_stale()
     if bridge_exists(bridge):
         # Not ours: never take over (or later delete) a bridge we did not make.
         raise CannotStart(f"a network interface named {bridge} exists already")
@@ -118,6 +121,7 @@ def start(*extra: str, bridge: str = BRIDGE, address: str = BRIDGE_ADDRESS) -> S
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )  # fmt: skip
         daemon = SecondDaemon(root, process, bridge_made, bridge)
         _wait_ready(daemon)
@@ -128,6 +132,41 @@ def start(*extra: str, bridge: str = BRIDGE, address: str = BRIDGE_ADDRESS) -> S
         else:
             _undo(root, bridge_made, bridge)
         raise
+
+
+def _die_with_parent() -> None:
+    """In the child, before dockerd runs: SIGTERM it when the test process that started it
+    dies, however it dies (a run killed gives its daemons no chance to be stopped)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+# Bridges this module names after the test process that made them (conftest.py):
+# vt<pid>w<worker>, vl<pid>w<worker>.
+_OURS = re.compile(r"^v[tl](\d+)w\d+$")
+_STALE_SECONDS = 300
+
+
+def sweep_stale() -> None:
+    """Remove what daemons of test processes that died left: their bridges, and their
+    directories (unmounted first) once no daemon runs from them and they are older than a
+    few minutes (one being set up has no pid file yet)."""
+    links = _run_ip("-o", "link", "show").stdout.splitlines()
+    for line in links:
+        name = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        m = _OURS.match(name)
+        if m and not Path(f"/proc/{m[1]}").exists():
+            _run_ip("link", "del", name)
+    for root in Path("/tmp").glob("vt-dockerd-*"):
+        try:
+            if time.time() - root.stat().st_mtime < _STALE_SECONDS:
+                continue
+            pid = int((root / "docker.pid").read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and Path(f"/proc/{pid}").exists():
+            continue
+        _unmount_below(root)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _wait_ready(daemon: SecondDaemon) -> None:
