@@ -84,8 +84,11 @@ def members(data: dict[str, Any], volumes: list[str], need_root: bool) -> list[M
 
 def _root(root: object) -> ManifestEntry:
     """The snapshot's root entry, as the restore recorded it."""
-    if not isinstance(root, dict) or not all(
-        isinstance(root.get(k), int) for k in ("mode", "uid", "gid", "mtime")
+    if (
+        not isinstance(root, dict)
+        or not all(isinstance(root.get(k), int) for k in ("mode", "uid", "gid", "mtime"))
+        or not 0 <= root["mode"] <= 0o7777
+        or not all(0 <= root[k] < 2**32 - 1 for k in ("uid", "gid"))
     ):
         raise VoltoolError("its record of the snapshot's root is unreadable")
     return ManifestEntry(

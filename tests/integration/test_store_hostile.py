@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.integration.dockertools import F2, Docker, records, voltool
-from tests.integration.test_store import scan, snap
+from tests.integration.test_store import _same_tree, scan, snap
 
 pytestmark = pytest.mark.engine
 
@@ -158,5 +158,36 @@ def test_a_volume_in_the_way_of_the_store_stops_a_restore_before_it_begins(
     r = voltool("restore", "--yes", made["id"], env={"VOLTOOL_FORMAT": "2"})
     assert r.code == 5 and "in the way of the store" in r.err, r.err
     assert dk.read(vol, "a") == b"changed\n"
+    assert voltool("recover", vol).out.strip() == "nothing to recover"
+    assert dk.managed_containers() == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"mode": 0o5777, "uid": 4242}, "the root entry its manifest gives is not its data's"),
+        ({"mode": 70000}, "its manifest has no root entry"),  # beyond 0o7777: never chmod'ed
+    ],
+)
+def test_a_forged_root_line_is_refused_and_the_volume_left_alone(
+    dk: Docker, agent: str, volume: Callable[..., str], fields: dict[str, int], why: str
+) -> None:
+    vol = volume("echo one > /v/a")
+    made = snap(vol)
+    store, sid = made["volume"], made["id"]
+    dk.run({vol: "/v"}, "echo changed > /v/a")
+    before = scan(dk, agent, vol)
+    # Only the manifest's first line: the data, and so the tree digest, stay as they were.
+    manifest = f"/s/snapshots/{sid}/manifest.jsonl"
+    first = json.loads(dk.run({store: "/s"}, f"head -n 1 {manifest}"))
+    forged = json.dumps({**first, **fields}, sort_keys=True, separators=(",", ":"))
+    dk.run(
+        {store: "/s"},
+        f"{{ printf '%s\\n' \"$1\"; tail -n +2 {manifest}; }} > /tmp/m && cat /tmp/m > {manifest}",
+        forged,
+    )
+    r = voltool("restore", sid, "--yes")
+    assert r.code == 6 and why in r.err, (r.code, r.err)
+    _same_tree(scan(dk, agent, vol), before, rolled_back=True)
     assert voltool("recover", vol).out.strip() == "nothing to recover"
     assert dk.managed_containers() == []

@@ -97,6 +97,30 @@ def test_previous_tree_fifo_is_never_opened(agent: Agent, tmp_path: Path) -> Non
         t.join(5)
 
 
+def test_a_symlink_in_place_of_the_tree_to_copy_is_not_followed(
+    agent: Agent, tmp_path: Path
+) -> None:
+    # A restore's old data (.voltool-old-<op>) lives in a volume its containers write:
+    # one may put a symlink there, to the store the copy goes into, or anywhere.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "secret").write_bytes(b"not the old data")
+    (tmp_path / "vol").mkdir()
+    (tmp_path / "vol" / ".old").symlink_to(tmp_path / "elsewhere")
+    for command in (
+        ["copy", tmp_path / "vol" / ".old", tmp_path / "dst"],
+        ["scan", tmp_path / "vol" / ".old"],
+    ):
+        run = agent(*command)
+        assert run.rc == 3 and [e["event"] for e in run.events] == ["fatal"], run.events
+        assert not (tmp_path / "dst" / "secret").exists()
+    # The caller's own path may still pass through symlinks above its last component.
+    (tmp_path / "link").symlink_to(tmp_path / "vol")
+    (tmp_path / "vol" / "data").mkdir()
+    (tmp_path / "vol" / "data" / "f").write_bytes(b"f")
+    run = agent("copy", tmp_path / "link" / "data", tmp_path / "dst2")
+    assert run.rc == 0 and (tmp_path / "dst2" / "f").read_bytes() == b"f", run.events
+
+
 def _deep(root: Path, depth: int, name: bytes = b"d") -> bytes:
     """A chain of `depth` directories under `root`; returns its path relative to root."""
     root.mkdir()

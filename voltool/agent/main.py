@@ -189,7 +189,7 @@ def _verify(reporter: Reporter, tree: str, manifest: str, out: IO[bytes]) -> Non
 
 
 def _open_root(path: str) -> int:
-    """The directory a command works on; given by the caller, so trusted to be where it says."""
+    """The directory a command works on (walk.open_root: its last component never followed)."""
     try:
         return open_root(path)
     except OSError as e:

@@ -118,9 +118,19 @@ def _open_noatime(name: bytes, dir_fd: int | None, flags: int = _FILE_FLAGS) -> 
 def open_root(path: str) -> int:
     """Open the directory a command works on, as the walk opens every other one.
 
-    The path is the caller's, so trusted to be where it says (it may pass
-    through symlinks the caller chose)."""
-    return _open_noatime(os.fsencode(path), None, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    The path's parent is the caller's, so trusted to be where it says (it may pass
+    through symlinks the caller chose); its last component is not: it may be a
+    directory inside a volume that others write (a restore's old data), which a
+    symlink put in its place must not redirect anywhere, so it is never followed."""
+    raw = os.fsencode(path).rstrip(b"/")
+    parent, name = os.path.split(raw)
+    if not name or name in (b".", b".."):
+        return _open_noatime(os.fsencode(path), None, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    parent_fd = _open_noatime(parent or b".", None, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        return _open_noatime(name, parent_fd, _DIR_FLAGS)
+    finally:
+        os.close(parent_fd)
 
 
 def relook(node: Node) -> Node:

@@ -567,7 +567,7 @@ def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: boo
     """Stream the snapshot's data into the target's staging directory, checking every entry
     (a stored snapshot: have the agent copy it there, and check what it copied)."""
     if p.manifest is None:
-        staging.stage(rt, op, p.snapshot, p.target, names.stage, allow_special)
+        staging.stage(rt, op, p.snapshot, p.target, names.stage, p.root, allow_special)
         return
     limits = Limits(max_entries=p.info.entries, max_bytes=p.info.bytes, allow_special=allow_special)
     labels = rt.helper_labels(op)

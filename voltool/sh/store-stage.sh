@@ -3,7 +3,9 @@
 # snapshots/<id>/data) into /v/$1, a new directory of the target, which stays
 # 0700 until the swap. $3: "special" lets device nodes and FIFOs through,
 # anything else refuses them, in the data before the copy and in what was
-# copied. The copy's manifest is not needed (its digest is in the summary).
+# copied. Of the copy's manifest only the root's line is printed (its digest is in
+# the summary): the swap gives the volume root that mode and owner, and voltool
+# holds the snapshot's manifest to it.
 fail() { printf '{"event": "fatal", "message": "%s"}\n' "$1" >&2; exit 3; }
 special() { [ -n "$(find "$1" \( -type b -o -type c -o -type p \) -print -quit)" ]; }
 s="/snap/$2"
@@ -13,7 +15,11 @@ done
 if [ "$3" != special ] && special "$s/"; then
   fail "the snapshot holds a device node or FIFO: restoring it needs --allow-special"
 fi
-python3 -I -m voltool_agent copy --no-sync --private-root "$s" "/v/$1" > /dev/null
+# The agent's exit code, not the reader's: busybox ash has pipefail.
+# shellcheck disable=SC3040
+set -o pipefail
+python3 -I -m voltool_agent copy --no-sync --private-root "$s" "/v/$1" |
+  { IFS= read -r root; printf '%s\n' "$root"; cat > /dev/null; }
 code=$?
 if [ "$code" -eq 0 ] && [ "$3" != special ] && special "/v/$1/"; then
   fail "the staged copy holds a device node or FIFO: restoring it needs --allow-special"

@@ -60,21 +60,9 @@ def root_and_special(
     lines = result.stdout.split(b"\n")
     if result.exit_code != 0 or len(lines) < 2:
         raise IntegrityError(f"snapshot {snapshot.id}: its manifest or data cannot be read")
-    try:
-        first = json.loads(lines[0])
-        root = ManifestEntry(
-            ".",
-            "dir",
-            int(first["mode"]),
-            int(first["uid"]),
-            int(first["gid"]),
-            0,
-            int(first["mtime_ns"]) // 10**9,
-        )
-        if first.get("path") != "." or first.get("type") != "dir":
-            raise ValueError("not the root")
-    except (ValueError, KeyError, TypeError):
-        raise IntegrityError(f"snapshot {snapshot.id}: its manifest has no root entry") from None
+    root = _root_entry(lines[0])
+    if root is None:
+        raise IntegrityError(f"snapshot {snapshot.id}: its manifest has no root entry")
     special = None
     kind = lines[1].decode("ascii", "replace")
     if kind:
@@ -83,6 +71,30 @@ def root_and_special(
         path = b"\n".join(lines[2:]).removesuffix(b"\n")
         special = (kind, path.decode("utf-8", "surrogateescape"))
     return root, special
+
+
+# What a manifest line's numbers may be: anything else is a damaged or forged line.
+_MAX_MODE = 0o7777
+_MAX_ID = 2**32 - 2
+
+
+def _root_entry(line: bytes) -> ManifestEntry | None:
+    """The root entry a manifest line (the agent's) describes, or None if it is not one: a
+    directory ".", with a mode and owner a directory can have (never trusted to chmod or
+    chown a volume root with otherwise)."""
+    try:
+        first = json.loads(line)
+        mode, uid, gid, mtime_ns = (first[k] for k in ("mode", "uid", "gid", "mtime_ns"))
+        if first.get("path") != "." or first.get("type") != "dir":
+            return None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    numbers = (mode, uid, gid, mtime_ns)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+        return None
+    if not (0 <= mode <= _MAX_MODE and 0 <= uid <= _MAX_ID and 0 <= gid <= _MAX_ID):
+        return None
+    return ManifestEntry(".", "dir", mode, uid, gid, 0, mtime_ns // 10**9)
 
 
 def changes(
@@ -159,7 +171,7 @@ def _entry(snapshot: Snapshot, line: bytes) -> ManifestEntry:
             _text(e["link"]) if "link" in e else None,
             f"{rdev[0]},{rdev[1]}" if isinstance(rdev, list) and len(rdev) == 2 else None,
         )
-    except (ValueError, KeyError, TypeError, IndexError):
+    except (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError):
         raise IntegrityError(f"snapshot {snapshot.id}: its manifest has a malformed line") from None
 
 
@@ -169,10 +181,13 @@ def stage(
     snapshot: Snapshot,
     target: str,
     stage_name: str,
+    root: ManifestEntry,
     allow_special: bool = True,
 ) -> None:
     """Have the agent copy the snapshot's data into `target`'s staging directory, and hold
-    what it copied to the snapshot: the same entries, and the same tree digest.
+    what it copied to the snapshot: the same entries, and the same tree digest, and a root
+    (covered by that digest) with the mode, owner and mtime of `root`, the plan's, which
+    the swap gives the volume root.
 
     `allow_special` False: a device node or FIFO in the data, or in what was copied,
     fails the staging (the plan's check, made again where the copy is made)."""
@@ -199,6 +214,17 @@ def stage(
         raise IntegrityError(
             f"snapshot {snapshot.id} does not match its manifest: what was copied out of "
             "its store has another tree digest (the store was altered or damaged)"
+        )
+    copied = _root_entry(result.stdout.split(b"\n", 1)[0])
+    if copied is None or (copied.mode, copied.uid, copied.gid, copied.mtime) != (
+        root.mode,
+        root.uid,
+        root.gid,
+        root.mtime,
+    ):
+        raise IntegrityError(
+            f"snapshot {snapshot.id} does not match its manifest: the root entry its manifest "
+            "gives is not its data's (the store was altered or damaged)"
         )
 
 
