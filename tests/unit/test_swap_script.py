@@ -121,6 +121,34 @@ def test_a_finished_and_cleaned_up_swap_is_never_replayed(volume: Path) -> None:
     assert tree(volume) == {**RESTORED, "written-after": "new data"}
 
 
+def test_a_marker_planted_before_the_swap_does_not_skip_phase_1(volume: Path) -> None:
+    # The volume's containers see the staging directory's name, and so the marker's.
+    (volume / NAMES.mark).write_text("")
+    run_swap(volume)
+    top, old = split(volume)
+    assert top == RESTORED and old == OLD
+
+
+def test_a_cleanup_cut_after_the_old_data_went_is_not_replayed_as_phase_1(volume: Path) -> None:
+    run_swap(volume)
+    shutil.rmtree(volume / NAMES.old)  # cut between removing the old data and the marker
+    run_swap(volume)
+    top, old = split(volume)
+    assert top == RESTORED and old == {}
+
+
+def test_a_staging_directory_replaced_by_a_symlink_stops_the_swap(
+    volume: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (volume / NAMES.stage).rename(elsewhere)
+    (volume / NAMES.stage).symlink_to(elsewhere)
+    with pytest.raises(subprocess.CalledProcessError):
+        run_swap(volume)
+    top, old = split(volume)
+    assert top == OLD and old == {} and tree(elsewhere)["db.txt"] == "RESTORED"
+
+
 def test_phase_1_rerun_never_overwrites_what_it_moved(volume: Path) -> None:
     old = volume / NAMES.old
     old.mkdir()

@@ -13,6 +13,16 @@ S="$1"; O="$2"; M="$3"
 # No marker and no staging directory: this swap finished (and was cleaned up)
 # or never had anything to put in place. Either way, touch nothing.
 if [ ! -e "$M" ] && [ ! -d "$S" ]; then exit 0; fi
+# The volume's own containers may write any name in it: a staging directory
+# replaced by a symlink is not ours to empty, and a marker with no real old
+# directory beside it was not made by this swap (phase 1 is not done).
+if [ -L "$S" ]; then echo "the staging directory was replaced by a symlink" >&2; exit 4; fi
+# (With the staging directory gone, phase 2 is done: a marker then stays, however
+# it looks, so that nothing is ever moved out of place again.)
+if { [ -e "$M" ] || [ -L "$M" ]; } && [ -d "$S" ] && { [ ! -d "$O" ] || [ -L "$O" ]; }; then
+  rm -rf -- "$M"
+fi
+if [ -L "$O" ]; then echo "the old-data directory was replaced by a symlink" >&2; exit 4; fi
 # Move $1 into a new directory of its own under the old data: never onto anything.
 keep() {
   i=0
