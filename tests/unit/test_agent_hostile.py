@@ -247,3 +247,26 @@ def test_a_closed_stdout_ends_in_a_fatal_line_and_exit_3(agent: Agent, tmp_path:
         os.close(w)
     events = [json.loads(line) for line in p.stderr.decode().splitlines()]  # JSON only
     assert p.returncode == 3 and events[-1]["event"] == "fatal", events
+
+
+def test_an_inode_number_given_to_a_new_file_does_not_join_the_old_group(tmp_path: Path) -> None:
+    from voltool.agent.entry import Entry
+    from voltool.agent.links import LinkGroups
+
+    # The walk met a/f, one of two names of an inode; before it reaches the other name,
+    # both go, and a new file gets the same inode number (ext4 reuses them at once).
+    old = tmp_path / "old"
+    old.write_bytes(b"OLD SECRET")
+    os.link(old, tmp_path / "old2")
+    st = os.stat(old)
+    groups = LinkGroups()
+    groups.first(Entry.of(b"a/f", st, sha256="0" * 64, size=st.st_size), st)
+    time.sleep(0.01)
+    old.write_bytes(b"new file")  # the same inode, changed: as a reused number looks
+    again = os.stat(old)
+    assert (again.st_dev, again.st_ino) == (st.st_dev, st.st_ino)
+    assert groups.member(b"z/h", again) is None
+    # An unchanged inode is still a member of its group.
+    groups.first(Entry.of(b"a/f", again, sha256="0" * 64, size=again.st_size), again)
+    member = groups.member(b"z/g", os.stat(tmp_path / "old2"))
+    assert member is not None and member.link == b"a/f"

@@ -1,6 +1,8 @@
 """Hard-link groups, found as the walk meets their members.
 
-A group is the set of paths of one inode (dev, ino). Its first member in
+A group is the set of paths of one inode (dev, ino), unchanged (ctime, size, mtime)
+between its members: an inode number can be freed and given to a new file while
+a walk goes on, which must not join the new file to the old one's group. Its first member in
 stream order is written as an ordinary file; every later member names that
 first path in its `link` field and copies its content fields, so all members
 of a group agree.
@@ -35,6 +37,15 @@ class LinkGroups:
         if found is None:
             return None
         first, left = found
+        if (st.st_ctime_ns, st.st_size, st.st_mtime_ns) != (
+            first.ctime_ns,
+            first.size,
+            first.mtime_ns,
+        ):
+            # Not the inode met before: its number was freed and given to a new file since
+            # (or the file changed between its names): never merged with the first one.
+            del self._open[key]
+            return None
         left[0] -= 1
         if left[0] <= 0:
             del self._open[key]
