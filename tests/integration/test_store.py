@@ -426,6 +426,27 @@ def test_a_restore_killed_while_its_agent_stages_leaves_the_volume_as_it_was(
     assert voltool("recover", vol).out.strip() == "nothing to recover"
 
 
+def test_a_staged_tree_changed_before_the_swap_is_not_swapped_in(
+    dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    # A container that uses the volume runs while the snapshot is staged: a clean-up
+    # job deleting old files reaches into the staging directory too.
+    vol = volume("cd /v && echo one > a && mkdir d && echo two > d/b")
+    made = snap(vol)
+    dk.run({vol: "/v"}, "echo changed > /v/a")
+    current = scan(dk, agent, vol)
+    hold = tmp_path / "hold"
+    proc = start_voltool("restore", "--yes", made["id"], env={**F2, **hold_env("staged", hold)})
+    wait_for(hold.exists, 120, "the restore to stage")
+    dk.run({vol: "/v"}, "rm /v/.voltool-stage-*/d/b")
+    hold.unlink()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 6 and "changed after it was checked" in err, err
+    _same_tree(scan(dk, agent, vol), current, rolled_back=True)
+    assert voltool("recover", vol).out.strip() == "nothing to recover"
+    assert dk.managed_containers() == []
+
+
 def test_ls_cat_and_diff_read_a_stored_snapshot(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:

@@ -22,7 +22,7 @@ from .names import shown
 from .report import EXIT_ENTRIES, EXIT_FATAL, EXIT_OK, EXIT_USAGE, Fatal, Reporter
 from .scan import Scanner
 from .verify import verify
-from .walk import open_root
+from .walk import Kind, open_root, walk
 
 MAX_LINE = 8 << 20  # longest manifest line read: xattr values are at most 64 KiB each
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", add_help=False)
     verify.add_argument("tree")
     verify.add_argument("manifest")
+    settled = sub.add_parser("settled", add_help=False)
+    settled.add_argument("tree")
+    settled.add_argument("since", type=int, metavar="NS")
     return p
 
 
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             _scan(reporter, args.root, out)
         elif args.command == "copy":
             _copy(reporter, args, out)
+        elif args.command == "settled":
+            _settled(reporter, args.tree, args.since)
         else:
             _verify(reporter, args.tree, args.manifest, out)
         out.flush()
@@ -173,7 +178,28 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
     except ValueError as e:  # the previous manifest
         raise Fatal(f"previous manifest: {e}") from None
     out.flush()
-    reporter.summary("copy", digest=digest.hexdigest(), started_ns=started)
+    # The last change the copy made (its root's times, applied last): `settled` holds a
+    # copy left to others for a while (a restore's staging directory) to it.
+    settled = os.fstat(dst).st_ctime_ns
+    reporter.summary("copy", digest=digest.hexdigest(), started_ns=started, settled_ns=settled)
+
+
+def _settled(reporter: Reporter, tree: str, since: int) -> None:
+    """Whether the tree at TREE is still as a copy left it: no entry changed since NS (its
+    ctime, which no one can set back: a write, a chmod, a rename or removal of a child,
+    all move it), reading metadata only. Each changed entry is a mismatch (exit 1); the
+    summary counts the entries, for the caller to hold to the copy's."""
+    fd = _open_root(tree)
+    counts = reporter.counts
+    for kind, node in walk(fd, reporter.error, lambda: None):
+        if kind == Kind.LEAVE:
+            continue
+        counts.entries += 1
+        if node.st.st_ctime_ns > since:
+            counts.mismatches += 1
+            if counts.mismatches <= 10:
+                reporter.warning(node.path, "changed after the copy")
+    reporter.summary("settled")
 
 
 def _verify(reporter: Reporter, tree: str, manifest: str, out: IO[bytes]) -> None:

@@ -39,6 +39,7 @@ class Summary:
     digest: str = ""
     started_ns: int = 0
     peak_rss_kib: int = 0  # the agent's own peak resident set (0: not said)
+    settled_ns: int = 0  # copy: the ctime of the last change it made (0: not said)
 
     @property
     def content_bytes(self) -> int:
@@ -51,7 +52,8 @@ class Summary:
         for f in fields(cls):
             v = line.get(f.name, f.default)
             if f.name == "digest":
-                if not (isinstance(v, str) and len(v) == 64):
+                # Every command's but `settled`'s, which reads no content.
+                if line.get("command") != "settled" and not (isinstance(v, str) and len(v) == 64):
                     raise EngineError("the agent's summary has no tree digest")
             elif not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise EngineError(f"the agent's summary has a malformed {f.name}")

@@ -66,6 +66,7 @@ from voltool.store.layout import (
     SnapshotInfo,
 )
 from voltool.store.manifest import ChangeSummary, Manifest, ManifestEntry, diff, summarize
+from voltool.store.staging import check_settled
 from voltool.swap import cleanup, created_by, drop_stage, remove_created, save_old, swap
 from voltool.tar import live
 from voltool.tar.transfer import RootOverride, Transfer
@@ -369,13 +370,19 @@ def execute_together(
                     _create(rt, op, m.target)
             if opts.offline:
                 _stop(rt, op, targets, times, stopped, clock)
+            settled: dict[str, int] = {}  # stored snapshots: target -> its copy's last change
             for m in members:
                 rt.journal.append(op, Step.STAGE, **_which(group, m))
                 staged.add(m.target)
-                stage(rt, op, m.plan, names, opts.allow_special)
+                when = stage(rt, op, m.plan, names, opts.allow_special)
+                if when is not None:
+                    settled[m.target] = when
                 rt.journal.append(op, Step.STAGED, **_which(group, m))
             if not opts.offline:
                 _stop(rt, op, targets, times, stopped, clock)
+            for m in members:  # what ran meanwhile must not have changed a staged tree
+                if m.target in settled:
+                    check_settled(rt, op, m.plan.snapshot, m.target, names.stage, settled[m.target])
             if opts.if_match:
                 (m,) = members  # plan_group refuses --if-match
                 rt.journal.append(op, Step.CHECK)
@@ -563,12 +570,12 @@ def _roll_back(
 # -- the steps, each usable by recover -------------------------------------
 
 
-def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: bool) -> None:
+def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: bool) -> int | None:
     """Stream the snapshot's data into the target's staging directory, checking every entry
-    (a stored snapshot: have the agent copy it there, and check what it copied)."""
+    (a stored snapshot: have the agent copy it there, and check what it copied). Returns,
+    for a stored snapshot, when the staged copy was last changed (staging.check_settled)."""
     if p.manifest is None:
-        staging.stage(rt, op, p.snapshot, p.target, names.stage, p.root, allow_special)
-        return
+        return staging.stage(rt, op, p.snapshot, p.target, names.stage, p.root, allow_special)
     limits = Limits(max_entries=p.info.entries, max_bytes=p.info.bytes, allow_special=allow_special)
     labels = rt.helper_labels(op)
     target = Mount(p.target, "/v")
@@ -592,3 +599,4 @@ def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: boo
         finally:
             rt.reporter.end()
     fix_modes(rt, op, target, f"/v/{names.stage}", p.manifest)
+    return None

@@ -24,6 +24,7 @@ from voltool.store import catalog, copy, format2
 from voltool.store.catalog import Snapshot
 from voltool.store.layout import DATA_DIR, MANIFEST, Meta
 from voltool.store.manifest import Change, ChangeSummary, ManifestEntry
+from voltool.words import quoted
 
 _SPECIAL = ("block", "char", "fifo")
 _MAX_LINE = 8 * 1024 * 1024  # the agent's bound on one manifest line
@@ -183,14 +184,16 @@ def stage(
     stage_name: str,
     root: ManifestEntry,
     allow_special: bool = True,
-) -> None:
+) -> int:
     """Have the agent copy the snapshot's data into `target`'s staging directory, and hold
     what it copied to the snapshot: the same entries, and the same tree digest, and a root
     (covered by that digest) with the mode, owner and mtime of `root`, the plan's, which
     the swap gives the volume root.
 
     `allow_special` False: a device node or FIFO in the data, or in what was copied,
-    fails the staging (the plan's check, made again where the copy is made)."""
+    fails the staging (the plan's check, made again where the copy is made).
+
+    Returns when the copy made its last change (its ctime, in ns), for `check_settled`."""
     info = snapshot.info
     assert info is not None
     mounts = [
@@ -225,6 +228,34 @@ def stage(
         raise IntegrityError(
             f"snapshot {snapshot.id} does not match its manifest: the root entry its manifest "
             "gives is not its data's (the store was altered or damaged)"
+        )
+    if not summary.settled_ns:
+        raise EngineError(f"staging snapshot {snapshot.id}: the agent did not say when it ended")
+    return summary.settled_ns
+
+
+def check_settled(
+    rt: Runtime, op: str, snapshot: Snapshot, target: str, stage_name: str, since: int
+) -> None:
+    """Hold the staging directory to what `stage` left there (at `since`), just before
+    the swap: the containers that use `target` ran meanwhile, and one (a clean-up job
+    deleting old files, or worse) may have changed the staged tree. Reads metadata
+    only (every entry's ctime, which a write, chmod, rename or removal moves), so the
+    containers stay stopped for a walk, not for a hash of the data."""
+    info = snapshot.info
+    assert info is not None
+    mounts = [Mount(target, "/v", read_only=True)]
+    result = agentrun.run(
+        rt, _image(rt), op, mounts, ["-", "settled", f"/v/{stage_name}", str(since)]
+    )
+    summary = result.summary
+    if result.code != 0 or summary is None or summary.entries != info.entries:
+        said = [*result.warnings, *result.errors, *([result.fatal] if result.fatal else [])]
+        first = f" ({said[0]})" if said else ""
+        raise IntegrityError(
+            f"the staged copy of snapshot {snapshot.id} in {quoted(target)} changed after it "
+            f"was checked{first}: a container using the volume wrote into it; nothing was "
+            "restored (restore with --offline to keep them stopped throughout)"
         )
 
 
