@@ -45,6 +45,37 @@ def test_previous_tree_cannot_join_two_source_files(agent: Agent, tmp_path: Path
     assert two.out == agent("scan", src).out
 
 
+def test_a_store_file_that_is_the_source_inode_is_not_linked(agent: Agent, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"aaaa")
+    time.sleep(SETTLE)
+    one = copy(agent, src, tmp_path / "one")
+    prev = tmp_path / "one"
+    (prev / "a").unlink()
+    os.link(src / "a", prev / "a")  # by someone who mounts both volumes' parent
+    # ... with a manifest that agrees with the source inode as it is now.
+    lines = [json.loads(line) for line in one.out.splitlines()]
+    st = os.stat(src / "a")
+    for e in lines:
+        if e["path"] == "a":
+            e.update(ino=st.st_ino, ctime_ns=st.st_ctime_ns, nlink=st.st_nlink)
+    m1 = tmp_path / "one.jsonl"
+    m1.write_bytes(
+        b"".join(
+            json.dumps(e, sort_keys=True, separators=(",", ":")).encode() + b"\n" for e in lines
+        )
+    )
+    time.sleep(SETTLE)
+    # ... and a previous snapshot that says it started after that (not racily clean).
+    later = copy(agent, tmp_path / "one", tmp_path / "scratch")
+    two = copy(agent, src, tmp_path / "two", (prev, m1, later))
+    assert two.summary["files_linked"] == 0
+    assert ino(tmp_path / "two" / "a") != ino(src / "a")
+    (src / "a").write_bytes(b"AAAA")  # the source changes: the snapshot must not
+    assert (tmp_path / "two" / "a").read_bytes() == b"aaaa"
+
+
 def test_previous_setuid_file_with_other_content_is_not_linked(
     agent: Agent, tmp_path: Path
 ) -> None:

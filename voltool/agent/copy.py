@@ -431,6 +431,9 @@ class Copier:
         if (
             not stat.S_ISREG(made.st_mode)
             or made.st_dev != self._dst_dev
+            # the source's own inode (a store file linked to it from outside): the next
+            # write to the source would change this snapshot too
+            or (made.st_dev, made.st_ino) == (node.st.st_dev, node.st.st_ino)
             or (*found_st, made.st_mtime_ns) != wanted
             # room for the group's later members, linked to this one
             or made.st_nlink - 1 + node.st.st_nlink > os.fpathconf(dst, "PC_LINK_MAX")
@@ -594,6 +597,15 @@ def _apply_at(dir_fd: int, name: bytes, entry: Entry) -> None:
     A symlink's own mode cannot be set on Linux (and is always 0o777)."""
     os.chown(name, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
     xattrs.write(name, entry.xattrs, dir_fd)
-    if entry.type != "symlink":  # just made by the agent, and not a symlink
-        os.chmod(name, entry.mode, dir_fd=dir_fd)
+    if entry.type != "symlink":
+        # Just made by the agent; but a writer racing in DST (a restore's staging
+        # directory) could put a symlink in its place, and chmod follows symlinks:
+        # change the mode of the very inode found, through an O_PATH fd.
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise OSError(errno.ELOOP, "replaced by a symlink", os.fsdecode(name))
+            os.chmod(f"/proc/self/fd/{fd}", entry.mode)
+        finally:
+            os.close(fd)
     os.utime(name, ns=(entry.atime_ns, entry.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
