@@ -23,10 +23,11 @@ from tests.hostile import (
 from tests.tarbuild import M, d, f, hard, make_tar, sym
 from voltool.engine.readahead import read_ahead
 from voltool.errors import ExitCode, IntegrityError, NoSpace, UsageError, VoltoolError
-from voltool.ops.importer import ImportRequest, Incoming, read_archive
+from voltool.ops.importer import ImportRequest, Incoming, read_archive, room_for
 from voltool.store.manifest import Manifest
 from voltool.tar import compression
 from voltool.tar.compression import Compression
+from voltool.tar.live import Space
 from voltool.tar.validate import Limits
 
 
@@ -263,6 +264,41 @@ def test_content_and_entries_are_charged_against_the_free_space_and_inodes() -> 
     with pytest.raises(NoSpace, match="5 free inodes"):
         for _ in incoming.transfer(None, inodes=5):
             pass
+
+
+MIB = 2**20
+
+
+def _space(free_mib: int, inodes: int | None = 1000, device: str | None = "64768") -> Space:
+    return Space(free_mib * MIB, 0, 0, inodes, device)
+
+
+def test_a_format_2_import_is_charged_twice_where_its_store_shares_the_filesystem() -> None:
+    want, _ = tree_data([d("./"), f("./big", b"x" * (20 * MIB))])
+    # Format 1: 20 MiB and the slack fit in 40 MiB.
+    assert room_for(want, _space(40)).available == (40 - 16) * MIB
+    # Format 2, one filesystem: staged and copied, 40 MiB and the slack do not.
+    with pytest.raises(NoSpace, match="40 MiB free, 56 MiB needed"):
+        room_for(want, _space(40), _space(40))
+    # Nor where the filesystems cannot be told apart.
+    with pytest.raises(NoSpace):
+        room_for(want, _space(40, device=None), _space(40, device=None))
+    # Two filesystems: each holds one copy, and the smaller decides.
+    assert room_for(want, _space(40), _space(100, device="2049")).available == (40 - 16) * MIB
+    with pytest.raises(NoSpace, match="30 MiB free"):
+        room_for(want, _space(100), _space(30, device="2049"))
+
+
+def test_a_plain_tar_into_a_store_may_stream_half_the_room_and_inodes() -> None:
+    room = room_for(None, _space(116, inodes=1001), _space(116, inodes=1001))
+    assert (room.available, room.inodes) == (50 * MIB, 500)
+
+
+def test_an_export_into_a_store_needs_its_entries_twice_in_inodes() -> None:
+    want, _ = tree_data([d("./"), *[f(f"./f{i}") for i in range(9)]])
+    assert room_for(want, _space(100, inodes=10)).inodes == 10
+    with pytest.raises(NoSpace, match="10 free, 20 needed"):
+        room_for(want, _space(100, inodes=10), _space(100, inodes=10))
 
 
 def test_a_gnu_header_has_no_name_prefix() -> None:

@@ -925,6 +925,9 @@ def import_cmd(
     allow_special: bool = typer.Option(
         False, "--allow-special", help="Accept device nodes and FIFOs."
     ),
+    wait: float | None = typer.Option(
+        30.0, "--wait", help="Seconds to wait for the store's lock (format 2)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the new snapshot as JSON."),
 ) -> None:
     """Import an archive as a new snapshot (kind import), checking every entry."""
@@ -937,7 +940,9 @@ def import_cmd(
     if file == "-":
         if sys.stdin.isatty():
             raise UsageError("refusing to read an archive from a terminal: name a FILE or pipe one")
-        req = importer.ImportRequest(volume, name, limits, "importing stdin")
+        req = importer.ImportRequest(
+            volume, name, limits, "importing stdin", format=rt.config.format, wait=wait
+        )
         made = importer.import_archive(rt, sys.stdin.buffer, req)
     else:
         path = Path(file)
@@ -951,7 +956,15 @@ def import_cmd(
             raise userfile.error(e, file, "read") from None
         with f:
             total = os.fstat(f.fileno()).st_size
-            req = importer.ImportRequest(volume, name, limits, f"importing {path.name}", total)
+            req = importer.ImportRequest(
+                volume,
+                name,
+                limits,
+                f"importing {path.name}",
+                total,
+                format=rt.config.format,
+                wait=wait,
+            )
             made = importer.import_archive(rt, cast(BinaryIO, userfile.Input(f, file)), req)
     if as_json:
         render.print_json(render.snapshot_record(made))

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from dataclasses import dataclass
 
 from voltool.engine import labels as L
 from voltool.engine.client import ContainerInfo, Mount, NameConflict
-from voltool.errors import EngineError, NotFound, VoltoolError
+from voltool.errors import Busy, EngineError, NotFound, VoltoolError
 from voltool.ids import (
     KEEPER_CONTAINER_PREFIX,
     SNAPSHOT_VOLUME_PREFIX,
@@ -107,6 +108,19 @@ def remove_snapshot_volume(rt: Runtime, volume: str) -> None:
             with contextlib.suppress(VoltoolError):
                 protect(rt, volume, found[0].labels.get(L.OP, "") or "0" * 16)
         raise
+
+
+def remove_when_unused(rt: Runtime, volume: str, tries: int = 10) -> None:
+    """`remove_snapshot_volume`, tried again for a few seconds while another container
+    mounts it (a listing or verify by anyone mounts it for a moment); then Busy."""
+    for attempt in range(tries):
+        try:
+            remove_snapshot_volume(rt, volume)
+            return
+        except NameConflict:
+            if attempt == tries - 1:
+                raise Busy(f"{quoted(volume)} is in use by a container") from None
+            time.sleep(0.5)
 
 
 @dataclass(frozen=True)

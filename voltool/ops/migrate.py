@@ -6,12 +6,12 @@ the store (in name order), journaled as an operation of kind "migrate":
 1. journal "begin" (the snapshot volume, the store, the id);
 2. the agent copies the snapshot volume's data/ into the store, as a snapshot
    with the same id, kind, created time, origin and meta.json, linking files
-   unchanged since the store's latest snapshot by content (voltool.store.copy),
-   and commits it;
+   unchanged since the store's latest snapshot by content (voltool.store.copy);
 3. the agent hashes the copy again and holds it to its own manifest; the
    copy's manifest, read as format 1, must have the format-1 snapshot's tree
    digest (paths, types, modes, owners, sizes, content hashes, link targets,
-   device numbers and hard-link groups: everything but times);
+   device numbers and hard-link groups: everything but times)
+   (copy.copy_checked); only then is the copy committed;
 4. journal "checked"; only then the snapshot volume is removed (with its
    keeper); journal "done".
 
@@ -25,30 +25,17 @@ only once its copy is committed and checked.
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 
-from voltool.agent.entry import Entry
 from voltool.engine import agent_image, keepers
 from voltool.engine import labels as L
-from voltool.engine.client import Mount, NameConflict
 from voltool.engine.locks import volume_lock
-from voltool.errors import Busy, IntegrityError, UsageError, VoltoolError
+from voltool.errors import IntegrityError, UsageError, VoltoolError
 from voltool.ids import new_id
 from voltool.journal import Kind, Step
 from voltool.runtime import Runtime
-from voltool.store import catalog, checks, copy, format2
+from voltool.store import catalog, copy, format2
 from voltool.store.catalog import Snapshot
-from voltool.store.layout import DATA_DIR, MANIFEST, Meta, manifest_bound
-from voltool.store.manifest import (
-    Manifest,
-    ManifestBuilder,
-    ManifestEntry,
-    diff,
-    split_lines,
-    summarize,
-)
-from voltool.words import quoted
 
 KIND = Kind.MIGRATE
 
@@ -103,9 +90,12 @@ def migrate(rt: Runtime, old: Snapshot, wait: float | None = 30) -> Moved:
             store=target,
         )
         try:
-            new = _copy_and_check(rt, image, op, current)
+            format2.ensure_store(rt, current.source, op)
+            what = f"the copy of snapshot {old.id}"
+            new = copy.copy_checked(rt, image, op, current, what=what)
+            new = copy.commit_copy(rt, op, new)
             rt.journal.append(op, Step.CHECKED, snapshot=old.id)
-            _remove_old(rt, old.volume)
+            keepers.remove_when_unused(rt, old.volume)
         except BaseException as e:
             if _undo(rt, op, current, target):
                 with contextlib.suppress(VoltoolError):
@@ -113,123 +103,6 @@ def migrate(rt: Runtime, old: Snapshot, wait: float | None = 30) -> Moved:
             raise
         rt.journal.append(op, Step.DONE)
     return Moved(current, new)
-
-
-def _copy_and_check(rt: Runtime, image: str, op: str, old: Snapshot) -> Snapshot:
-    info = old.info
-    assert info is not None
-    format2.ensure_store(rt, old.source, op)
-    tree = Mount(old.volume, "/src", read_only=True)
-    copied = copy.copy(
-        rt,
-        image,
-        op,
-        old.id,
-        old.source,
-        tree,
-        old.kind,
-        info.quiesce,
-        old.meta or Meta(),
-        f"/src/{DATA_DIR}",
-        created=old.created,
-        origin=(info.origin_id, info.origin_created),
-        by_content=True,
-    )
-    new = copied.snapshot
-    report = checks.check_stored(rt, new, op)
-    if not report.ok:
-        raise IntegrityError(
-            f"the copy of snapshot {old.id} does not match its own manifest: "
-            f"{report.problem or report.found.counts}"
-        )
-    check_copy(rt, old, new)
-    return new
-
-
-def check_copy(rt: Runtime, old: Snapshot, new: Snapshot) -> None:
-    """The copy's manifest, read as format 1, is the format-1 snapshot's, times aside.
-
-    Both manifests are held in tables (voltool.store.spill), not on the heap.
-    """
-    from voltool.store.catalog import read_manifest
-
-    info = old.info
-    assert info is not None
-    got = _as_format_1(rt, new, info.entries)
-    if len(got) == info.entries and got.digest() == info.tree_digest:
-        return
-    want = read_manifest(rt, old, info)
-    found = summarize(diff(want, got), keep=1)
-    first = f", first {quoted(found.first[0].path)}" if found.first else ""
-    raise IntegrityError(
-        f"the copy of snapshot {old.id} differs from it ({found.added} added, "
-        f"{found.changed} changed, {found.removed} removed{first}): not moved"
-    )
-
-
-def _as_format_1(rt: Runtime, new: Snapshot, entries: int) -> Manifest:
-    """The stored snapshot's manifest (the agent's format), as a format-1 manifest."""
-    limit = manifest_bound(entries + 1)
-    chunks = catalog.read_file(rt, new.volume, new.path(MANIFEST), limit)
-    builder = ManifestBuilder()
-    for count, line in enumerate(split_lines(chunks)):
-        if count > entries:
-            raise IntegrityError(f"the copy of snapshot {new.id} has more entries than it")
-        try:
-            e = Entry.parse(line)
-        except ValueError as err:
-            raise IntegrityError(f"the copy's manifest does not read: {err}") from None
-        entry = _entry(e)
-        if e.link is None:
-            builder.add(entry)
-            continue
-        link = e.link.decode("utf-8", "surrogateescape")
-        try:
-            got = builder.add_hardlink(entry.path, link, entry.mtime)
-        except KeyError:
-            raise IntegrityError(
-                f"the copy's manifest: {quoted(entry.path)} links to no earlier file"
-            ) from None
-        fields = ("type", "mode", "uid", "gid", "size", "sha256")
-        if any(getattr(got, f) != getattr(entry, f) for f in fields):
-            raise IntegrityError(
-                f"the copy's manifest: {quoted(entry.path)} differs from "
-                "the file it is a hard link to"
-            )
-    return builder.build()
-
-
-_TYPES = ("file", "dir", "symlink", "fifo", "char", "block")
-
-
-def _entry(e: Entry) -> ManifestEntry:
-    if e.type not in _TYPES:
-        raise IntegrityError(f"the copy has a {e.type}, which format 1 cannot hold")
-    return ManifestEntry(
-        path=e.path.decode("utf-8", "surrogateescape"),
-        type=e.type,
-        mode=e.mode,
-        uid=e.uid,
-        gid=e.gid,
-        size=e.size if e.type == "file" else 0,
-        mtime=e.mtime_ns // 10**9,
-        sha256=e.sha256,
-        target=e.target.decode("utf-8", "surrogateescape") if e.target is not None else None,
-        dev=f"{e.rdev[0]},{e.rdev[1]}" if e.rdev is not None else None,
-    )
-
-
-def _remove_old(rt: Runtime, volume: str, tries: int = 10) -> None:
-    """Remove the snapshot volume and its keeper. A listing or verify by anyone mounts it
-    for a moment (in use: NameConflict): tried again a few times before giving up."""
-    for attempt in range(tries):
-        try:
-            keepers.remove_snapshot_volume(rt, volume)
-            return
-        except NameConflict:
-            if attempt == tries - 1:
-                raise Busy(f"{quoted(volume)} is in use by a container") from None
-            time.sleep(0.5)
 
 
 def _undo(rt: Runtime, op: str, old: Snapshot, target: str) -> bool:

@@ -710,9 +710,35 @@ def _plan_migrate(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
     return Plan(actions)
 
 
+def _plan_import(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
+    """As a snapshot: drop what was not committed (a format-2 import's temporary snapshot
+    volume never is). And the store it made, if it holds no snapshot: a format-2 import
+    cut short before its copy began leaves the store as it found it."""
+    plan = _plan_snapshot(rt, op, claimed)
+    target = op.data.get("store")
+    if not isinstance(target, str) or target not in op.volumes:
+        return plan
+    try:
+        labels = rt.engine.volume(target).labels
+    except NotFound:
+        return plan
+    if labels.get(L.ROLE) != L.ROLE_STORE or labels.get(L.OP) != op.id:
+        return plan  # not the one this import made
+    if any(s.volume == target for s in catalog.find(rt)):
+        return plan  # its snapshot (removed above if incomplete) takes the store with it
+    what = f"remove the empty store {quoted(target)} that import {op.id} made"
+    return Plan([*plan.actions, Action(what, partial(_remove_empty_store, rt, target, op.id))])
+
+
+def _remove_empty_store(rt: Runtime, target: str, op: str) -> str | None:
+    if format2.remove_if_empty(rt, target, op):
+        return None
+    return f"left the store {quoted(target)}: it is not empty"
+
+
 _PLANNERS: dict[str, Callable[[Runtime, Operation, set[str]], Plan]] = {
     Kind.SNAPSHOT: _plan_snapshot,
     Kind.MIGRATE: _plan_migrate,
-    Kind.IMPORT: _plan_snapshot,  # the same: drop what was not committed
+    Kind.IMPORT: _plan_import,
     Kind.RESTORE: _plan_restore,
 }

@@ -109,13 +109,14 @@ def take(rt: Runtime, req: SnapshotRequest) -> Taken:
             quiesce=req.quiesce,
             **({"stores": stores} if stores else {}),
         )
-        resumed = False
+        resumed = True  # nothing is paused or stopped until the quiesce step
         try:
             for v in stores:
                 format2.ensure_store(rt, v, op)
             users = quiesce.running_users(rt.engine, volumes)
             uses = {c.name: c.volumes for c in users}
             targets = quiesce.plan(users, req.quiesce)
+            resumed = False
             rt.journal.append(
                 op,
                 Step.QUIESCE,

@@ -7,6 +7,9 @@
 # rm -rf removes a symlink, never what it points to.
 set -e
 [ ! -L /store/snapshots ] || { echo "/store/snapshots is a symlink" >&2; exit 3; }
+# A store made for a snapshot whose copy never began has no snapshots directory:
+# there is nothing to remove.
+[ -e /store/snapshots ] || exit 0
 cd /store/snapshots
 if [ -d "$1" ] || [ -L "$1" ]; then mv -T -- "$1" ".gone-$1"; fi
 rm -rf -- ".gone-$1"

@@ -529,7 +529,7 @@ def abandon(rt: Runtime, op: str, sids: dict[str, str | None]) -> bool:
             try:
                 if in_store is None:
                     remove_snapshot_volume(rt, snapshot_volume_name(sid))
-                elif _exists(rt, in_store):  # mounting a missing store would make one
+                elif _is_store(rt, in_store):  # mounting a missing store would make one
                     format2.delete_dir(rt, in_store, sid, op)
                     format2.remove_if_empty(rt, in_store, op)
             except VoltoolError as e:
@@ -541,12 +541,15 @@ def abandon(rt: Runtime, op: str, sids: dict[str, str | None]) -> bool:
     return not failures
 
 
-def _exists(rt: Runtime, volume: str) -> bool:
+def _is_store(rt: Runtime, volume: str) -> bool:
+    """Whether `volume` is there and one of voltool's stores: a volume that was in the way
+    of one (format2.ensure_store refused it) is not ours to clean up, let alone remove."""
     try:
-        rt.engine.volume(volume)
+        labels = rt.engine.volume(volume).labels
     except NotFound:
         return False
-    return True
+    source = labels.get(L.SOURCE, "")
+    return labels.get(L.ROLE) == L.ROLE_STORE and format2.store_name(source) == volume
 
 
 def check_name_free(rt: Runtime, volumes: list[str], name: str) -> None:

@@ -123,9 +123,12 @@ def receive(
     created: dt.datetime,
     transfer: Transfer,
     commit: Commit,
+    *,
+    mark: bool = True,
 ) -> Received:
     """Extract `transfer` (a tree under data/, not closed) into snapshot `sid`'s volume, and
-    commit it.
+    commit it (with `mark=False`, everything but snapshot.json: a volume that stays
+    incomplete, to be copied into a store and removed).
 
     manifest.jsonl, meta.json and then snapshot.json follow the data in the
     same stream: the engine writes members in order, so the commit marker
@@ -146,7 +149,7 @@ def receive(
             (MANIFEST, m.chunks(), m.summary.size),
             (META, [commit.meta.to_json()], None),
         ]
-        if not needs_fixed_modes(m):
+        if mark and not needs_fixed_modes(m):
             members.append((SNAPSHOT, [info.to_json()], None))
         yield from small_tar(members)
 
@@ -166,9 +169,10 @@ def receive(
         done = received[0]
         if needs_fixed_modes(done.manifest):
             fix_modes(rt, op, mount, f"/snap/{DATA_DIR}", done.manifest)
-            rt.engine.put_archive(
-                dst, "/snap", small_tar([(SNAPSHOT, [done.info.to_json()], None)])
-            )
+            if mark:
+                rt.engine.put_archive(
+                    dst, "/snap", small_tar([(SNAPSHOT, [done.info.to_json()], None)])
+                )
     return done
 
 
