@@ -34,11 +34,13 @@ def test_open_refuses_a_file_swapped_for_a_symlink(src: Path) -> None:
     fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
     try:
         st = os.stat(b"victim", dir_fd=fd, follow_symlinks=False)
+        # Its inode stays taken (a link elsewhere), so that no new file below gets its number.
+        os.link(src / "victim", src / "kept")
         (src / "victim").unlink()
         os.symlink(PASSWD, src / "victim")
         with pytest.raises(Changed):
             open_regular(fd, b"victim", st)
-        # and one swapped for another file (another inode: made before the old one goes)
+        # and one swapped for another file (another inode)
         (src / "victim.new").write_bytes(b"harmless")
         os.replace(src / "victim.new", src / "victim")
         assert os.stat(src / "victim").st_ino != st.st_ino
