@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from voltool import agent_image, catalog, keepers, store, store_copy, verify
+from voltool import agent_image, catalog, compression, keepers, store, store_copy, verify
 from voltool import labels as L
 from voltool.agent.entry import Entry
 from voltool.catalog import Snapshot
@@ -163,7 +163,8 @@ def check_copy(rt: Runtime, old: Snapshot, new: Snapshot) -> None:
 def _as_format_1(rt: Runtime, new: Snapshot, entries: int) -> Manifest:
     """The stored snapshot's manifest (the agent's format), as a format-1 manifest."""
     limit = manifest_bound(entries + 1)
-    chunks = catalog.read_file(rt, new.volume, new.path(MANIFEST), limit)
+    raw = catalog.read_file(rt, new.volume, new.path(MANIFEST), limit)
+    chunks = compression.plain_or_gzip(raw, limit)
     builder = ManifestBuilder()
     for count, line in enumerate(split_lines(chunks)):
         if count > entries:

@@ -14,7 +14,7 @@ import base64
 import json
 from collections.abc import Iterator
 
-from voltool import agentrun, catalog, store, store_copy
+from voltool import agentrun, catalog, compression, store, store_copy
 from voltool.catalog import Snapshot
 from voltool.engine import Mount
 from voltool.errors import EngineError, IntegrityError
@@ -131,7 +131,8 @@ def entries(rt: Runtime, snapshot: Snapshot) -> Iterator[ManifestEntry]:
     The caller holds the snapshot's lock while it iterates."""
     limit = (snapshot.info.entries + 1) * _MAX_LINE if snapshot.info else 0
     pending = b""
-    for chunk in catalog.read_file(rt, snapshot.volume, snapshot.path(MANIFEST), limit):
+    raw = catalog.read_file(rt, snapshot.volume, snapshot.path(MANIFEST), limit)
+    for chunk in compression.plain_or_gzip(raw, limit):
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
