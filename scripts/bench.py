@@ -92,6 +92,8 @@ FULL = {
     "B": Dataset("B", "100,000 files of 1-8 KiB in 1,000 directories", 100_000, 1000, 1024, 8192),
     "C": Dataset("C", "10 small files", 10, 1, 100, 1000),
 }
+# --million: memory at scale (format 2 only): peak RSS of voltool and of the agent.
+MILLION = Dataset("M", "1,000,000 files of 1-7 bytes in 1,000 directories", 1_000_000, 1000, 1, 7)
 QUICK = {
     "A": Dataset("A", "128 MiB in 8 files of 16 MiB (quick)", 8, 1, 16 * MiB, 16 * MiB),
     "B": Dataset("B", "5,000 files of 1-8 KiB in 50 directories (quick)", 5000, 50, 1024, 8192),
@@ -385,6 +387,39 @@ class Bench:
             app.remove(force=True)
         self.results.add(ds.key, "format 2: verify", self.voltool("verify", second["id"])[0])
 
+    def million(self, ds: Dataset) -> None:
+        """Peak RSS at scale, format 2 only: the first snapshot, an incremental one after
+        1% of the files changed, and a restore; voltool's own and the agent's. The files
+        are written inside a helper (a shell loop, no process per file)."""
+        log(f"dataset {ds.key}: {ds.title}: creating")
+        src = self.volume(f"src-{ds.key}")
+        per = ds.files // ds.dirs
+        self.sh(
+            {src: "/v"},
+            f"cd /v && for d in $(seq -w 0 {ds.dirs - 1}); do mkdir d$d; i=0; "
+            f'while [ $i -lt {per} ]; do echo $i > "d$d/f$i"; i=$((i + 1)); done; done',
+        )
+        time.sleep(SETTLE)
+        log(f"dataset {ds.key}: format 2: first snapshot")
+        run, out = self.voltool("snapshot", "--json", src, env=F2)
+        first = json.loads(out.splitlines()[0])
+        self.results.add(ds.key, "format 2: first snapshot", run)
+        self.results.agent_rss[f"{ds.key}: first snapshot"] = first["copy"]["peak_rss_kib"] / 1024
+        every = ds.files // 100
+        self.sh(
+            {src: "/v"},
+            f"cd /v && for d in d*; do i=0; while [ $i -lt {per // 100} ]; do "
+            'echo changed > "$d/f$i"; i=$((i + 1)); done; done',
+        )
+        log(f"dataset {ds.key}: format 2: incremental")
+        run, out = self.voltool("snapshot", "--json", src, env=F2)
+        second = json.loads(out.splitlines()[0])
+        self.results.add(ds.key, f"format 2: incremental ({every} files changed)", run)
+        self.results.agent_rss[f"{ds.key}: incremental"] = second["copy"]["peak_rss_kib"] / 1024
+        log(f"dataset {ds.key}: format 2: restore")
+        run, _ = self.voltool("restore", first["id"], "--yes", "--json", env=F2)
+        self.results.add(ds.key, "format 2: restore (total)", run)
+
     def store_bytes(self, src: str) -> int:
         _, out = self.voltool("du", src, "--json")
         return sum(
@@ -573,6 +608,14 @@ def report(res: Results, info: dict[str, str], sets: dict[str, Dataset], rounds:
                 checks.append(
                     ("B: store growth <= 5% of B", f"{100 * grew / size:.1f}%", grew <= 0.05 * size)
                 )
+        if key == MILLION.key:
+            agent_rss = {k: v for k, v in res.agent_rss.items() if k.startswith(f"{key}:")}
+            lines += [
+                "",
+                "agent peak RSS: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in agent_rss.items()),
+            ]
+            worst = max(agent_rss.values()) if agent_rss else 0
+            checks.append((f"{key}: agent peak RSS <= 64 MiB", f"{worst:.0f} MiB", worst <= 64))
         if key == "list":
             for op, runs in ops.items():
                 m = statistics.median(r.seconds for r in runs)
@@ -588,17 +631,27 @@ def main() -> int:
     p.add_argument("--datasets", default="A,B,C")
     p.add_argument("--quick", action="store_true", help="small datasets, to try the script")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    p.add_argument(
+        "--million",
+        action="store_true",
+        help="also measure peak RSS with 1,000,000 entries (format 2; adds about 30 minutes)",
+    )
+    p.add_argument("--no-list", action="store_true", help="leave out the list measurement")
     a = p.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="voltool-bench-"))
     bench = Bench(a.rounds, a.quick, workdir)
     try:
         bench.cleanup()
         info = machine(bench.client)
-        for key in a.datasets.split(","):
+        for key in filter(None, a.datasets.split(",")):
             bench.dataset(bench.sets[key])
             bench.cleanup()
             time.sleep(SETTLE if key in ("A", "B") and not a.quick else 0)
-        bench.listing()
+        if not a.no_list:
+            bench.listing()
+        if a.million:
+            bench.sets = {**bench.sets, MILLION.key: MILLION}
+            bench.million(MILLION)
     finally:
         bench.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -14,9 +14,10 @@ Commands
     scan ROOT
         Write the manifest of the tree at ROOT to stdout.
     copy SRC DST [--prev TREE MANIFEST --prev-started NS [--prev-by-content]]
-         [--no-sync] [--private-root]
+         [--no-sync] [--private-root] [--gzip]
         Copy the tree at SRC into DST (made 0o700, or an existing empty
-        directory), and write the manifest of what was copied to stdout. With
+        directory), and write the manifest of what was copied to stdout
+        (gzip-compressed with --gzip). With
         --prev, files unchanged since the copy that made TREE and MANIFEST
         (which started at NS, its summary's started_ns) are hard-linked from
         TREE instead (see copy.py); with --prev-by-content, files whose size,
@@ -30,6 +31,8 @@ Commands
     verify TREE MANIFEST
         Hash TREE again and compare it with MANIFEST ("-": stdin); write the
         differences to stdout (see verify.py).
+
+    A manifest read (MANIFEST, the previous one) may be plain or gzip-compressed.
 
 Streams
     stdout: for scan and copy, the manifest: one JSON line per entry (format in

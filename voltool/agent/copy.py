@@ -5,10 +5,12 @@ What a copy guarantees:
   (setuid, setgid, sticky), owners, xattrs (ACLs, capabilities), times in ns,
   device numbers, symlink targets as they were (never resolved, wherever they
   point), hard-link groups as the same groups, sparse files as sparse.
-- Every file's `sha256` is of the bytes DST holds: computed by reading the copy
-  back after the data went in with copy_file_range (the data never passes
-  through the agent then), or carried over from the previous manifest for a
-  file linked from the previous tree.
+- Every file's `sha256` is of the bytes DST holds: for a file of at most
+  `SMALL` bytes without holes, of the very buffer that was written into DST
+  (one read, one write); for any other, computed by reading the copy back
+  after the data went in with copy_file_range (the data never passes through
+  the agent then); or carried over from the previous manifest for a file
+  linked from the previous tree.
 - A file that changes while copied: its data is copied up to the size fstat
   gave when it was opened, then fstat is compared again; if size, mtime or
   ctime moved, the copy is removed and made again, up to `walk.RETRIES` times.
@@ -57,6 +59,7 @@ groups, and two paths are never joined that were not one inode in the source.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import socket
 import stat
@@ -83,6 +86,10 @@ from .walk import (
 
 CFR_CHUNK = 64 << 20  # bytes per copy_file_range call: large, the kernel loops inside
 RW_CHUNK = 1 << 20  # bytes per read/write when copy_file_range cannot be used
+# A file up to this size with no holes goes through the agent's buffer: one read, one
+# write, hashed in passing. For many small files that is far fewer system calls than
+# copy_file_range, finding the extents, truncating and reading the copy back.
+SMALL = RW_CHUNK
 # copy_file_range cannot do this pair of files (another filesystem, an old kernel,
 # a filesystem without support): read and write instead.
 _NO_CFR = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
@@ -160,6 +167,7 @@ class Copier:
         self._buf = bytearray(RW_CHUNK)
         self._dst_dev = os.fstat(dst_fd).st_dev
         self._made = InodeFilter()  # DST's files, when there is a previous tree
+        self._max_links: int | None = None
 
     def run(self) -> None:
         def vanished() -> None:
@@ -312,24 +320,35 @@ class Copier:
             # The same source inode as an earlier path, already in DST: link to it.
             _link_in_dst(self.dst_fd, member.link, dst, node.name)
             return member
-        try:
-            found = xattrs.read(node.name, node.parent_fd)
-        except FileNotFoundError:
-            raise Vanished from None
-        entry = self._link_prev(node, before, found)
+        entry = None
+        if self._may_link(before):
+            try:
+                found = xattrs.read(node.name, node.parent_fd)
+            except FileNotFoundError:
+                raise Vanished from None
+            entry = self._link_prev(node, before, found)
         if entry is None:
             entry = self._copy_file(node)
             self.reporter.hold_for_tests("agent-copied-a-file")
         self.groups.first(entry, node.st)
         return entry
 
+    def _may_link(self, before: Entry | None) -> bool:
+        """Whether the previous tree has a file at this path that could be linked from."""
+        return (
+            before is not None
+            and self.prev is not None
+            and self._dirs[-1].prev_fd != -1
+            and before.type == "file"
+            and before.link is None
+            and before.sha256 is not None
+        )
+
     def _link_prev(self, node: Node, before: Entry | None, found: Xattrs) -> Entry | None:
         """The entry of `node` hard-linked from the previous tree, or None if it may not be."""
         st = node.st
         prev_dir = self._dirs[-1].prev_fd
-        if before is None or self.prev is None or prev_dir == -1:
-            return None
-        if before.type != "file" or before.link is not None or before.sha256 is None:
+        if before is None or self.prev is None or not self._may_link(before):
             return None
         if self.prev.by_content:
             if not self._same_content(node, before, found):
@@ -436,13 +455,19 @@ class Copier:
             or (made.st_dev, made.st_ino) == (node.st.st_dev, node.st.st_ino)
             or (*found_st, made.st_mtime_ns) != wanted
             # room for the group's later members, linked to this one
-            or made.st_nlink - 1 + node.st.st_nlink > os.fpathconf(dst, "PC_LINK_MAX")
+            or made.st_nlink - 1 + node.st.st_nlink > self._link_max(dst)
             or xattrs.read(node.name, dst) != found
         ):
             return False
         # One inode of the previous tree stands for one source inode: a store that
         # made two of its files one inode must not join their sources in DST.
         return self._made.add(made.st_ino)
+
+    def _link_max(self, dst: int) -> int:
+        """The most links an inode of DST may have (one filesystem: asked once)."""
+        if self._max_links is None:
+            self._max_links = os.fpathconf(dst, "PC_LINK_MAX")
+        return self._max_links
 
     def _copy_file(self, node: Node) -> Entry:
         dst = self._dirs[-1].dst_fd
@@ -454,14 +479,14 @@ class Copier:
                 try:
                     if self.prev is not None:  # a store linking it in later is refused
                         self._made.add(os.fstat(dfd).st_ino)
-                    self._copy_data(sfd, dfd, before.st_size)
+                    hashed = self._copy_data(sfd, dfd, before.st_size)
                     after = os.fstat(sfd)
                     last = attempt == RETRIES - 1
                     if same_content_stat(before, after) or last:
                         if not same_content_stat(before, after):
                             self.counts.unstable += 1
                             self.reporter.warning(node.path, "kept changing; last copy kept")
-                        sha, size = hash_fd(dfd, self._buf)
+                        sha, size = hashed if hashed is not None else hash_fd(dfd, self._buf)
                         self.counts.bytes_hashed += size
                         entry = Entry.of(node.path, before, sha256=sha, size=size, xattrs=found)
                         _apply_fd(dfd, entry)
@@ -477,18 +502,47 @@ class Copier:
         finally:
             os.close(sfd)
 
-    def _copy_data(self, src: int, dst: int, size: int) -> None:
+    def _copy_data(self, src: int, dst: int, size: int) -> tuple[str, int] | None:
         """Copy the data extents of `src` below `size` into `dst` at the same offsets, then
-        make `dst` exactly `size` long: holes stay holes."""
+        make `dst` exactly `size` long: holes stay holes.
+
+        Returns the SHA-256 and length of what `dst` then holds when the bytes went
+        through the agent's buffer (a small file without holes), None when they did not
+        (the caller reads `dst` back)."""
+        if size <= SMALL and _dense(src, size):
+            return self._copy_small(src, dst, size)
         for start, end in _extents(src, size):
             offset = start
             while offset < end:
                 n = self._copy_range(src, dst, offset, end - offset)
                 if n == 0:
-                    return self._truncate(dst, size)  # EOF early: the file shrank
+                    self._truncate(dst, size)  # EOF early: the file shrank
+                    return None
                 offset += n
                 self.counts.bytes_copied += n
-        return self._truncate(dst, size)
+        self._truncate(dst, size)
+        return None
+
+    def _copy_small(self, src: int, dst: int, size: int) -> tuple[str, int]:
+        """Read `src`'s first `size` bytes into the buffer, write them into the empty `dst`,
+        and hash that very buffer. A file that shrank meanwhile is made `size` long, as
+        the extent copy makes it (zeros at the end): the caller sees the change by fstat."""
+        view = memoryview(self._buf)
+        got = 0
+        while got < size:
+            n = os.preadv(src, [view[got:size]], got)
+            if n == 0:
+                break
+            got += n
+        done = 0
+        while done < got:
+            done += os.pwrite(dst, view[done:got], done)
+        self.counts.bytes_copied += got
+        h = hashlib.sha256(view[:got])
+        if got < size:
+            os.ftruncate(dst, size)
+            h.update(bytes(size - got))
+        return h.hexdigest(), size
 
     @staticmethod
     def _truncate(dst: int, size: int) -> None:
@@ -508,6 +562,17 @@ class Copier:
         while done < n:
             done += os.pwrite(dst, view[done:], offset + done)
         return n
+
+
+def _dense(fd: int, size: int) -> bool:
+    """Whether `fd` has no hole below `size` (SEEK_HOLE finds the first one; where it is
+    not supported, a file is one extent)."""
+    if size == 0:
+        return True
+    try:
+        return os.lseek(fd, 0, os.SEEK_HOLE) >= size
+    except OSError:
+        return True
 
 
 def _extents(fd: int, size: int) -> Iterator[tuple[int, int]]:

@@ -40,5 +40,9 @@ class TreeDigest:
     def add(self, entry: Entry) -> None:
         self._hash.update(entry.digest_line())
 
+    def add_line(self, digest_line: bytes) -> None:
+        """Add an entry by its `Entry.digest_line()`, made already."""
+        self._hash.update(digest_line)
+
     def hexdigest(self) -> str:
         return self._hash.hexdigest()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import hashlib
+import io
 import json
 import os
 import resource
 import sys
 import time
+import zlib
 from collections.abc import Iterator
-from typing import IO, NoReturn
+from typing import IO, NoReturn, cast
 
 from . import __version__
 from .copy import Copier, Prev
@@ -25,6 +28,8 @@ from .verify import verify
 from .walk import Kind, open_root, walk
 
 MAX_LINE = 8 << 20  # longest manifest line read: xattr values are at most 64 KiB each
+GZIP_LEVEL = 3  # a manifest compresses to about a quarter at level 3, for little CPU
+_GZIP_MAGIC = b"\x1f\x8b"  # a manifest line starts with "{": the two never mix up
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -50,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--prev-by-content", action="store_true")
     copy.add_argument("--no-sync", action="store_true")
     copy.add_argument("--private-root", action="store_true")
+    copy.add_argument("--gzip", action="store_true")
     verify = sub.add_parser("verify", add_help=False)
     verify.add_argument("tree")
     verify.add_argument("manifest")
@@ -140,8 +146,9 @@ def _scan(reporter: Reporter, root: str, out: IO[bytes]) -> None:
     fd = _open_root(root)
     counts = reporter.counts
     for entry in Scanner(reporter).entries(fd):
-        out.write(entry.line())
-        digest.add(entry)
+        line, digest_line = entry.lines()
+        out.write(line)
+        digest.add_line(digest_line)
         counts.entries += 1
         counts.files += entry.type == "file"
     out.flush()
@@ -168,16 +175,22 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
     counts = reporter.counts
 
     def emit(entry: Entry) -> None:
-        out.write(entry.line())
-        digest.add(entry)
+        line, digest_line = entry.lines()
+        out.write(line)
+        digest.add_line(digest_line)
         counts.entries += 1
         counts.files += entry.type == "file"
 
-    try:
-        Copier(reporter, src, dst, started, emit, prev, args.private_root).run()
-    except ValueError as e:  # the previous manifest
-        raise Fatal(f"previous manifest: {e}") from None
-    out.flush()
+    sink = out
+    with contextlib.ExitStack() as closing:
+        if args.gzip:  # closed at the end of the block: its trailer goes into `sink`
+            packed = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+            out = cast(IO[bytes], closing.enter_context(packed))
+        try:
+            Copier(reporter, src, dst, started, emit, prev, args.private_root).run()
+        except ValueError as e:  # the previous manifest
+            raise Fatal(f"previous manifest: {e}") from None
+    sink.flush()
     # The last change the copy made (its root's times, applied last): `settled` holds a
     # copy left to others for a while (a restore's staging directory) to it.
     settled = os.fstat(dst).st_ctime_ns
@@ -235,10 +248,21 @@ def _make_dst(path: str) -> int:
 
 
 def _lines(path: str) -> Iterator[bytes]:
-    """The lines of a manifest file ("-": stdin), each at most MAX_LINE bytes."""
-    f = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    with f:
-        while line := f.readline(MAX_LINE + 1):
+    """The lines of a manifest file ("-": stdin), plain or gzip-compressed (`copy --gzip`),
+    each at most MAX_LINE bytes. ValueError if it is neither, or cut short."""
+    raw = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    assert isinstance(raw, io.BufferedReader)
+    f: IO[bytes] = raw
+    if raw.peek(2)[:2] == _GZIP_MAGIC:
+        f = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    with raw, f:
+        while True:
+            try:
+                line = f.readline(MAX_LINE + 1)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise ValueError(f"the compressed manifest is corrupt or cut short ({e})") from None
+            if not line:
+                return
             if len(line) > MAX_LINE or not line.endswith(b"\n"):
                 raise ValueError("a line is too long or unterminated")
             yield line

@@ -73,6 +73,8 @@ class Reporter:
     def __init__(self, out: TextIO | None = None) -> None:
         self._out = out if out is not None else sys.stderr
         self.counts = Counts()
+        # Read once: hold_for_tests is asked once per file copied.
+        self._held = frozenset(os.environ.get("VOLTOOL_TEST_HOLD_AT", "").split(","))
 
     def _emit(self, obj: dict[str, Any]) -> None:
         self._out.write(json.dumps(obj, sort_keys=True, ensure_ascii=True) + "\n")
@@ -104,7 +106,7 @@ class Reporter:
         the helper only when it is set in its own environment), say so and stop here for
         good, so that a test kills the helper, or voltool, at a known point of a copy
         however fast the machine. Never set in normal use."""
-        if step not in os.environ.get("VOLTOOL_TEST_HOLD_AT", "").split(","):
+        if step not in self._held:
             return
         self._emit({"event": "held", "step": step})
         while True:

@@ -3,7 +3,8 @@
 # directory of the store at /store.
 # $2: the snapshot id; $3: its begun.json; the rest: the agent's own options
 # (--prev TREE MANIFEST --prev-started NS). begun.json is written before any
-# data; the manifest is renamed into place only when the agent finished well.
+# data; the manifest (gzip-compressed) is renamed into place only when the
+# agent finished well.
 # A previous snapshot whose tree is not a directory or whose manifest is not a
 # regular file (none reached through a symlink of the store) is not linked
 # from: the copy is then a full one (the agent would hang on a FIFO).
@@ -23,7 +24,7 @@ chmod 700 /store/snapshots || exit 3
 d="/store/snapshots/$sid"
 mkdir "$d" || exit 3
 printf '%s' "$begun" > "$d/begun.json" || exit 3
-python3 -I -m voltool_agent copy "$src" "$d/data" "$@" > "$d/manifest.jsonl.part"
+python3 -I -m voltool_agent copy --gzip "$src" "$d/data" "$@" > "$d/manifest.jsonl.part"
 code=$?
 if [ "$code" -eq 0 ]; then
   mv -f -- "$d/manifest.jsonl.part" "$d/manifest.jsonl" || exit 3

@@ -35,6 +35,7 @@ from voltool.store.manifest import (
     split_lines,
     summarize,
 )
+from voltool.tar import compression
 from voltool.words import quoted
 
 
@@ -225,7 +226,8 @@ def check_against(rt: Runtime, old: Snapshot, new: Snapshot, fails: str) -> None
 def _as_format_1(rt: Runtime, new: Snapshot, entries: int) -> Manifest:
     """The stored snapshot's manifest (the agent's format), as a format-1 manifest."""
     limit = manifest_bound(entries + 1)
-    chunks = catalog.read_file(rt, new.volume, new.path(MANIFEST), limit)
+    raw = catalog.read_file(rt, new.volume, new.path(MANIFEST), limit)
+    chunks = compression.plain_or_gzip(raw, limit)  # gzip, or plain in older stores
     builder = ManifestBuilder()
     for count, line in enumerate(split_lines(chunks)):
         if count > entries:

@@ -3,7 +3,8 @@
     voltool-store-<source>/                 labels: io.voltool.role=store, its source
       snapshots/<id>/begun.json             written first: what the snapshot is
       snapshots/<id>/data/                  the tree, as the agent copied it
-      snapshots/<id>/manifest.jsonl         the agent's manifest of data/
+      snapshots/<id>/manifest.jsonl         the agent's manifest of data/ (gzip; plain in
+                                            stores made before manifests were compressed)
       snapshots/<id>/meta.json              user-editable (voltool.store.layout.Meta)
       snapshots/<id>/snapshot.json          written last, by rename: the commit marker
 

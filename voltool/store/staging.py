@@ -24,6 +24,7 @@ from voltool.store import catalog, copy, format2
 from voltool.store.catalog import Snapshot
 from voltool.store.layout import DATA_DIR, MANIFEST, Meta
 from voltool.store.manifest import Change, ChangeSummary, ManifestEntry
+from voltool.tar import compression
 from voltool.words import quoted
 
 _SPECIAL = ("block", "char", "fifo")
@@ -145,7 +146,8 @@ def entries(rt: Runtime, snapshot: Snapshot) -> Iterator[ManifestEntry]:
     The caller holds the snapshot's lock while it iterates."""
     limit = (snapshot.info.entries + 1) * _MAX_LINE if snapshot.info else 0
     pending = b""
-    for chunk in catalog.read_file(rt, snapshot.volume, snapshot.path(MANIFEST), limit):
+    raw = catalog.read_file(rt, snapshot.volume, snapshot.path(MANIFEST), limit)
+    for chunk in compression.plain_or_gzip(raw, limit):
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import enum
 import gzip
+import itertools
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO, cast
 
@@ -179,3 +180,37 @@ def _chunks(file: BinaryIO, kind: Compression) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+def plain_or_gzip(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """The bytes of a stream that is either plain or gzip-compressed (a stored manifest:
+    gzip from the agent's `copy --gzip`, plain in older stores), told apart by its first
+    bytes; IntegrityError past `limit` bytes once decompressed, or if it is corrupt."""
+    source = iter(chunks)
+    head = b""
+    for chunk in source:
+        head += chunk
+        if len(head) >= len(_GZIP_MAGIC):
+            break
+    if not head.startswith(_GZIP_MAGIC):
+        yield head
+        yield from source
+        return
+    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip's header and trailer
+    total = 0
+    try:
+        for chunk in itertools.chain((head,), source):
+            while chunk:
+                out = d.decompress(chunk, CHUNK)
+                total += len(out)
+                if total > limit:
+                    raise IntegrityError(f"a compressed manifest holds more than {limit} bytes")
+                if out:
+                    yield out
+                chunk = d.unconsumed_tail
+                if d.eof:
+                    break
+        if not d.eof:
+            raise IntegrityError("a compressed manifest is cut short")
+    except zlib.error as e:
+        raise IntegrityError(f"a compressed manifest is corrupt ({e})") from None
