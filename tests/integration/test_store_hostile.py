@@ -178,12 +178,13 @@ def test_a_forged_root_line_is_refused_and_the_volume_left_alone(
     dk.run({vol: "/v"}, "echo changed > /v/a")
     before = scan(dk, agent, vol)
     # Only the manifest's first line: the data, and so the tree digest, stay as they were.
+    # (Stored gzip-compressed; written back plain, as older stores keep it, and readers take.)
     manifest = f"/s/snapshots/{sid}/manifest.jsonl"
-    first = json.loads(dk.run({store: "/s"}, f"head -n 1 {manifest}"))
+    first = json.loads(dk.run({store: "/s"}, f"zcat {manifest} | head -n 1"))
     forged = json.dumps({**first, **fields}, sort_keys=True, separators=(",", ":"))
     dk.run(
         {store: "/s"},
-        f"{{ printf '%s\\n' \"$1\"; tail -n +2 {manifest}; }} > /tmp/m && cat /tmp/m > {manifest}",
+        f"{{ printf '%s\\n' \"$1\"; zcat {manifest} | tail -n +2; }} > /tmp/m && cat /tmp/m > {manifest}",
         forged,
     )
     r = voltool("restore", sid, "--yes")

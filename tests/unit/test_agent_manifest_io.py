@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.agenttools import Agent
-from voltool import compression
 from voltool.agent.entry import Entry, canonical
 from voltool.errors import IntegrityError
+from voltool.tar import compression
 
 ENTRIES = [
     Entry(b".", "dir", 0o755, 0, 0, -5, 3, 4, 5, 6, 7),
