@@ -184,7 +184,8 @@ def test_a_forged_root_line_is_refused_and_the_volume_left_alone(
     forged = json.dumps({**first, **fields}, sort_keys=True, separators=(",", ":"))
     dk.run(
         {store: "/s"},
-        f"{{ printf '%s\\n' \"$1\"; zcat {manifest} | tail -n +2; }} > /tmp/m && cat /tmp/m > {manifest}",
+        f"{{ printf '%s\\n' \"$1\"; zcat {manifest} | tail -n +2; }} > /tmp/m"
+        f" && cat /tmp/m > {manifest}",
         forged,
     )
     r = voltool("restore", sid, "--yes")
