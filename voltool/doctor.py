@@ -35,7 +35,7 @@ class Check:
 def run_checks(overrides: dict[str, Any] | None = None) -> list[Check]:
     """Every check that can run; an unreachable engine ends the list early."""
     config, problems = load_checked(overrides)
-    checks = _config_checks(config, problems)
+    checks = [*_config_checks(config, problems), _format_check(config)]
     try:
         endpoint = resolve(config.host, config.context)
     except VoltoolError as e:
@@ -76,6 +76,19 @@ def _config_checks(config: Config, problems: list[str]) -> list[Check]:
     if problems:
         return [Check("config", "fail", p, fix) for p in problems]
     return [Check("config", "ok", where)]
+
+
+# What each format is, as doctor names it.
+FORMATS = {
+    1: "format 1: a snapshot volume each, copied through the archive API",
+    2: "format 2: a store per volume, incremental, copied by the agent",
+}
+
+
+def _format_check(config: Config) -> Check:
+    """The format new snapshots take, and where that setting comes from."""
+    where = config.sources.get("format", "default")
+    return Check("format", "ok", f"new snapshots take {FORMATS[config.format]} (from {where})")
 
 
 def _image_check(engine: Engine, config: Config) -> tuple[str, Check]:
@@ -174,7 +187,19 @@ def _leftover_checks(rt: Runtime) -> list[Check]:
             )
         )
     if rt.image:
-        for s in catalog.list_snapshots(rt):
+        snapshots = catalog.list_snapshots(rt)
+        old = sum(1 for s in snapshots if not s.in_store and s.state == "complete")
+        if old:
+            checks.append(
+                Check(
+                    "format",
+                    "ok",
+                    f"{old} snapshot{'s' if old != 1 else ''} in format 1, usable as "
+                    f"{'they are' if old != 1 else 'it is'}; `voltool migrate --all` "
+                    "moves them into their volumes' stores (format 2)",
+                )
+            )
+        for s in snapshots:
             if s.state == "damaged":
                 checks.append(
                     Check(
