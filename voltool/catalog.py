@@ -184,7 +184,11 @@ def with_metadata(rt: Runtime, snapshots: list[Snapshot]) -> list[Snapshot]:
 
 
 def list_snapshots(rt: Runtime, source: str | None = None) -> list[Snapshot]:
-    return with_metadata(rt, find(rt, source))
+    """Every snapshot (of `source`), with its metadata: the stores' as `find` read them
+    (one helper), the format-1 snapshot volumes' through one more, if there are any."""
+    found = find(rt, source)
+    plain = iter(with_metadata(rt, [s for s in found if not s.in_store]))
+    return [s if s.in_store else next(plain) for s in found]
 
 
 # "BEGIN", then one line per file that is there: "<id>/<name> <content in hex>"
