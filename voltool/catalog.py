@@ -295,11 +295,12 @@ def _attach(s: Snapshot, found: dict[str, bytes | None]) -> Snapshot:
 
 
 def check_labels(s: Snapshot, info: SnapshotInfo) -> None:
-    """snapshot.json agrees with every field its volume's labels carry, or IntegrityError.
+    """snapshot.json agrees with every field its volume's labels carry (a stored
+    snapshot's: its begun.json and its store's), or IntegrityError.
 
-    The labels are fixed when the volume is made and decide what a snapshot is
-    listed as and restored into; a snapshot.json that says otherwise was
-    rewritten or damaged, and neither can be trusted.
+    The labels are fixed when the volume is made (begun.json, before the data)
+    and decide what a snapshot is listed as and restored into; a snapshot.json
+    that says otherwise was rewritten or damaged, and neither can be trusted.
     """
     created = dt.datetime.fromisoformat(info.created.replace("Z", "+00:00"))  # checked by parse
     pairs = (
@@ -309,12 +310,18 @@ def check_labels(s: Snapshot, info: SnapshotInfo) -> None:
         ("created", created, s.created),
         ("kind", info.kind, s.kind),
     )
+    # A stored snapshot's are its store's: begun.json, its place, the store's labels.
+    where, there = (
+        (f"its store's {store.BEGUN}", store.BEGUN)
+        if s.in_store
+        else ("its volume's labels", "the labels")
+    )
     for field, in_file, in_label in pairs:
         if in_file != in_label:
             shown = in_label.isoformat() if isinstance(in_label, dt.datetime) else in_label
             raise IntegrityError(
-                f"{SNAPSHOT} disagrees with its volume's labels on {field}: "
-                f"{quoted(getattr(info, field))} in the file, {quoted(shown)} in the labels"
+                f"{SNAPSHOT} disagrees with {where} on {field}: "
+                f"{quoted(getattr(info, field))} in the file, {quoted(shown)} in {there}"
             )
 
 
