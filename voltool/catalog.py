@@ -183,12 +183,17 @@ def with_metadata(rt: Runtime, snapshots: list[Snapshot]) -> list[Snapshot]:
     ]
 
 
-def list_snapshots(rt: Runtime, source: str | None = None) -> list[Snapshot]:
-    """Every snapshot (of `source`), with its metadata: the stores' as `find` read them
-    (one helper), the format-1 snapshot volumes' through one more, if there are any."""
-    found = find(rt, source)
+def completed(rt: Runtime, found: list[Snapshot]) -> list[Snapshot]:
+    """Snapshots as `find` returned them, each with its metadata: a store's came with
+    theirs, format-1 snapshot volumes' are read (by one helper, if there are any)."""
     plain = iter(with_metadata(rt, [s for s in found if not s.in_store]))
     return [s if s.in_store else next(plain) for s in found]
+
+
+def list_snapshots(rt: Runtime, source: str | None = None) -> list[Snapshot]:
+    """Every snapshot (of `source`), with its metadata: one helper reads the stores, and
+    one more the format-1 snapshot volumes, if there are any."""
+    return completed(rt, find(rt, source))
 
 
 # "BEGIN", then one line per file that is there: "<id>/<name> <content in hex>"
@@ -419,7 +424,7 @@ def resolve_all(rt: Runtime, refs: Iterable[str]) -> list[Snapshot]:
             f"no snapshot with id {quoted(ref)}",
         )
         chosen.setdefault(s.id, s)
-    return with_metadata(rt, list(chosen.values()))
+    return completed(rt, list(chosen.values()))
 
 
 def _one(

@@ -357,7 +357,7 @@ def _list(
         and (start is None or s.created >= start)
         and (end is None or s.created < end)
     ]
-    snaps = catalog.with_metadata(rt, found) if found else []
+    snaps = catalog.completed(rt, found)
     if name is not None:
         snaps = [s for s in snaps if s.name == name]
     if as_json:
