@@ -20,6 +20,7 @@ from tests.integration.dockertools import (
     F2,
     FIDELITY_SCRIPT,
     Docker,
+    agent_held_mid_copy,
     hold_env,
     records,
     snapshot_record,
@@ -190,27 +191,6 @@ def test_docker_volume_prune_leaves_stores_alone(
     assert keepers == []
 
 
-def _agent_held_mid_copy(dk: Docker, agent: str, vol: str, *argv: str) -> tuple[Any, Any]:
-    """Start `voltool ARGV` (format 2) and return it with the helper that copies into or out
-    of `vol`, once its agent has copied one file and stopped there for good (the agent's
-    hold point: voltool/agent/report.py), so that a test kills one or the other mid-copy
-    deterministically, however fast the machine. A file linked rather than copied does not
-    stop it."""
-    proc = start_voltool(*argv, env={**F2, "VOLTOOL_TEST_HOLD_AT": "agent-copied-a-file"})
-
-    def held() -> list[Any]:
-        return [
-            c
-            for c in dk.client.containers.list(filters={"label": "io.voltool.role=helper"})
-            if any(m.get("Name") == vol for m in c.attrs["Mounts"])
-            and c.attrs["Config"]["Image"] == agent
-            and b'"event": "held"' in c.logs(stdout=False, stderr=True)
-        ]
-
-    (helper,) = wait_for(held, 120, "the agent to copy a file")
-    return proc, helper
-
-
 def _recovered(dk: Docker, vol: str) -> None:
     r = voltool("recover", vol)
     assert r.code == 0, r.err
@@ -238,7 +218,7 @@ def test_a_snapshot_killed_mid_copy_is_never_usable(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
     vol = volume("echo one > /v/a && echo two > /v/b")
-    proc, _ = _agent_held_mid_copy(dk, agent, vol, "snapshot", vol)
+    proc, _ = agent_held_mid_copy(dk, agent, vol, "snapshot", vol, env=F2)
     proc.kill()
     proc.wait(30)
     assert all(s["state"] != "complete" for s in records(voltool("list", "--json", vol).out))
@@ -249,7 +229,7 @@ def test_a_killed_agent_fails_the_snapshot_cleanly(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
     vol = volume("echo one > /v/a && echo two > /v/b")
-    proc, helper = _agent_held_mid_copy(dk, agent, vol, "snapshot", vol)
+    proc, helper = agent_held_mid_copy(dk, agent, vol, "snapshot", vol, env=F2)
     helper.kill()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "Traceback" not in err, err
@@ -385,7 +365,7 @@ def test_a_restore_killed_while_its_agent_stages_leaves_the_volume_as_it_was(
     made = snap(vol)
     dk.run({vol: "/v"}, "rm /v/b")  # changed, but nothing for the pre-restore copy to copy
     current = scan(dk, agent, vol)
-    proc, helper = _agent_held_mid_copy(dk, agent, vol, "restore", "--yes", made["id"])
+    proc, helper = agent_held_mid_copy(dk, agent, vol, "restore", "--yes", made["id"], env=F2)
     if killed == "voltool":
         proc.kill()
         proc.wait(30)
