@@ -190,13 +190,14 @@ def _leftover_checks(rt: Runtime) -> list[Check]:
         snapshots = catalog.list_snapshots(rt)
         old = sum(1 for s in snapshots if not s.in_store and s.state == "complete")
         if old:
+            one = old == 1
             checks.append(
                 Check(
                     "format",
                     "ok",
-                    f"{old} snapshot{'s' if old != 1 else ''} in format 1, usable as "
-                    f"{'they are' if old != 1 else 'it is'}; `voltool migrate --all` "
-                    "moves them into their volumes' stores (format 2)",
+                    f"{old} snapshot{'' if one else 's'} in format 1, usable as "
+                    f"{'it is' if one else 'they are'}; `voltool migrate --all` moves "
+                    f"{'it into its store' if one else 'them into their stores'}",
                 )
             )
         for s in snapshots:
