@@ -126,7 +126,7 @@ def checked(result: AgentResult, what: str) -> Summary:
     if result.code == 0 and result.summary is not None:
         return result.summary
     if result.fatal and any(f in result.fatal for f in _FULL):
-        raise NoSpace(f"{what} failed: no space left ({result.fatal})")
+        raise NoSpace(f"{what} failed: no space left on device")
     if result.fatal:
         raise EngineError(f"{what} failed: {result.fatal}")
     if result.errors:
