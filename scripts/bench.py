@@ -16,6 +16,10 @@ voltool and the baselines alternates each round), it times:
   restore (total, and its downtime) and verify; the agent's peak RSS as it
   reports it (its own VmHWM).
 
+The rounds take their snapshots in format 1 (a snapshot volume each, through
+the archive API), so that their rows compare with earlier reports; the format-2
+rows ask for format 2, the default.
+
 Every voltool run is a child process; its peak RSS is its own VmHWM. The
 report (Markdown, with the machine it ran on) and the raw numbers (JSON) are
 written to docs/. Everything it creates is labelled and removed at the end,
@@ -71,6 +75,7 @@ sys.argv = ["voltool", *sys.argv[1:]]
 runpy.run_module("voltool", run_name="__main__")
 """
 MiB = 1 << 20
+F1 = {"VOLTOOL_FORMAT": "1"}
 F2 = {"VOLTOOL_FORMAT": "2"}
 # ext4 without a journal (this machine's) creates files slowly for a while
 # after a large delete: let the disk settle before timing writes again.
@@ -129,7 +134,9 @@ class Bench:
         self.image = helper_image.ensure(engine, "busybox", "/bin/busybox", Reporter())
         self.results = Results()
         self.tag = uuid.uuid4().hex[:6]
-        self.env = {**os.environ, "VOLTOOL_STATE_DIR": str(workdir / "state")}
+        # The rounds measure format 1 (its rows came first and stay comparable from one
+        # report to the next); the format-2 rows ask for format 2 (F2).
+        self.env = {**os.environ, **F1, "VOLTOOL_STATE_DIR": str(workdir / "state")}
 
     # -- engine helpers ------------------------------------------------------
 

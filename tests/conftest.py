@@ -11,6 +11,12 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     state = tmp_path / "state"
     monkeypatch.setenv("VOLTOOL_STATE_DIR", str(state))
     monkeypatch.setenv("VOLTOOL_CONFIG", str(tmp_path / "no-config.toml"))
-    for var in ("VOLTOOL_HOST", "VOLTOOL_CONTEXT", "VOLTOOL_HELPER_IMAGE", "VOLTOOL_TEST_HOLD_AT"):
+    for var in (
+        "VOLTOOL_HOST",
+        "VOLTOOL_CONTEXT",
+        "VOLTOOL_HELPER_IMAGE",
+        "VOLTOOL_FORMAT",
+        "VOLTOOL_TEST_HOLD_AT",
+    ):
         monkeypatch.delenv(var, raising=False)
     return state

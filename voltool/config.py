@@ -27,6 +27,7 @@ class Setting:
     default: Any
     kind: type
     help: str
+    choices: tuple[Any, ...] = ()  # the values allowed, when not every one of `kind` is
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -38,10 +39,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stop_timeout", 10, int, "seconds a container gets to stop before it is killed"),
     Setting(
         "format",
-        1,
+        2,
         int,
-        "format of new snapshots: 1 (a volume each) or 2 (a store per volume, incremental, "
-        "through the agent; a preview: not every command reads it yet)",
+        "format of new snapshots: 2 (a store per volume, incremental, copied by the agent) "
+        "or 1 (a volume each, through the archive API)",
+        choices=(2, 1),
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -183,6 +185,9 @@ def _coerce(s: Setting, raw: Any, where: str) -> Any:
             ) from None
         if value <= 0:
             raise UsageError(f"{s.name} from {where} must be positive, not {value}")
+        if s.choices and value not in s.choices:
+            allowed = " or ".join(str(c) for c in s.choices)
+            raise UsageError(f"{s.name} from {where} must be {allowed}, not {value}")
         return value
     if not isinstance(raw, str) or not raw:
         raise UsageError(f"{s.name} from {where} must be a non-empty string")

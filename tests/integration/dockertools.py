@@ -134,10 +134,8 @@ class Docker:
     def read(self, volume: str, path: str) -> bytes:
         return self.run({volume: "/v"}, 'cat "/v/$1"', path).encode("utf-8", "surrogateescape")
 
-    def manifest(self, snapshot_volume: str) -> list[dict[str, Any]]:
-        return [
-            json.loads(line) for line in self.read(snapshot_volume, "manifest.jsonl").splitlines()
-        ]
+    def manifest(self, volume: str, path: str = "manifest.jsonl") -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.read(volume, path).splitlines()]
 
     def snapshot_volumes(self, source: str) -> list[str]:
         return [
@@ -235,6 +233,69 @@ class Docker:
         )
         return name
 
+    def fake_stored_snapshot(
+        self,
+        sid: str,
+        source: str,
+        created: str = "2026-01-01T00:00:00+00:00",
+        kind: str = "manual",
+        pinned: bool = False,
+        complete: bool = True,
+    ) -> str:
+        """A snapshot of `source` in its store (format 2; the store is made if need be), empty,
+        as if taken at `created` (ISO, UTC) by a process that is gone; without its commit
+        marker unless `complete`. Returns the store's name."""
+        store = f"voltool-store-{source}"
+        if not self.client.volumes.list(filters={"name": store}):
+            self.client.volumes.create(
+                store,
+                labels={
+                    "io.voltool.managed": "true",
+                    "io.voltool.role": "store",
+                    "io.voltool.format": "2",
+                    "io.voltool.snapshot.source": source,
+                },
+            )
+        begun = {"id": sid, "source": source, "created": created, "kind": kind}
+        begun |= {"op": "0" * 16, "owner": "nobody"}
+        info = {
+            "format": 2,
+            "id": sid,
+            "source": source,
+            "created": created,
+            "kind": kind,
+            "entries": 1,
+            "bytes": 0,
+            "tree_digest": "0" * 64,
+            "quiesce": "none",
+            "voltool": "test",
+            "started_ns": 0,
+        }
+        meta = {"name": None, "note": None, "pinned": pinned}
+        self.run(
+            {store: "/s"},
+            'd="/s/snapshots/$1" && mkdir -p "$d/data" && printf "%s" "$2" > "$d/begun.json" '
+            '&& : > "$d/manifest.jsonl" && printf "%s" "$3" > "$d/meta.json" '
+            '&& if [ -n "$4" ]; then printf "%s" "$4" > "$d/snapshot.json"; fi',
+            sid,
+            json.dumps(begun),
+            json.dumps(meta),
+            json.dumps(info) if complete else "",
+        )
+        return store
+
+    def snapshot_ids(self, source: str) -> set[str]:
+        """The ids of `source`'s snapshots as the engine holds them: format-1 snapshot
+        volumes, and the directories of its store (what a delete renames away aside)."""
+        ids = set()
+        for name in self.snapshot_volumes(source):
+            if name.startswith("voltool-snap-"):
+                ids.add(name.removeprefix("voltool-snap-"))
+            else:
+                listed = self.run({name: "/s"}, "ls -A /s/snapshots 2>/dev/null || true")
+                ids.update(n for n in listed.split() if not n.startswith("."))
+        return ids
+
     def status(self, container: str) -> str:
         return str(self.client.api.inspect_container(container)["State"]["Status"])
 
@@ -288,7 +349,17 @@ def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> An
     raise AssertionError(f"timed out waiting for {what}")
 
 
-F2 = {"VOLTOOL_FORMAT": "2"}  # new snapshots in format 2 (stores, the agent)
+F1 = {"VOLTOOL_FORMAT": "1"}  # new snapshots in format 1 (a snapshot volume each)
+F2 = {"VOLTOOL_FORMAT": "2"}  # new snapshots in format 2 (stores, the agent): the default
+
+
+def in_snapshot(rec: dict[str, Any], name: str = "") -> str:
+    """Where `name` (data, data/x, manifest.jsonl, meta.json...) of snapshot `rec` (its
+    --json record) lies inside `rec["volume"]`: at the top of a format-1 snapshot volume,
+    under snapshots/<id>/ in a store (format 2)."""
+    if str(rec["volume"]).startswith("voltool-snap-"):
+        return name
+    return f"snapshots/{rec['id']}/{name}".rstrip("/")
 
 
 def snapshot_record(vol: str, *more: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -301,6 +372,31 @@ def snapshot_record(vol: str, *more: str, env: dict[str, str] | None = None) -> 
 
 def hold_env(step: str, hold_file: Path) -> dict[str, str]:
     return {"VOLTOOL_TEST_HOLD_AT": step, "VOLTOOL_TEST_HOLD_FILE": str(hold_file)}
+
+
+AGENT_COPIED_A_FILE = "agent-copied-a-file"  # the agent's hold point (voltool/agent/report.py)
+
+
+def agent_held_mid_copy(
+    dk: Docker, agent: str, vol: str, *argv: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], Any]:
+    """Start `voltool ARGV` and return it with the helper that copies into or out of `vol`,
+    once its agent has copied one file and stopped there for good (the agent's hold
+    point), so that a test kills one or the other mid-copy deterministically, however
+    fast the machine. A file linked rather than copied does not stop it."""
+    proc = start_voltool(*argv, env={**(env or {}), "VOLTOOL_TEST_HOLD_AT": AGENT_COPIED_A_FILE})
+
+    def held() -> list[Any]:
+        return [
+            c
+            for c in dk.client.containers.list(filters={"label": "io.voltool.role=helper"})
+            if any(m.get("Name") == vol for m in c.attrs["Mounts"])
+            and c.attrs["Config"]["Image"] == agent
+            and b'"event": "held"' in c.logs(stdout=False, stderr=True)
+        ]
+
+    (helper,) = wait_for(held, 120, "the agent to copy a file")
+    return proc, helper
 
 
 # A smaller tree for the many restore tests: every kind of entry, a few bytes each.

@@ -9,7 +9,15 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.dockertools import Docker, Result, records, start_voltool, voltool
+from tests.integration.dockertools import (
+    F1,
+    Docker,
+    Result,
+    in_snapshot,
+    records,
+    start_voltool,
+    voltool,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -121,18 +129,24 @@ def test_listing_many_snapshots_starts_one_container(
     assert len(ours) == 1
 
 
+def listed_ids(vol: str) -> list[str]:
+    return [s["id"] for s in records(voltool("list", "--json", vol).out)]
+
+
 def test_delete(dk: Docker, volume: Callable[..., str]) -> None:
     vol = volume("echo a > /v/a")
     keep, gone = make_snapshot(vol), make_snapshot(vol)
     one_line_error(voltool("delete", str(gone["id"])), 11, "no terminal to confirm on; pass --yes")
-    assert len(dk.snapshot_volumes(vol)) == 2
+    assert listed_ids(vol) == [keep["id"], gone["id"]]
     r = voltool("delete", "--yes", str(gone["id"]))
     assert r.code == 0 and f"deleted {gone['id']}" in r.out
+    assert listed_ids(vol) == [keep["id"]]
     assert dk.snapshot_volumes(vol) == [keep["volume"]]
     # A pinned snapshot (meta.json edited in place) needs --force.
     dk.run(
         {str(keep["volume"]): "/s"},
-        'printf \'{"name": null, "note": null, "pinned": true}\' > /s/meta.json',
+        'printf \'{"name": null, "note": null, "pinned": true}\' > "/s/$1"',
+        in_snapshot(keep, "meta.json"),
     )
     one_line_error(voltool("delete", "--yes", str(keep["id"])), 5, "is pinned")
     assert voltool("delete", "--yes", "--force", str(keep["id"])).code == 0
@@ -176,6 +190,14 @@ def test_doctor_reports_engine_image_and_state() -> None:
     assert checks["endpoint"]["status"] == "ok"
     assert checks["helper image"]["status"] == "ok"
     assert checks["state directory"]["status"] == "ok"
+    (fmt,) = [c for c in records(r.out) if c["name"] == "format" and "new snap" in c["detail"]]
+    assert fmt["status"] == "ok"
+    assert fmt["detail"].startswith("new snapshots take format 2: a store per volume")
+    assert fmt["detail"].endswith("(from default)")
+    chosen = records(voltool("doctor", "--json", env=F1).out)
+    (fmt,) = [c for c in chosen if c["name"] == "format" and "new snap" in c["detail"]]
+    assert fmt["detail"].startswith("new snapshots take format 1: a snapshot volume each")
+    assert fmt["detail"].endswith("(from VOLTOOL_FORMAT)")
     down = voltool("doctor", env={"DOCKER_HOST": "unix:///nonexistent.sock"})
     assert down.code == 8 and "FAIL  engine" in down.out
 

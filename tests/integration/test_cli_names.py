@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dockertools import Docker, records, voltool
+from tests.integration.dockertools import Docker, in_snapshot, records, voltool
 from tests.integration.test_cli import make_snapshot, one_line_error
 
 pytestmark = pytest.mark.engine
@@ -70,7 +70,8 @@ def test_list_filters_quiet_and_json_lines(volume: Callable[..., str]) -> None:
 
 def test_ls_and_cat(dk: Docker, volume: Callable[..., str]) -> None:
     vol = volume("mkdir -p /v/d/e && printf hello > /v/d/f && echo x > /v/d/e/g && ln -s f /v/d/l")
-    sid = str(make_snapshot(vol)["id"])
+    made = make_snapshot(vol)
+    sid = str(made["id"])
     r = voltool("ls", sid)
     assert r.code == 0, r.err
     assert [line.split()[0] + " " + line.split()[-1] for line in r.out.splitlines()] == [
@@ -97,7 +98,7 @@ def test_ls_and_cat(dk: Docker, volume: Callable[..., str]) -> None:
     one_line_error(voltool("cat", sid, "d/l"), 2, "is a symlink, not a regular file")
     one_line_error(voltool("cat", sid, "d/nope"), 3, f"no 'd/nope' in snapshot {sid}")
     # The same size, other bytes: only the hash can tell.
-    dk.run({f"voltool-snap-{sid}": "/s"}, "printf HELLO > /s/data/d/f")
+    dk.run({str(made["volume"]): "/s"}, 'printf HELLO > "/s/$1"', in_snapshot(made, "data/d/f"))
     one_line_error(voltool("cat", sid, "d/f"), 6, "does not match the snapshot's manifest")
 
 

@@ -3,6 +3,7 @@ kill leaves nothing, and file-system problems are one line with their exit code.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -120,8 +121,9 @@ def test_a_killed_export_leaves_no_file_behind(sid: str, files: Path, existing: 
         assert dest.read_bytes() == b"the previous backup"
     else:
         assert list(dest.parent.iterdir()) == []
-    # The killed process's helper and lock, on the snapshot's volume.
-    r = voltool("recover", f"voltool-snap-{sid}")
+    # The killed process's helper and lock, on the volume that holds the snapshot.
+    held_in = json.loads(voltool("inspect", "--json", sid).out)["volume"]
+    r = voltool("recover", held_in)
     assert r.code == 0, r.err
 
 

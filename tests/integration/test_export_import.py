@@ -17,6 +17,7 @@ import pytest
 
 from tests.hostile import COMPRESSIONS, CORPUS, Case, compress
 from tests.integration.dockertools import (
+    F1,
     FIDELITY_SCRIPT,
     Docker,
     hold_env,
@@ -29,6 +30,14 @@ from tests.tarbuild import d, f, make_tar
 from voltool.tar.compression import Compression
 
 pytestmark = pytest.mark.engine
+
+
+# Import makes format-1 snapshots: these tests take theirs in format 1 too (stored
+# snapshots are exported and imported in test_store_io).
+@pytest.fixture(autouse=True)
+def format_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in F1.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from tests.integration.dockertools import (
     Docker,
     Listing,
     hold_env,
+    in_snapshot,
     records,
     start_voltool,
     voltool,
@@ -97,7 +98,7 @@ def test_a_project_is_restored_together(dk: Docker, project: Project) -> None:
             s for s in records(voltool("list", "--json", vol).out) if s["kind"] == "pre-restore"
         ]
         assert pre["id"] in {x["pre_restore_snapshot"] for x in results}
-        assert dk.listing(pre["volume"], "data").entries == before.entries
+        assert dk.listing(pre["volume"], in_snapshot(pre, "data")).entries == before.entries
 
 
 def test_the_text_output_names_each_volume_and_how_to_undo(dk: Docker, project: Project) -> None:
@@ -177,7 +178,8 @@ def test_a_killed_group_restore_is_recovered_as_one(
         assert sorted(s["source"] for s in pre) == project.volumes
         for s in pre:
             i = project.volumes.index(s["source"])
-            assert dk.listing(s["volume"], "data").entries == project.current[i].entries
+            kept = dk.listing(s["volume"], in_snapshot(s, "data"))
+            assert kept.entries == project.current[i].entries
     else:
         assert pre == []
     assert voltool("recover", *project.volumes).out.strip() == "nothing to recover"

@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.dockertools import Docker, Result, records, voltool
+from tests.integration.dockertools import F1, Docker, Result, records, voltool
 from tests.integration.test_cli import make_snapshot, one_line_error
 from voltool import config
 from voltool.engine import keepers
@@ -29,6 +29,14 @@ from voltool.report import Reporter
 from voltool.runtime import Runtime, open_runtime
 
 pytestmark = pytest.mark.engine
+
+
+# Keepers of format-1 snapshot volumes (a store's keeper: test_store).
+@pytest.fixture(autouse=True)
+def format_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in F1.items():
+        monkeypatch.setenv(name, value)
+
 
 KEEPER = {"io.voltool.role": "keeper"}
 

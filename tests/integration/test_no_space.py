@@ -15,6 +15,7 @@ from tests.integration.dockertools import (
     SMALL_TREE,
     Docker,
     hold_env,
+    in_snapshot,
     records,
     start_voltool,
     voltool,
@@ -28,15 +29,28 @@ BIG = "head -c 25165824 /dev/urandom > /v/big && echo small > /v/small"
 FILL = "dd if=/dev/zero of=/v/filler bs=1M 2>/dev/null; sync; df -k /v | tail -n 1"
 
 
+# Where each format's restore is held while the test fills the target up: format 1
+# once 16 MiB are on their way into the staging directory; format 2 as its agent is
+# about to copy. Either way the pre-flight has passed.
+FULL_AT = {"1": "staging-data", "2": "stage"}
+SAID = {
+    "1": "no space left on volume {target!r} (writing an archive to /v)",
+    "2": "staging snapshot {sid} into {target} failed: no space left on device",
+}
+
+
+@pytest.mark.parametrize("fmt", ["2", "1"], ids=["format-2", "format-1"])
 def test_a_target_full_during_staging_is_no_space_and_left_as_it_was(
     dk: Docker,
     small_fs: dict[str, str],
     volume: Callable[..., str],
     container: Callable[..., str],
     tmp_path: Path,
+    fmt: str,
 ) -> None:
     source = volume(BIG)
-    r = voltool("snapshot", "--json", "--no-quiesce", source)
+    env = {"VOLTOOL_FORMAT": fmt}
+    r = voltool("snapshot", "--json", "--no-quiesce", source, env=env)
     assert r.code == 0, r.err
     sid = str(records(r.out)[0]["id"])
     target = volume(driver_opts=small_fs)
@@ -45,14 +59,13 @@ def test_a_target_full_during_staging_is_no_space_and_left_as_it_was(
     before = dk.listing(target)
     assert "dir/sub/c.txt" in before.entries
 
-    # Held once 16 MiB of the snapshot are on their way into the staging directory:
-    # the pre-flight has passed; now the test takes every byte that is left.
+    # Held once the pre-flight has passed; now the test takes every byte that is left.
     hold = tmp_path / "hold"
     proc = start_voltool(
-        "restore", "--yes", "--to", target, sid, env=hold_env("staging-data", hold)
+        "restore", "--yes", "--to", target, sid, env={**env, **hold_env(FULL_AT[fmt], hold)}
     )
     try:
-        wait_for(hold.exists, timeout=120, what="the restore to stage its first 16 MiB")
+        wait_for(hold.exists, timeout=120, what="the restore to stage")
         df = dk.run({target: "/v"}, FILL).split()
         assert int(df[3]) < 1024, f"the filesystem is not full: {df}"
         hold.unlink()
@@ -64,9 +77,7 @@ def test_a_target_full_during_staging_is_no_space_and_left_as_it_was(
 
     assert proc.returncode == 7, err
     lines = err.strip().splitlines()
-    assert lines == [
-        f"voltool: error: no space left on volume {target!r} (writing an archive to /v)"
-    ], err
+    assert lines == ["voltool: error: " + SAID[fmt].format(target=target, sid=sid)], err
     assert out == ""
 
     after = dk.listing(target)
@@ -125,5 +136,6 @@ def test_each_filesystem_is_charged_with_what_is_written_on_it(
     assert restored.code == 0, restored.err
     assert dk.read(target, "small") == b"one\n"
     kept = json.loads(restored.out)["pre_restore_snapshot"]
-    assert kept and dk.read(f"voltool-snap-{kept}", "data/small") == b"two\n"
+    (pre,) = [s for s in records(voltool("list", "--json", target).out) if s["id"] == kept]
+    assert dk.read(pre["volume"], in_snapshot(pre, "data/small")) == b"two\n"
     assert dk.status(app) == "running"

@@ -1,4 +1,9 @@
-"""Quiesced containers are resumed in every outcome; after a crash, by recover."""
+"""Quiesced containers are resumed in every outcome; after a crash, by recover.
+
+Snapshots are taken in format 2 (the default), held where the agent has copied
+the data ("copied") or stopped mid-copy (the agent's own hold point); format 1's
+own failure, a snapshot volume removed under its stream, has a test of its own.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.dockertools import (
+    F1,
     Docker,
+    agent_held_mid_copy,
     hold_env,
     records,
     start_voltool,
@@ -20,7 +27,8 @@ from tests.integration.dockertools import (
 
 pytestmark = pytest.mark.engine
 
-BIG = "head -c 1073741824 /dev/zero > /v/big && echo small > /v/small"
+# Held mid-copy by the agent's hold point, whatever their size: two small files.
+TWO_FILES = "echo big > /v/big && echo small > /v/small"
 
 
 def hold(step: str, tmp_path: Path) -> tuple[dict[str, str], Path]:
@@ -33,7 +41,7 @@ def hold(step: str, tmp_path: Path) -> tuple[dict[str, str], Path]:
     [(None, "paused"), ("--stop", "exited"), ("--no-quiesce", "running")],
     ids=["pause", "stop", "no-quiesce"],
 )
-def test_containers_are_quiesced_during_the_stream_and_running_after(
+def test_containers_are_quiesced_during_the_copy_and_running_after(
     dk: Docker,
     volume: Callable[..., str],
     container: Callable[..., str],
@@ -43,7 +51,7 @@ def test_containers_are_quiesced_during_the_stream_and_running_after(
 ) -> None:
     vol = volume("echo x > /v/x")
     app = container([vol])
-    env, f = hold("stream", tmp_path)
+    env, f = hold("copied", tmp_path)
     proc = start_voltool("snapshot", *([flag] if flag else []), vol, env=env)
     wait_for(f.exists, what="the hold point")
     assert dk.status(app) == during
@@ -59,7 +67,7 @@ def test_one_pause_for_a_group_of_volumes(
 ) -> None:
     a, b = volume("echo a > /v/a"), volume("echo b > /v/b")
     app_a, app_b, app_ab = container([a]), container([b]), container([a, b])
-    env, f = hold("stream", tmp_path)
+    env, f = hold("copied", tmp_path)
     proc = start_voltool("snapshot", a, b, env=env)
     wait_for(f.exists, what="the hold point")
     assert [dk.status(c) for c in (app_a, app_b, app_ab)] == ["paused"] * 3
@@ -69,12 +77,30 @@ def test_one_pause_for_a_group_of_volumes(
 
 
 def test_failure_mid_operation_resumes_and_leaves_nothing(
+    dk: Docker, agent: str, volume: Callable[..., str], container: Callable[..., str]
+) -> None:
+    vol = volume(TWO_FILES)
+    app = container([vol])
+    proc, helper = agent_held_mid_copy(dk, agent, vol, "snapshot", vol)
+    assert dk.status(app) == "paused"
+    helper.kill()  # the agent dies mid-copy
+    code = proc.wait(60)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("voltool: error: the snapshot of") and "Traceback" not in err
+    assert dk.status(app) == "running"
+    assert dk.snapshot_volumes(vol) == []  # the store made for it went too
+    assert dk.managed_containers() == []
+
+
+def test_a_format_1_snapshot_volume_removed_mid_stream_resumes_and_leaves_nothing(
     dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
 ) -> None:
     vol = volume("echo x > /v/x")
     app = container([vol])
     env, f = hold("stream", tmp_path)
-    proc = start_voltool("snapshot", vol, env=env)
+    proc = start_voltool("snapshot", vol, env={**F1, **env})
     wait_for(f.exists, what="the hold point")
     (snap,) = dk.snapshot_volumes(vol)
     # The snapshot volume, removed under it (its keeper first: it holds the volume).
@@ -91,20 +117,18 @@ def test_failure_mid_operation_resumes_and_leaves_nothing(
     assert dk.managed_containers() == []
 
 
-def mid_stream(vol: str, tmp_path: Path) -> subprocess.Popen[str]:
-    """A snapshot of `vol` held once 16 MiB of its data are on their way."""
-    env, f = hold("streaming-data", tmp_path)
-    proc = start_voltool("snapshot", vol, env=env)
-    wait_for(f.exists, timeout=120, what="the stream to be under way")
+def mid_copy(dk: Docker, agent: str, vol: str) -> subprocess.Popen[str]:
+    """A snapshot of `vol` whose agent has copied a file and holds there."""
+    proc, _ = agent_held_mid_copy(dk, agent, vol, "snapshot", vol)
     return proc
 
 
-def test_sigint_mid_stream_cleans_up_everything(
-    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+def test_sigint_mid_copy_cleans_up_everything(
+    dk: Docker, agent: str, volume: Callable[..., str], container: Callable[..., str]
 ) -> None:
-    vol = volume(BIG)
+    vol = volume(TWO_FILES)
     app = container([vol])
-    proc = mid_stream(vol, tmp_path)
+    proc = mid_copy(dk, agent, vol)
     assert dk.status(app) == "paused"
     proc.send_signal(signal.SIGINT)
     code = proc.wait(60)
@@ -116,11 +140,9 @@ def test_sigint_mid_stream_cleans_up_everything(
     assert dk.managed_containers() == []
 
 
-def test_sigterm_is_handled_like_ctrl_c(
-    dk: Docker, volume: Callable[..., str], tmp_path: Path
-) -> None:
-    vol = volume(BIG)
-    proc = mid_stream(vol, tmp_path)
+def test_sigterm_is_handled_like_ctrl_c(dk: Docker, agent: str, volume: Callable[..., str]) -> None:
+    vol = volume(TWO_FILES)
+    proc = mid_copy(dk, agent, vol)
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(60)
     err = proc.stderr.read() if proc.stderr else ""
@@ -129,17 +151,18 @@ def test_sigterm_is_handled_like_ctrl_c(
 
 
 @pytest.mark.parametrize("fresh_state", [False, True], ids=["same-state", "other-state"])
-def test_sigkill_mid_stream_leaves_what_doctor_reports_and_recover_clears(
+def test_sigkill_mid_copy_leaves_what_doctor_reports_and_recover_clears(
     dk: Docker,
+    agent: str,
     volume: Callable[..., str],
     container: Callable[..., str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     fresh_state: bool,
 ) -> None:
-    vol = volume(BIG)
+    vol = volume(TWO_FILES)
     app = container([vol])
-    proc = mid_stream(vol, tmp_path)
+    proc = mid_copy(dk, agent, vol)
     proc.kill()
     proc.wait(30)
     assert dk.status(app) == "paused"  # nobody resumed it: that is recover's job

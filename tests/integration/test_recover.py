@@ -20,11 +20,15 @@ import docker
 import pytest
 
 from tests.integration.dockertools import (
+    AGENT_COPIED_A_FILE,
+    F1,
     IDLE_APP,
     SMALL_TREE,
     Docker,
     Listing,
+    agent_held_mid_copy,
     hold_env,
+    in_snapshot,
     records,
     start_voltool,
     voltool,
@@ -120,7 +124,7 @@ def test_two_restores_that_create_one_volume_lose_nothing(
         # What was written between the two is kept, as the second one's pre-restore snapshot.
         listed = records(voltool("list", "--json", fresh).out)
         (kept,) = [x for x in listed if x["kind"] == "pre-restore"]
-        assert "written-between" in dk.listing(kept["volume"], "data").entries
+        assert "written-between" in dk.listing(kept["volume"], in_snapshot(kept, "data")).entries
     assert dk.managed_containers() == []
 
 
@@ -167,7 +171,11 @@ def test_a_stop_in_flight_when_killed_still_ends_with_the_container_running(
 
 
 def test_an_operation_that_cannot_be_finished_does_not_keep_others_frozen(
-    dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
+    dk: Docker,
+    agent: str,
+    volume: Callable[..., str],
+    container: Callable[..., str],
+    tmp_path: Path,
 ) -> None:
     gone, paused = volume(SMALL_TREE), volume("head -c 67108864 /dev/zero > /v/big")
     s = snap(gone)
@@ -181,11 +189,9 @@ def test_an_operation_that_cannot_be_finished_does_not_keep_others_frozen(
     for c in dk.client.api.containers(all=True, filters={"volume": gone}):
         dk.client.api.remove_container(c["Id"], force=True)
     dk.client.volumes.get(gone).remove(force=True)
-    # ... and a snapshot killed with its application paused.
+    # ... and a snapshot killed mid-copy with its application paused.
     app = container([paused])
-    hold = tmp_path / "hold-stream"
-    proc = start_voltool("snapshot", paused, env=hold_env("streaming-data", hold))
-    wait_for(hold.exists, timeout=120, what="the snapshot's stream")
+    proc, _ = agent_held_mid_copy(dk, agent, paused, "snapshot", paused)
     proc.kill()
     proc.wait(30)
     assert dk.status(app) == "paused"
@@ -204,34 +210,45 @@ def test_an_operation_that_cannot_be_finished_does_not_keep_others_frozen(
 
 
 @pytest.mark.parametrize(
-    ("mode", "step"),
+    ("fmt", "mode", "step"),
     [
-        ("pause", "begin"),
-        ("pause", "quiesce"),
-        ("pause", "stream"),
-        ("pause", "streaming-data"),
-        ("pause", "resumed"),
-        ("stop", "quiesce"),
-        ("stop", "stopping"),
-        ("stop", "stream"),
-        ("stop", "streaming-data"),
-        ("stop", "resumed"),
+        # Format 2, the default: the agent copies into the store ("copied": not committed).
+        ("2", "pause", "begin"),
+        ("2", "pause", "quiesce"),
+        ("2", "pause", AGENT_COPIED_A_FILE),
+        ("2", "pause", "copied"),
+        ("2", "pause", "resumed"),
+        ("2", "stop", "quiesce"),
+        ("2", "stop", "stopping"),
+        ("2", "stop", AGENT_COPIED_A_FILE),
+        ("2", "stop", "copied"),
+        ("2", "stop", "resumed"),
+        # Format 1: a snapshot volume filled through the archive API.
+        ("1", "pause", "stream"),
+        ("1", "pause", "streaming-data"),
+        ("1", "stop", "streaming-data"),
     ],
 )
 def test_a_snapshot_killed_at_any_step_is_recovered_from_the_engine_alone(
     dk: Docker,
+    agent: str,
     volume: Callable[..., str],
     container: Callable[..., str],
     tmp_path: Path,
+    fmt: str,
     mode: str,
     step: str,
 ) -> None:
     vol = volume("head -c 33554432 /dev/urandom > /v/big && echo x > /v/x")
     app = container([vol], IDLE_APP)
-    hold = tmp_path / "hold"
     args = ["snapshot", vol] + (["--stop"] if mode == "stop" else [])
-    proc = start_voltool(*args, env=hold_env(step, hold))
-    wait_for(hold.exists, timeout=120, what=f"the snapshot to reach {step}")
+    env = F1 if fmt == "1" else {}
+    if step == AGENT_COPIED_A_FILE:
+        proc, _ = agent_held_mid_copy(dk, agent, vol, *args, env=env)
+    else:
+        hold = tmp_path / "hold"
+        proc = start_voltool(*args, env={**env, **hold_env(step, hold)})
+        wait_for(hold.exists, timeout=120, what=f"the snapshot to reach {step}")
     proc.kill()
     proc.wait(30)
 
@@ -297,12 +314,12 @@ def test_a_process_that_cannot_be_checked_is_only_recovered_when_a_person_says_s
             "snapshot",
             vol,
         ],
-        env={**os.environ, **hold_env("streaming-data", hold)},
+        env={**os.environ, **hold_env("copied", hold)},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_for(hold.exists, timeout=120, what="the snapshot's stream")
+    wait_for(hold.exists, timeout=120, what="the snapshot's copy")
     proc.kill()  # unshare and sh exec voltool: the same process
     proc.wait(30)
     assert dk.status(app) == "paused"
@@ -409,7 +426,7 @@ def test_a_later_record_cannot_change_what_a_restore_said_it_would_do(
     assert r.code == 0, r.err
     assert "keep the old data" in r.out
     (kept,) = [x for x in records(voltool("list", "--json", vol).out) if x["kind"] == "pre-restore"]
-    assert dk.read(kept["volume"], "data/newer") == b"newer\n"
+    assert dk.read(kept["volume"], in_snapshot(kept, "data/newer")) == b"newer\n"
 
 
 def test_abandoned_is_refused_for_a_process_alive_here(
@@ -418,9 +435,9 @@ def test_abandoned_is_refused_for_a_process_alive_here(
     vol = volume("head -c 33554432 /dev/zero > /v/big")
     app = container([vol])
     hold = tmp_path / "hold"
-    proc = start_voltool("snapshot", vol, env=hold_env("streaming-data", hold))
+    proc = start_voltool("snapshot", vol, env=hold_env("copied", hold))
     try:
-        wait_for(hold.exists, timeout=120, what="the snapshot's stream")
+        wait_for(hold.exists, timeout=120, what="the snapshot's copy")
         journal = Path(os.environ["VOLTOOL_STATE_DIR"]) / "journal.jsonl"
         op = next(json.loads(line) for line in journal.read_text().splitlines())["op"]
         r = voltool("recover", vol, "--abandoned", op, env=elsewhere(tmp_path))

@@ -10,18 +10,22 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.dockertools import (
     CHANGES,
+    F1,
     FIDELITY_SCRIPT,
     IDLE_APP,
     SMALL_TREE,
     Docker,
     Result,
     hold_env,
+    in_snapshot,
     records,
+    snapshot_record,
     start_voltool,
     voltool,
     wait_for,
@@ -43,10 +47,8 @@ chmod 755 /v; chown 0:0 /v
 """
 
 
-def snap(vol: str) -> dict[str, object]:
-    r = voltool("snapshot", "--json", vol)
-    assert r.code == 0, r.err
-    return records(r.out)[0]  # type: ignore[no-any-return]
+def snap(vol: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    return snapshot_record(vol, env=env)
 
 
 def restore(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -78,7 +80,9 @@ def test_round_trip_restores_the_exact_tree_and_keeps_the_old_one(
     # The old data was kept as a pre-restore snapshot: restoring it undoes the restore.
     pre = json.loads(voltool("inspect", "--json", result["pre_restore_snapshot"]).out)
     assert pre["kind"] == "pre-restore" and pre["source"] == vol and pre["state"] == "complete"
-    assert dk.listing(pre["volume"], "data").entries.keys() == changed.entries.keys()
+    assert (
+        dk.listing(pre["volume"], in_snapshot(pre, "data")).entries.keys() == changed.entries.keys()
+    )
     undo = restore("--yes", result["pre_restore_snapshot"])
     assert undo.code == 0, undo.err
     assert dk.listing(vol).entries == changed.entries
@@ -114,53 +118,65 @@ def test_never_into_a_snapshot_volume(volume: Callable[..., str]) -> None:
     assert r.code == 2 and "snapshot volume" in r.err
 
 
+# What a damaged snapshot's restore says: format 1 names the entry as it streams by;
+# format 2 holds the whole staged copy to the snapshot's tree digest.
+DAMAGED = {
+    "1": "'dir/sub/c.txt' does not match its manifest (content differs)",
+    "2": "does not match its manifest: what was copied out of its store has another tree digest",
+}
+
+
+@pytest.mark.parametrize("fmt", ["2", "1"], ids=["format-2", "format-1"])
 def test_corrupt_snapshot_fails_in_staging_and_leaves_the_target(
-    dk: Docker, volume: Callable[..., str]
+    dk: Docker, volume: Callable[..., str], fmt: str
 ) -> None:
     vol = volume(SMALL_TREE)
-    s = snap(vol)
+    s = snap(vol, env={"VOLTOOL_FORMAT": fmt})
     dk.run({vol: "/v"}, CHANGES)
     before = dk.listing(vol)
     # One byte flipped and the mtime kept, as bit rot would: only the hash can tell.
     dk.run(
         {str(s["volume"]): "/s"},
-        "f=/s/data/dir/sub/c.txt; t=$(stat -c %Y $f); "
-        "printf X | dd of=$f bs=1 seek=1 conv=notrunc; touch -d @$t $f",
+        'f="/s/$1/dir/sub/c.txt"; t=$(stat -c %Y "$f"); '
+        'printf X | dd of="$f" bs=1 seek=1 conv=notrunc; touch -d "@$t" "$f"',
+        in_snapshot(s, "data"),
     )
     r = restore("--yes", str(s["id"]))
     assert r.code == 6, r.err
-    assert "'dir/sub/c.txt' does not match its manifest (content differs)" in r.err
+    assert DAMAGED[fmt] in r.err
     assert dk.listing(vol).entries == before.entries
     assert dk.managed_containers() == []
     again = restore("--yes", str(s["id"]))  # nothing pending: a clean failure
     assert again.code == 6
 
 
+@pytest.mark.parametrize("fmt", ["2", "1"], ids=["format-2", "format-1"])
 @pytest.mark.parametrize(
     ("tamper", "message"),
     [
         # An absolute symlink, and manifest entries that would be written through it.
         (
-            'ln -s / /s/data/evil && printf \'{"gid":0,"mode":420,"mtime":0,"path":"evil/x",'
+            'ln -s / data/evil && printf \'{"gid":0,"mode":420,"mtime":0,"path":"evil/x",'
             '"sha256":"%s","size":0,"type":"file","uid":0}\\n{"gid":0,"mode":511,"mtime":0,'
             '"path":"evil","size":0,"target":"/","type":"symlink","uid":0}\\n\' '
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 >> /s/manifest.jsonl",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 >> manifest.jsonl",
             "manifest",
         ),
         # A file in data/ hard-linked to one outside it.
-        ("ln /s/snapshot.json /s/data/sneaky", "manifest"),
+        ("ln snapshot.json data/sneaky", "manifest"),
         # A FIFO where the manifest has none.
-        ("mkfifo /s/data/pipe", "manifest"),
+        ("mkfifo data/pipe", "manifest"),
     ],
+    ids=["symlink-out", "hard-link-out", "fifo"],
 )
 def test_tampered_snapshots_are_refused(
-    dk: Docker, volume: Callable[..., str], tamper: str, message: str
+    dk: Docker, volume: Callable[..., str], tamper: str, message: str, fmt: str
 ) -> None:
     vol = volume(SMALL_TREE)
-    s = snap(vol)
+    s = snap(vol, env={"VOLTOOL_FORMAT": fmt})
     dk.run({vol: "/v"}, CHANGES)
     before = dk.listing(vol)
-    dk.run({str(s["volume"]): "/s"}, tamper)
+    dk.run({str(s["volume"]): "/s"}, f'cd "/s/$1" && {tamper}', in_snapshot(s))
     r = restore("--yes", "--allow-special", str(s["id"]))
     assert r.code == 6, r.err
     assert message in r.err and "Traceback" not in r.err
@@ -327,7 +343,8 @@ def test_dry_run_changes_nothing(dk: Docker, volume: Callable[..., str]) -> None
     plan = json.loads(r.out)
     assert plan["target"] == vol and plan["changes"] == {"added": 2, "changed": 5, "removed": 1}
     assert dk.listing(vol).entries == before.entries
-    assert len(dk.snapshot_volumes(vol)) == 1
+    assert [x["id"] for x in records(voltool("list", "--json", vol).out)] == [s["id"]]
+    assert dk.snapshot_volumes(vol) == [s["volume"]]
 
 
 def test_digest_and_diff(dk: Docker, volume: Callable[..., str]) -> None:
@@ -362,13 +379,24 @@ def test_damaged_snapshots_are_never_removed_by_recover(
 ) -> None:
     vol = volume(SMALL_TREE)
     newer, broken = snap(vol), snap(vol)
-    dk.run({str(newer["volume"]): "/s"}, 'sed -i \'s/"format": 1/"format": 3/\' /s/snapshot.json')
-    dk.run({str(broken["volume"]): "/s"}, "printf '{not json' > /s/snapshot.json")
+    dk.run(
+        {str(newer["volume"]): "/s"},
+        'sed -i \'s/"format": [12]/"format": 3/\' "/s/$1"',
+        in_snapshot(newer, "snapshot.json"),
+    )
+    dk.run(
+        {str(broken["volume"]): "/s"},
+        "printf '{not json' > \"/s/$1\"",
+        in_snapshot(broken, "snapshot.json"),
+    )
     states = {s["id"]: s["state"] for s in records(voltool("list", "--json", vol).out)}
     assert states == {newer["id"]: "damaged", broken["id"]: "damaged"}
     r = voltool("recover", vol)
     assert r.code == 0 and "remove" not in r.out
-    assert len(dk.snapshot_volumes(vol)) == 2
+    assert {s["id"] for s in records(voltool("list", "--json", vol).out)} == {
+        newer["id"],
+        broken["id"],
+    }
     refused = restore("--yes", str(newer["id"]))
     assert refused.code == 6 and "unknown format 3" in refused.err
     doctor = records(voltool("doctor", "--json").out)
@@ -383,11 +411,12 @@ def test_a_forged_source_in_snapshot_json_is_refused(
     s = snap(vol)
     dk.run(
         {str(s["volume"]): "/s"},
-        f'sed -i \'s/"source": "{vol}"/"source": "{other}"/\' /s/snapshot.json',
+        f'sed -i \'s/"source": "{vol}"/"source": "{other}"/\' "/s/$1"',
+        in_snapshot(s, "snapshot.json"),
     )
     before = dk.listing(other)
     r = restore("--yes", str(s["id"]))
-    assert r.code == 6 and f"labels on source: '{other}' in the file" in r.err
+    assert r.code == 6 and f"begun.json on source: '{other}' in the file" in r.err
     assert dk.listing(other).entries == before.entries
 
 
@@ -408,8 +437,9 @@ def test_a_paused_user_of_the_target_is_refused(
 def test_files_older_than_1970_round_trip_as_the_engine_keeps_them(
     dk: Docker, volume: Callable[..., str]
 ) -> None:
+    # Format 1's archive API: format 2 keeps such times (test_store).
     vol = volume('echo x > /v/old && touch -d "1960-01-01 00:00:00" /v/old')
-    s = snap(vol)
+    s = snap(vol, env=F1)
     (old,) = [e for e in dk.manifest(str(s["volume"])) if e["path"] == "old"]
     assert old["mtime"] == 0  # what the engine stores for any time before 1970
     dk.run({vol: "/v"}, "echo changed > /v/old")
@@ -423,7 +453,8 @@ def test_a_dry_run_refuses_a_fifo_as_the_restore_would(
 ) -> None:
     vol = volume("echo a > /v/a && mkfifo /v/pipe")
     s = snap(vol)
-    assert any(e["type"] == "fifo" for e in dk.manifest(str(s["volume"])))
+    manifest = dk.manifest(str(s["volume"]), in_snapshot(s, "manifest.jsonl"))
+    assert any(e["type"] == "fifo" for e in manifest)
     before = dk.listing(vol)
     r = restore("--dry-run", str(s["id"]))
     assert r.code == 6, r.err

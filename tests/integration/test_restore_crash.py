@@ -2,6 +2,11 @@
 
 Before the swap the volume must be exactly as it was; from the swap on it must
 be exactly the snapshot, with the old data kept as a pre-restore snapshot.
+
+Restores of stored snapshots (format 2, the default) are killed at every step.
+Format 1 is killed where its restore differs: staging (through the archive API)
+and keeping the old data (a snapshot volume); a format-1 snapshot restored with
+format 2 the default, where its old data goes into the store.
 """
 
 from __future__ import annotations
@@ -11,16 +16,19 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.dockertools import (
     CHANGES,
+    F1,
     IDLE_APP,
     SMALL_TREE,
     Docker,
     Listing,
     hold_env,
+    in_snapshot,
     records,
     start_voltool,
     voltool,
@@ -30,7 +38,18 @@ from tests.integration.dockertools import (
 pytestmark = pytest.mark.engine
 
 ROLLED_BACK = ["begin", "stage", "staged", "stop"]
-ROLLED_FORWARD = ["swap", "swapped", "start", "started", "save", "stream", "saved", "cleanup"]
+# "copied": the old data is in the store, not yet committed (format 2); "stream": the
+# snapshot volume that keeps it is being filled (format 1).
+ROLLED_FORWARD = ["swap", "swapped", "start", "started", "save", "copied", "saved", "cleanup"]
+# Where format 1's restore is its own: staging through the archive API, the old data
+# kept in a snapshot volume.
+ROLLED_BACK_1 = ["stage", "staged"]
+ROLLED_FORWARD_1 = ["save", "stream", "saved"]
+
+# (how the snapshot is taken, how the restore runs): format 2 throughout (the default),
+# format 1 throughout, and a format-1 snapshot restored with format 2 the default (an
+# upgrade): its old data goes into the store.
+FORMATS = {"2": ({}, {}), "1": (F1, F1), "1-then-2": (F1, {})}
 
 
 @dataclass
@@ -40,23 +59,34 @@ class Scene:
     snapshot: dict[str, object]
     snapshot_tree: Listing
     current_tree: Listing
+    env: dict[str, str]  # the restore's environment: its format
 
 
-@pytest.fixture
-def scene(dk: Docker, volume: Callable[..., str], container: Callable[..., str]) -> Scene:
+@pytest.fixture(params=["2"])
+def scene(
+    request: pytest.FixtureRequest,
+    dk: Docker,
+    volume: Callable[..., str],
+    container: Callable[..., str],
+) -> Scene:
+    """A volume with a snapshot (in the format the test's parameter names), changed since,
+    and an application using it."""
+    taken, restored = FORMATS[request.param]
     vol = volume(SMALL_TREE)
     snapshot_tree = dk.listing(vol)
-    r = voltool("snapshot", "--json", vol)
+    r = voltool("snapshot", "--json", vol, env=taken)
     assert r.code == 0, r.err
     dk.run({vol: "/v"}, CHANGES)
     app = container([vol], IDLE_APP)
-    return Scene(vol, app, records(r.out)[0], snapshot_tree, dk.listing(vol))
+    return Scene(vol, app, records(r.out)[0], snapshot_tree, dk.listing(vol), restored)
 
 
 def kill_at(step: str, scene: Scene, tmp_path: Path) -> str:
     """Run a restore, SIGKILL it right after it journals `step`; returns the op id."""
     hold = tmp_path / f"hold-{step}"
-    proc = start_voltool("restore", "--yes", str(scene.snapshot["id"]), env=hold_env(step, hold))
+    proc = start_voltool(
+        "restore", "--yes", str(scene.snapshot["id"]), env={**scene.env, **hold_env(step, hold)}
+    )
     wait_for(hold.exists, timeout=120, what=f"the restore to reach {step}")
     proc.kill()
     proc.wait(30)
@@ -110,13 +140,27 @@ def recover_and_check(dk: Docker, scene: Scene, forward: bool, op: str) -> None:
     if forward:
         (kept,) = pre
         assert kept["state"] == "complete"
-        assert dk.listing(kept["volume"], "data").entries == scene.current_tree.entries
+        # In the restore's format: the format-1 snapshot volume, or the target's store.
+        want_store = scene.env.get("VOLTOOL_FORMAT") != "1"
+        assert str(kept["volume"]).startswith("voltool-store-") == want_store, kept
+        old = dk.listing(str(kept["volume"]), in_snapshot(kept, "data"))
+        assert old.entries == scene.current_tree.entries
     else:
         assert pre == []
     assert voltool("snapshot", scene.volume).code == 0  # nothing pending any more
 
 
-@pytest.mark.parametrize("step", ROLLED_BACK)
+def _steps(*by_format: tuple[str, list[str]]) -> list[Any]:
+    return [
+        pytest.param(fmt, step, id=f"format-{fmt}-{step}")
+        for fmt, steps in by_format
+        for step in steps
+    ]
+
+
+@pytest.mark.parametrize(
+    ("scene", "step"), _steps(("2", ROLLED_BACK), ("1", ROLLED_BACK_1)), indirect=["scene"]
+)
 def test_killed_before_the_swap_rolls_back(
     dk: Docker, scene: Scene, tmp_path: Path, step: str
 ) -> None:
@@ -124,7 +168,11 @@ def test_killed_before_the_swap_rolls_back(
     recover_and_check(dk, scene, forward=False, op=op)
 
 
-@pytest.mark.parametrize("step", ROLLED_FORWARD)
+@pytest.mark.parametrize(
+    ("scene", "step"),
+    _steps(("2", ROLLED_FORWARD), ("1", ROLLED_FORWARD_1), ("1-then-2", ["save", "copied"])),
+    indirect=["scene"],
+)
 def test_killed_from_the_swap_on_rolls_forward(
     dk: Docker, scene: Scene, tmp_path: Path, step: str
 ) -> None:
@@ -165,15 +213,18 @@ def test_a_swap_cut_in_the_middle_is_finished(
 def test_killed_mid_stream_rolls_back(
     dk: Docker, volume: Callable[..., str], container: Callable[..., str], tmp_path: Path
 ) -> None:
+    # Format 1 streams through voltool (format 2's agent is killed mid-copy in test_store).
     vol = volume("head -c 67108864 /dev/zero > /v/big; echo x > /v/x")
-    r = voltool("snapshot", "--json", vol)
+    r = voltool("snapshot", "--json", vol, env=F1)
     assert r.code == 0, r.err
     snap = records(r.out)[0]
     dk.run({vol: "/v"}, "echo changed > /v/x; rm /v/big")
     app = container([vol], IDLE_APP)
     before = dk.listing(vol)
     hold = tmp_path / "hold"
-    proc = start_voltool("restore", "--yes", str(snap["id"]), env=hold_env("staging-data", hold))
+    proc = start_voltool(
+        "restore", "--yes", str(snap["id"]), env={**F1, **hold_env("staging-data", hold)}
+    )
     wait_for(hold.exists, timeout=120, what="the restore to be mid-stream")
     staged = dk.run({vol: "/v"}, "ls -A /v")
     assert any(p.startswith(".voltool-stage-") for p in staged.split()), staged
@@ -251,15 +302,23 @@ def test_a_killed_restore_into_a_created_volume_removes_it(
     assert dk.managed_containers() == []
 
 
+@pytest.mark.parametrize("scene", ["2", "1"], indirect=True, ids=["format-2", "format-1"])
 def test_a_damaged_partial_pre_restore_snapshot_is_made_again(
     dk: Docker, scene: Scene, tmp_path: Path
 ) -> None:
     op = kill_at("save", scene, tmp_path)
     safety = str(begin_record(op)["safety"])
-    # As a commit cut short would leave it: labelled, with a truncated snapshot.json.
-    dk.fake_snapshot_volume(safety, scene.volume, "pre-restore")
+    # As a commit cut short would leave it: there, with a truncated snapshot.json.
+    if scene.env == F1:
+        dk.fake_snapshot_volume(safety, scene.volume, "pre-restore")
+        where, path = f"voltool-snap-{safety}", "/s"
+    else:  # a directory of the target's store, which the restore made sure of
+        where, path = f"voltool-store-{scene.volume}", f"/s/snapshots/{safety}"
     dk.run(
-        {f"voltool-snap-{safety}": "/s"},
-        'mkdir /s/data; printf \'{"format": 1, "id\' > /s/snapshot.json',
+        {where: "/s"},
+        'mkdir -p "$1/data" && printf \'{"format": 1, "id\' > "$1/snapshot.json"',
+        path,
     )
+    listed = {s["id"]: s for s in records(voltool("list", "--json", scene.volume).out)}
+    assert listed[safety]["state"] == "damaged"
     recover_and_check(dk, scene, forward=True, op=op)

@@ -56,14 +56,15 @@ def sid(letter: str) -> str:
 
 @pytest.fixture
 def seven(dk: Docker, volume: Callable[..., str]) -> str:
+    """A volume with seven snapshots in its store (format 2), of the ages AGES says."""
     vol = volume()
     for letter, age in AGES.items():
-        dk.fake_complete_snapshot(sid(letter), vol, (BASE - age).isoformat())
+        dk.fake_stored_snapshot(sid(letter), vol, (BASE - age).isoformat())
     return vol
 
 
 def remaining(dk: Docker, vol: str) -> set[str]:
-    ids = {v.removeprefix("voltool-snap-") for v in dk.snapshot_volumes(vol)}
+    ids = dk.snapshot_ids(vol)
     return {letter for letter in AGES if sid(letter) in ids}
 
 
@@ -110,22 +111,21 @@ def test_no_policy_refuses_and_no_terminal_needs_yes(dk: Docker, seven: str) -> 
 
 
 def test_pre_restore_default_policy_and_incomplete(dk: Docker, volume: Callable[..., str]) -> None:
+    # Both formats side by side, as after an upgrade: one policy over all of them.
     vol = volume()
     now = dt.datetime.now(dt.UTC)
     # The default: last 3, and within 7 days of the newest (10 days old): 10, 11, 12 stay.
     for i, days in enumerate((10, 11, 12, 20, 21)):
-        dk.fake_complete_snapshot(
-            f"{RUN}{i:08x}", vol, (now - dt.timedelta(days=days)).isoformat(), "pre-restore"
-        )
-    dk.fake_complete_snapshot(sid("e"), vol, (now - dt.timedelta(days=30)).isoformat())
-    old_incomplete = dk.fake_snapshot_volume(sid("f"), vol)  # created 2026-01-01, incomplete
+        fake = dk.fake_stored_snapshot if i % 2 else dk.fake_complete_snapshot
+        fake(f"{RUN}{i:08x}", vol, (now - dt.timedelta(days=days)).isoformat(), "pre-restore")
+    dk.fake_stored_snapshot(sid("e"), vol, (now - dt.timedelta(days=30)).isoformat())
+    dk.fake_snapshot_volume(sid("f"), vol)  # created 2026-01-01, incomplete
+    dk.fake_stored_snapshot(sid("g"), vol, complete=False)  # the same, in the store
     r = voltool("prune", vol, "--keep-last", "5", "--yes", "--json", env=UTC)
     assert r.code == 0, r.err
-    left = {v.removeprefix("voltool-snap-") for v in dk.snapshot_volumes(vol)}
-    assert left == {f"{RUN}{i:08x}" for i in range(3)} | {sid("e")}
+    assert dk.snapshot_ids(vol) == {f"{RUN}{i:08x}" for i in range(3)} | {sid("e")}
     reasons = {p["id"]: p["reasons"] for p in records(r.out)}
-    assert reasons[sid("f")] == ["incomplete for over an hour"]
-    assert old_incomplete not in {v for v in dk.snapshot_volumes(vol)}
+    assert reasons[sid("f")] == reasons[sid("g")] == ["incomplete for over an hour"]
 
 
 def test_config_file_policy_and_config_show(dk: Docker, seven: str, tmp_path: Path) -> None:
@@ -181,5 +181,5 @@ def test_two_concurrent_edits_with_one_etag_one_wins(dk: Docker, seven: str) -> 
     codes = {note: p.wait(120) for note, p in procs.items()}
     assert sorted(codes.values()) == [0, 5], codes
     winner = next(note for note, code in codes.items() if code == 0)
-    meta = json.loads(dk.read(f"voltool-snap-{sid('c')}", "meta.json"))
+    meta = json.loads(dk.read(f"voltool-store-{seven}", f"snapshots/{sid('c')}/meta.json"))
     assert meta["note"] == winner

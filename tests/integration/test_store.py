@@ -20,6 +20,7 @@ from tests.integration.dockertools import (
     F2,
     FIDELITY_SCRIPT,
     Docker,
+    agent_held_mid_copy,
     hold_env,
     records,
     snapshot_record,
@@ -266,7 +267,7 @@ def test_a_snapshot_killed_mid_copy_is_never_usable(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
     vol = volume("echo one > /v/a && echo two > /v/b")
-    proc, _ = _agent_held_mid_copy(dk, agent, vol, "snapshot", vol)
+    proc, _ = agent_held_mid_copy(dk, agent, vol, "snapshot", vol, env=F2)
     proc.kill()
     proc.wait(30)
     assert all(s["state"] != "complete" for s in records(voltool("list", "--json", vol).out))
@@ -277,7 +278,7 @@ def test_a_killed_agent_fails_the_snapshot_cleanly(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
     vol = volume("echo one > /v/a && echo two > /v/b")
-    proc, helper = _agent_held_mid_copy(dk, agent, vol, "snapshot", vol)
+    proc, helper = agent_held_mid_copy(dk, agent, vol, "snapshot", vol, env=F2)
     helper.kill()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "Traceback" not in err, err
@@ -418,7 +419,7 @@ def test_a_restore_killed_while_its_agent_stages_leaves_the_volume_as_it_was(
     made = snap(vol)
     dk.run({vol: "/v"}, "rm /v/b")  # changed, but nothing for the pre-restore copy to copy
     current = scan(dk, agent, vol)
-    proc, helper = _agent_held_mid_copy(dk, agent, vol, "restore", "--yes", made["id"])
+    proc, helper = agent_held_mid_copy(dk, agent, vol, "restore", "--yes", made["id"], env=F2)
     if killed == "voltool":
         proc.kill()
         proc.wait(30)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.dockertools import F2, Docker, records, voltool
+from tests.integration.dockertools import F1, F2, Docker, records, voltool
 from tests.integration.test_store import _same_tree, scan, snap
 
 pytestmark = pytest.mark.engine
@@ -150,12 +150,12 @@ def test_a_volume_in_the_way_of_the_store_stops_a_restore_before_it_begins(
     dk: Docker, volume: Callable[..., str]
 ) -> None:
     vol = volume("echo one > /v/a")
-    made = records(voltool("snapshot", "--json", vol).out)[0]  # format 1
+    made = records(voltool("snapshot", "--json", vol, env=F1).out)[0]
     dk.run({vol: "/v"}, "echo changed > /v/a")
     squatter = f"voltool-store-{vol}"
     dk.client.volumes.create(squatter)  # a user's volume, not voltool's store
     dk.also.append(squatter)
-    r = voltool("restore", "--yes", made["id"], env={"VOLTOOL_FORMAT": "2"})
+    r = voltool("restore", "--yes", made["id"], env=F2)
     assert r.code == 5 and "in the way of the store" in r.err, r.err
     assert dk.read(vol, "a") == b"changed\n"
     assert voltool("recover", vol).out.strip() == "nothing to recover"

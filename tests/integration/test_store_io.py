@@ -15,6 +15,7 @@ import pytest
 
 from tests.hostile import CORPUS, Case, gzip_bomb, make_export
 from tests.integration.dockertools import (
+    F1,
     F2,
     FIDELITY_SCRIPT,
     SMALL_TREE,
@@ -103,16 +104,19 @@ def test_migrate_moves_format_1_snapshots_into_the_store(
     dk: Docker, agent: str, volume: Callable[..., str]
 ) -> None:
     vol = volume("echo same > /v/same; echo one > /v/changes; mkdir /v/d; ln /v/same /v/d/h")
-    first = snapshot_record(vol, "--name", "first")
+    first = snapshot_record(vol, "--name", "first", env=F1)
     assert voltool("pin", first["id"]).code == 0
     dk.run({vol: "/v"}, "echo two > /v/changes")
-    second = snapshot_record(vol, "--name", "second")
+    second = snapshot_record(vol, "--name", "second", env=F1)
     assert first["volume"] == f"voltool-snap-{first['id']}"
 
     dry = voltool("migrate", "--all", "--dry-run", "--json")
     assert dry.code == 0, dry.err
     assert {r["id"] for r in records(dry.out)} >= {first["id"], second["id"]}
     assert {s["volume"] for s in _listed(vol)} == {first["volume"], second["volume"]}
+    doctor = records(voltool("doctor", "--json").out)
+    (told,) = [c for c in doctor if c["name"] == "format" and "in format 1" in c["detail"]]
+    assert told["status"] == "ok" and "`voltool migrate --all` moves them into" in told["detail"]
 
     r = voltool("migrate", "--json", second["id"], first["id"])
     assert r.code == 0, r.err
@@ -146,7 +150,7 @@ def test_a_migrate_killed_before_the_removal_keeps_the_snapshot_volume(
     dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path, step: str
 ) -> None:
     vol = volume("echo x > /v/x")
-    old = snapshot_record(vol, "--name", "kept")
+    old = snapshot_record(vol, "--name", "kept", env=F1)
     hold = tmp_path / "hold"
     proc = start_voltool("migrate", old["id"], env=hold_env(step, hold))
     wait_for(hold.exists, 120, f"the migrate to reach {step}")

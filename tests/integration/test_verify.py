@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.dockertools import SMALL_TREE, Docker, records, voltool
+from tests.integration.dockertools import SMALL_TREE, Docker, in_snapshot, records, voltool
 
 pytestmark = pytest.mark.engine
 
@@ -52,7 +52,7 @@ def test_each_kind_of_damage_is_reported(
 ) -> None:
     s = snap(volume(SMALL_TREE))
     other = snap(volume("echo fine > /v/f"))
-    dk.run({str(s["volume"]): "/s"}, f"cd /s/data && {tamper}")
+    dk.run({str(s["volume"]): "/s"}, f'cd "/s/$1" && {tamper}', in_snapshot(s, "data"))
     r = voltool("verify", "--json", str(s["id"]), str(other["id"]))
     assert r.code == 6, r.err
     reports = {x["id"]: x for x in records(r.out)}
@@ -90,15 +90,17 @@ def test_a_snapshot_json_that_disagrees_with_the_labels_is_damaged(
     vol = volume("echo fine > /v/f")
     s = snap(vol)
     sid = str(s["id"])
-    before = dk.read(f"voltool-snap-{sid}", "snapshot.json")
-    dk.run({f"voltool-snap-{sid}": "/s"}, f"sed -i '{edit}' /s/snapshot.json")
-    assert dk.read(f"voltool-snap-{sid}", "snapshot.json") != before
+    where, path = str(s["volume"]), in_snapshot(s, "snapshot.json")
+    before = dk.read(where, path)
+    dk.run({where: "/s"}, f"sed -i '{edit}' \"/s/$1\"", path)
+    assert dk.read(where, path) != before
     r = voltool("verify", sid)
     assert r.code == 6, r.err
     assert f"FAIL  {sid}" in r.out
-    assert f"labels on {field}:" in r.out
+    said = f"snapshot.json disagrees with its store's begun.json on {field}:"
+    assert said in r.out
     listed = {x["id"]: x for x in records(voltool("list", vol, "--json").out)}
     assert listed[sid]["state"] == "damaged"
     restored = voltool("restore", sid, "--dry-run")
     assert restored.code == 6, restored.err
-    assert f"labels on {field}:" in restored.err
+    assert said in restored.err

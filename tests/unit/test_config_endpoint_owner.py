@@ -43,6 +43,24 @@ def test_bad_config_is_a_usage_error(
         config.load({}, {})
 
 
+def test_new_snapshots_take_format_2_unless_told_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOLTOOL_CONFIG", str(tmp_path / "none.toml"))
+    got = config.load({}, {})
+    assert (got.format, got.sources["format"]) == (2, "default")
+    assert config.load({}, {"VOLTOOL_FORMAT": "1"}).format == 1
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("format = 1\n")
+    monkeypatch.setenv("VOLTOOL_CONFIG", str(cfg))
+    assert (config.load({}, {}).format, config.load({}, {}).sources["format"]) == (1, str(cfg))
+    cfg.write_text("format = 3\n")
+    with pytest.raises(UsageError, match=f"format from {cfg} must be 2 or 1, not 3"):
+        config.load({}, {})
+    loaded, problems = config.load_checked({}, {})
+    assert loaded.format == 2 and len(problems) == 1
+
+
 def _make_context(home: Path, name: str, host: str) -> None:
     meta = home / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
     meta.mkdir(parents=True)

@@ -360,7 +360,7 @@ def _list(
         and (start is None or s.created >= start)
         and (end is None or s.created < end)
     ]
-    snaps = catalog.with_metadata(rt, found) if found else []
+    snaps = catalog.completed(rt, found)
     if name is not None:
         snaps = [s for s in snaps if s.name == name]
     if as_json:
@@ -736,13 +736,14 @@ def digest_cmd(
     ctx: typer.Context,
     volume: str = typer.Argument(..., help="The volume to read.", autocompletion=complete.volumes),
 ) -> None:
-    """Print a volume's live tree digest, computed as a snapshot's is (for restore --if-match)."""
+    """Print a volume's live tree digest, as a new snapshot's (for restore --if-match)."""
     from voltool.tar import live
 
     rt = _globals(ctx).runtime()
     catalog.user_volume(rt, volume)
     rt.journal.refuse_pending(volume)
-    out.print(live.manifest_of(rt, volume, label=f"reading {volume}").digest(), markup=False)
+    digest = live.digest_of(rt, volume, rt.config.format, label=f"reading {volume}")
+    out.print(digest, markup=False)
 
 
 _DIFF_LISTED = 100_000  # changes a diff of a stored snapshot lists

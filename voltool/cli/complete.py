@@ -74,7 +74,7 @@ def _snapshot_refs(ctx: Any) -> list[str]:
         found = catalog.find(rt)
         refs = [s.id for s in found]
         if image and found:
-            refs += [s.name for s in catalog.with_metadata(rt, found) if s.name]
+            refs += [s.name for s in catalog.completed(rt, found) if s.name]
         return refs
 
 

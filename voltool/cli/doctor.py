@@ -37,7 +37,7 @@ class Check:
 def run_checks(overrides: dict[str, Any] | None = None) -> list[Check]:
     """Every check that can run; an unreachable engine ends the list early."""
     config, problems = load_checked(overrides)
-    checks = _config_checks(config, problems)
+    checks = [*_config_checks(config, problems), _format_check(config)]
     try:
         endpoint = resolve(config.host, config.context)
     except VoltoolError as e:
@@ -78,6 +78,19 @@ def _config_checks(config: Config, problems: list[str]) -> list[Check]:
     if problems:
         return [Check("config", "fail", p, fix) for p in problems]
     return [Check("config", "ok", where)]
+
+
+# What each format is, as doctor names it.
+FORMATS = {
+    1: "format 1: a snapshot volume each, copied through the archive API",
+    2: "format 2: a store per volume, incremental, copied by the agent",
+}
+
+
+def _format_check(config: Config) -> Check:
+    """The format new snapshots take, and where that setting comes from."""
+    where = config.sources.get("format", "default")
+    return Check("format", "ok", f"new snapshots take {FORMATS[config.format]} (from {where})")
 
 
 def _image_check(engine: Engine, config: Config) -> tuple[str, Check]:
@@ -176,7 +189,20 @@ def _leftover_checks(rt: Runtime) -> list[Check]:
             )
         )
     if rt.image:
-        for s in catalog.list_snapshots(rt):
+        snapshots = catalog.list_snapshots(rt)
+        old = sum(1 for s in snapshots if not s.in_store and s.state == "complete")
+        if old:
+            one = old == 1
+            checks.append(
+                Check(
+                    "format",
+                    "ok",
+                    f"{old} snapshot{'' if one else 's'} in format 1, usable as "
+                    f"{'it is' if one else 'they are'}; `voltool migrate --all` moves "
+                    f"{'it into its store' if one else 'them into their stores'}",
+                )
+            )
+        for s in snapshots:
             if s.state == "damaged":
                 checks.append(
                     Check(

@@ -8,13 +8,14 @@ JSON lines of errors, warnings and one summary (voltool/agent/report.py).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass, fields
 from typing import Any
 
 from voltool.engine.client import Mount
-from voltool.errors import EngineError, IntegrityError
+from voltool.errors import EngineError, IntegrityError, NoSpace
 from voltool.runtime import Runtime
 from voltool.sh import program
 from voltool.words import quoted
@@ -116,10 +117,18 @@ def run(
     )
 
 
+# How the agent's fatal message says that the filesystem it writes to is full: it
+# spells the OSError, whose text begins with its errno.
+_FULL = tuple(f"[Errno {n}]" for n in (errno.ENOSPC, errno.EDQUOT))
+
+
 def checked(result: AgentResult, what: str) -> Summary:
-    """The summary of a run that did all it was asked, or the error that says why not."""
+    """The summary of a run that did all it was asked, or the error that says why not
+    (NoSpace when what it wrote to filled up)."""
     if result.code == 0 and result.summary is not None:
         return result.summary
+    if result.fatal and any(f in result.fatal for f in _FULL):
+        raise NoSpace(f"{what} failed: no space left on device")
     if result.fatal:
         raise EngineError(f"{what} failed: {result.fatal}")
     if result.errors:

@@ -386,7 +386,7 @@ def execute_together(
             if opts.if_match:
                 (m,) = members  # plan_group refuses --if-match
                 rt.journal.append(op, Step.CHECK)
-                current = live.manifest_of(rt, m.target, op, own=names).digest()
+                current = live.digest_of(rt, m.target, rt.config.format, op, own=names)
                 if current != opts.if_match.lower():
                     raise PreconditionFailed(
                         f"volume {quoted(m.target)} changed: its digest is {current}, "

@@ -199,8 +199,17 @@ def with_metadata(rt: Runtime, snapshots: list[Snapshot]) -> list[Snapshot]:
     ]
 
 
+def completed(rt: Runtime, found: list[Snapshot]) -> list[Snapshot]:
+    """Snapshots as `find` returned them, each with its metadata: a store's came with
+    theirs, format-1 snapshot volumes' are read (by one helper, if there are any)."""
+    plain = iter(with_metadata(rt, [s for s in found if not s.in_store]))
+    return [s if s.in_store else next(plain) for s in found]
+
+
 def list_snapshots(rt: Runtime, source: str | None = None) -> list[Snapshot]:
-    return with_metadata(rt, find(rt, source))
+    """Every snapshot (of `source`), with its metadata: one helper reads the stores, and
+    one more the format-1 snapshot volumes, if there are any."""
+    return completed(rt, find(rt, source))
 
 
 def _read_metadata_files(rt: Runtime, batch: list[Snapshot]) -> dict[str, dict[str, bytes | None]]:
@@ -275,11 +284,12 @@ def _attach(s: Snapshot, found: dict[str, bytes | None]) -> Snapshot:
 
 
 def check_labels(s: Snapshot, info: SnapshotInfo) -> None:
-    """snapshot.json agrees with every field its volume's labels carry, or IntegrityError.
+    """snapshot.json agrees with every field its volume's labels carry (a stored
+    snapshot's: its begun.json and its store's), or IntegrityError.
 
-    The labels are fixed when the volume is made and decide what a snapshot is
-    listed as and restored into; a snapshot.json that says otherwise was
-    rewritten or damaged, and neither can be trusted.
+    The labels are fixed when the volume is made (begun.json, before the data)
+    and decide what a snapshot is listed as and restored into; a snapshot.json
+    that says otherwise was rewritten or damaged, and neither can be trusted.
     """
     created = dt.datetime.fromisoformat(info.created.replace("Z", "+00:00"))  # checked by parse
     pairs = (
@@ -289,12 +299,18 @@ def check_labels(s: Snapshot, info: SnapshotInfo) -> None:
         ("created", created, s.created),
         ("kind", info.kind, s.kind),
     )
+    # A stored snapshot's are its store's: begun.json, its place, the store's labels.
+    where, there = (
+        (f"its store's {store.BEGUN}", store.BEGUN)
+        if s.in_store
+        else ("its volume's labels", "the labels")
+    )
     for field, in_file, in_label in pairs:
         if in_file != in_label:
             shown = in_label.isoformat() if isinstance(in_label, dt.datetime) else in_label
             raise IntegrityError(
-                f"{SNAPSHOT} disagrees with its volume's labels on {field}: "
-                f"{quoted(getattr(info, field))} in the file, {quoted(shown)} in the labels"
+                f"{SNAPSHOT} disagrees with {where} on {field}: "
+                f"{quoted(getattr(info, field))} in the file, {quoted(shown)} in {there}"
             )
 
 
@@ -392,7 +408,7 @@ def resolve_all(rt: Runtime, refs: Iterable[str]) -> list[Snapshot]:
             f"no snapshot with id {quoted(ref)}",
         )
         chosen.setdefault(s.id, s)
-    return with_metadata(rt, list(chosen.values()))
+    return completed(rt, list(chosen.values()))
 
 
 def _one(

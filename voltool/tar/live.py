@@ -10,6 +10,7 @@ import contextlib
 from dataclasses import dataclass
 
 from voltool.engine.client import Mount
+from voltool.errors import EngineError
 from voltool.ids import new_id
 from voltool.runtime import Runtime
 from voltool.sh import program
@@ -64,6 +65,46 @@ def manifest_of(
             if label:
                 rt.reporter.end()
     return transfer.manifest
+
+
+def digest_of(
+    rt: Runtime,
+    volume: str,
+    fmt: int,
+    op: str | None = None,
+    own: Names | None = None,
+    label: str | None = None,
+) -> str:
+    """The tree digest of `volume` as it is now, as a snapshot of it in format `fmt`
+    would have it (the two formats' digests differ: see voltool/agent/digest.py).
+
+    `own`: a running restore's working entries, left out. Format 1 reads the tree
+    through the archive API (`label`: its progress); format 2 has the agent scan it
+    in the engine, where it stays."""
+    if fmt == 1:
+        return manifest_of(rt, volume, op, own=own, label=label).digest()
+    from voltool.engine import agent_image, agentrun
+
+    working = [own.stage, own.old, own.mark] if own else []
+    if label:
+        rt.reporter.status(label)
+    try:
+        result = agentrun.run(
+            rt,
+            agent_image.agent_image(rt),
+            op or new_id(),
+            [Mount(volume, "/tree", read_only=True)],
+            ["/tree", *working],
+            script=program("agent-digest"),
+        )
+    finally:
+        if label:
+            rt.reporter.status(None)
+    agentrun.checked(result, f"reading {volume}")
+    digest = result.stdout.decode("ascii", "replace").strip()
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise EngineError(f"reading {volume} failed: the agent gave no tree digest")
+    return digest
 
 
 @dataclass(frozen=True)
