@@ -301,7 +301,7 @@ def check_labels(s: Snapshot, info: SnapshotInfo) -> None:
     )
     # A stored snapshot's are its store's: begun.json, its place, the store's labels.
     where, there = (
-        (f"its store's {store.BEGUN}", store.BEGUN)
+        (f"its store's {format2.BEGUN}", format2.BEGUN)
         if s.in_store
         else ("its volume's labels", "the labels")
     )
