@@ -219,27 +219,6 @@ def test_what_a_cut_delete_left_goes_with_the_next_delete(
         dk.client.volumes.get(second["volume"])
 
 
-def _agent_held_mid_copy(dk: Docker, agent: str, vol: str, *argv: str) -> tuple[Any, Any]:
-    """Start `voltool ARGV` (format 2) and return it with the helper that copies into or out
-    of `vol`, once its agent has copied one file and stopped there for good (the agent's
-    hold point: voltool/agent/report.py), so that a test kills one or the other mid-copy
-    deterministically, however fast the machine. A file linked rather than copied does not
-    stop it."""
-    proc = start_voltool(*argv, env={**F2, "VOLTOOL_TEST_HOLD_AT": "agent-copied-a-file"})
-
-    def held() -> list[Any]:
-        return [
-            c
-            for c in dk.client.containers.list(filters={"label": "io.voltool.role=helper"})
-            if any(m.get("Name") == vol for m in c.attrs["Mounts"])
-            and c.attrs["Config"]["Image"] == agent
-            and b'"event": "held"' in c.logs(stdout=False, stderr=True)
-        ]
-
-    (helper,) = wait_for(held, 120, "the agent to copy a file")
-    return proc, helper
-
-
 def _recovered(dk: Docker, vol: str) -> None:
     r = voltool("recover", vol)
     assert r.code == 0, r.err
