@@ -211,18 +211,7 @@ class Docker:
     ) -> str:
         """A complete, empty snapshot of `source` as if taken at `created` (ISO, UTC)."""
         name = self.fake_snapshot_volume(sid, source, kind, created)
-        info = {
-            "format": 1,
-            "id": sid,
-            "source": source,
-            "created": created,
-            "kind": kind,
-            "entries": 1,
-            "bytes": 0,
-            "tree_digest": "0" * 64,
-            "quiesce": "none",
-            "voltool": "test",
-        }
+        info = _empty_info(1, sid, source, created, kind)
         meta = {"name": None, "note": None, "pinned": pinned}
         self.run(
             {name: "/s"},
@@ -258,19 +247,7 @@ class Docker:
             )
         begun = {"id": sid, "source": source, "created": created, "kind": kind}
         begun |= {"op": "0" * 16, "owner": "nobody"}
-        info = {
-            "format": 2,
-            "id": sid,
-            "source": source,
-            "created": created,
-            "kind": kind,
-            "entries": 1,
-            "bytes": 0,
-            "tree_digest": "0" * 64,
-            "quiesce": "none",
-            "voltool": "test",
-            "started_ns": 0,
-        }
+        info = {**_empty_info(2, sid, source, created, kind), "started_ns": 0}
         meta = {"name": None, "note": None, "pinned": pinned}
         self.run(
             {store: "/s"},
@@ -375,6 +352,22 @@ def hold_env(step: str, hold_file: Path) -> dict[str, str]:
 
 
 AGENT_COPIED_A_FILE = "agent-copied-a-file"  # the agent's hold point (voltool/agent/report.py)
+
+
+def _empty_info(fmt: int, sid: str, source: str, created: str, kind: str) -> dict[str, Any]:
+    """The snapshot.json of an empty snapshot (its root alone) in format `fmt`."""
+    return {
+        "format": fmt,
+        "id": sid,
+        "source": source,
+        "created": created,
+        "kind": kind,
+        "entries": 1,
+        "bytes": 0,
+        "tree_digest": "0" * 64,
+        "quiesce": "none",
+        "voltool": "test",
+    }
 
 
 def agent_held_mid_copy(
