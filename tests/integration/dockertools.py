@@ -135,7 +135,11 @@ class Docker:
         return self.run({volume: "/v"}, 'cat "/v/$1"', path).encode("utf-8", "surrogateescape")
 
     def manifest(self, volume: str, path: str = "manifest.jsonl") -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.read(volume, path).splitlines()]
+        """A manifest's entries: plain, or gzip-compressed as a store keeps it (uncompressed
+        in the container: what `run` returns passes through the engine's logs as text)."""
+        script = 'zcat "/v/$1" 2>/dev/null || cat "/v/$1"'
+        raw = self.run({volume: "/v"}, script, path).encode("utf-8", "surrogateescape")
+        return [json.loads(line) for line in raw.splitlines()]
 
     def snapshot_volumes(self, source: str) -> list[str]:
         return [

@@ -255,7 +255,7 @@ def test_a_format_1_export_and_a_plain_tar_import_into_a_store_beside_its_snapsh
     home = volume("echo mine > /v/mine")
     first = snapshot_record(home, env=F2)
     source = volume(SMALL_TREE)
-    old = snapshot_record(source)  # format 1
+    old = snapshot_record(source, env=F1)
     assert old["volume"] == f"voltool-snap-{old['id']}"
     path = tmp_path / "f1.tar.gz"
     assert voltool("export", old["id"], "-o", str(path)).code == 0
