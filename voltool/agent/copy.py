@@ -150,6 +150,7 @@ class Copier:
         emit: Callable[[Entry], None],
         prev: Prev | None = None,
         private_root: bool = False,
+        groups: LinkGroups | None = None,
     ) -> None:
         self.reporter = reporter
         # DST's root keeps its 0o700 (a restore's staging directory, whose entries are
@@ -161,7 +162,7 @@ class Copier:
         self.started_ns = started_ns
         self.emit = emit
         self.prev = prev
-        self.groups = LinkGroups()
+        self.groups = groups if groups is not None else LinkGroups()
         self._dirs: list[_Dir] = []
         self._use_cfr = True
         self._buf = bytearray(RW_CHUNK)

@@ -8,25 +8,29 @@ first path in its `link` field and copies its content fields, so all members
 of a group agree.
 
 Memory: one item per inode with nlink > 1 whose members have not all been
-met yet. In a source tree every group completes and is forgotten; in a store
-tree whose files are shared with other snapshots (nlink counts their links
-too) a group never completes, so scanning or verifying such a tree holds one
-item per shared file: the one map that grows with the tree.
+met yet; in a source tree every group completes and is forgotten. A stored
+tree's files are shared with other snapshots, so their link counts say
+nothing of the tree's own groups (a group would never complete, and every
+file would be held): there the groups are the manifest's (`expected`), and
+only their first members are remembered, until their last member is met.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import replace
 
 from .entry import Entry
 
 
 class LinkGroups:
-    def __init__(self) -> None:
+    def __init__(self, expected: dict[bytes, int] | None = None) -> None:
         # (dev, ino) -> [the group's first entry, members not met yet]
         self._open: dict[tuple[int, int], tuple[Entry, list[int]]] = {}
+        # A stored tree's groups: first member's path -> how many later members.
+        self._expected = expected
 
     def member(self, path: bytes, st: os.stat_result) -> Entry | None:
         """If `st` is an inode met before, the entry for `path` as a member of its group."""
@@ -53,8 +57,27 @@ class LinkGroups:
 
     def first(self, entry: Entry, st: os.stat_result) -> None:
         """Remember `entry` (of inode `st`) as the first member of its group, if it has others."""
-        if st.st_nlink > 1:
+        if st.st_nlink < 2:
+            return
+        if self._expected is None:
             self._open[(st.st_dev, st.st_ino)] = (entry, [st.st_nlink - 1])
+        elif entry.path in self._expected:
+            self._open[(st.st_dev, st.st_ino)] = (entry, [self._expected.pop(entry.path)])
+
+
+def expected_groups(lines: Iterable[bytes]) -> dict[bytes, int]:
+    """A manifest's hard-link groups: each first member's path, and how many later
+    members name it (their `link`). Memory: one item per group, not per entry.
+    Raises ValueError on a malformed line."""
+    found: dict[bytes, int] = {}
+    for line in lines:
+        # Only a line with a "link" key parses to a member: the key cannot appear
+        # unescaped inside a string value, and Entry.parse decides anyway.
+        if b'"link":' in line:
+            link = Entry.parse(line).link
+            if link is not None:
+                found[link] = found.get(link, 0) + 1
+    return found
 
 
 class InodeFilter:

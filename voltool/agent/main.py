@@ -10,6 +10,7 @@ import io
 import json
 import os
 import resource
+import stat
 import sys
 import time
 import zlib
@@ -20,6 +21,7 @@ from . import __version__
 from .copy import Copier, Prev
 from .digest import TreeDigest
 from .entry import Entry
+from .links import LinkGroups, expected_groups
 from .merge import ManifestCursor
 from .names import shown
 from .report import EXIT_ENTRIES, EXIT_FATAL, EXIT_OK, EXIT_USAGE, Fatal, Reporter
@@ -56,9 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--no-sync", action="store_true")
     copy.add_argument("--private-root", action="store_true")
     copy.add_argument("--gzip", action="store_true")
+    # SRC is a stored tree, MANIFEST its manifest: its hard-link groups are the manifest's.
+    copy.add_argument("--groups", metavar="MANIFEST")
     verify = sub.add_parser("verify", add_help=False)
     verify.add_argument("tree")
     verify.add_argument("manifest")
+    # TREE is a stored tree: its hard-link groups are MANIFEST's (see links.py).
+    verify.add_argument("--stored", action="store_true")
     settled = sub.add_parser("settled", add_help=False)
     settled.add_argument("tree")
     settled.add_argument("since", type=int, metavar="NS")
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             raise Usage("--prev and --prev-started go together")
         if args.command == "copy" and args.prev_by_content and args.prev is None:
             raise Usage("--prev-by-content goes with --prev")
+        if args.command == "verify" and args.stored and args.manifest == "-":
+            raise Usage("--stored reads the manifest twice: not from stdin")
     except Usage as e:
         reporter.fatal(f"usage: {e}")
         return EXIT_USAGE
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "settled":
             _settled(reporter, args.tree, args.since)
         else:
-            _verify(reporter, args.tree, args.manifest, out)
+            _verify(reporter, args.tree, args.manifest, out, args.stored)
         out.flush()
     except Fatal as e:
         reporter.fatal(str(e))
@@ -157,6 +165,7 @@ def _scan(reporter: Reporter, root: str, out: IO[bytes]) -> None:
 
 def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
     src = _open_root(args.src)
+    groups = _stored_groups(args.groups) if args.groups is not None else None
     dst = _make_dst(args.dst)
     prev = None
     if args.prev is not None:
@@ -187,7 +196,7 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
             packed = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
             out = cast(IO[bytes], closing.enter_context(packed))
         try:
-            Copier(reporter, src, dst, started, emit, prev, args.private_root).run()
+            Copier(reporter, src, dst, started, emit, prev, args.private_root, groups).run()
         except ValueError as e:  # the previous manifest
             raise Fatal(f"previous manifest: {e}") from None
     sink.flush()
@@ -215,16 +224,28 @@ def _settled(reporter: Reporter, tree: str, since: int) -> None:
     reporter.summary("settled")
 
 
-def _verify(reporter: Reporter, tree: str, manifest: str, out: IO[bytes]) -> None:
+def _verify(reporter: Reporter, tree: str, manifest: str, out: IO[bytes], stored: bool) -> None:
     fd = _open_root(tree)
+    groups = _stored_groups(manifest) if stored else None
     try:
         tree_digest, manifest_digest = verify(
-            reporter, fd, ManifestCursor(_lines(manifest)), out.write
+            reporter, fd, ManifestCursor(_lines(manifest)), out.write, groups
         )
     except ValueError as e:
         raise Fatal(f"manifest: {e}") from None
     out.flush()
     reporter.summary("verify", digest=tree_digest, manifest_digest=manifest_digest)
+
+
+def _stored_groups(manifest: str) -> LinkGroups:
+    """The hard-link groups of a stored tree, read from its manifest: the tree's link
+    counts include the links of the other snapshots that share its files."""
+    try:
+        return LinkGroups(expected_groups(_lines(manifest)))
+    except OSError as e:
+        raise Fatal(f"cannot read the manifest {shown(manifest)}: {e.strerror}") from None
+    except ValueError as e:
+        raise Fatal(f"manifest: {e}") from None
 
 
 def _open_root(path: str) -> int:
@@ -250,7 +271,7 @@ def _make_dst(path: str) -> int:
 def _lines(path: str) -> Iterator[bytes]:
     """The lines of a manifest file ("-": stdin), plain or gzip-compressed (`copy --gzip`),
     each at most MAX_LINE bytes. ValueError if it is neither, or cut short."""
-    raw = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    raw = sys.stdin.buffer if path == "-" else _open_regular_file(path)
     assert isinstance(raw, io.BufferedReader)
     f: IO[bytes] = raw
     if raw.peek(2)[:2] == _GZIP_MAGIC:
@@ -266,6 +287,16 @@ def _lines(path: str) -> Iterator[bytes]:
             if len(line) > MAX_LINE or not line.endswith(b"\n"):
                 raise ValueError("a line is too long or unterminated")
             yield line
+
+
+def _open_regular_file(path: str) -> io.BufferedReader:
+    """`path` opened for reading if it is a regular file, never through a symlink in its
+    last component, nor blocking on a FIFO put in its place (ValueError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{shown(path)} is not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def _syncfs(fd: int) -> None:

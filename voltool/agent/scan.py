@@ -53,9 +53,9 @@ def same_content_stat(a: os.stat_result, b: os.stat_result) -> bool:
 class Scanner:
     """Makes the entries of a tree, in stream order."""
 
-    def __init__(self, reporter: Reporter) -> None:
+    def __init__(self, reporter: Reporter, groups: LinkGroups | None = None) -> None:
         self.reporter = reporter
-        self.groups = LinkGroups()
+        self.groups = groups if groups is not None else LinkGroups()
         self._buf = bytearray(CHUNK)
 
     def entries(self, root_fd: int) -> Iterator[Entry]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from .digest import TreeDigest
 from .entry import Entry
+from .links import LinkGroups
 from .merge import ManifestCursor
 from .names import pack
 from .report import Reporter
@@ -31,9 +32,14 @@ COMPARED = ("type", "mode", "uid", "gid", "size", "sha256", "target", "link", "r
 
 
 def verify(
-    reporter: Reporter, root_fd: int, manifest: ManifestCursor, write: Callable[[bytes], Any]
+    reporter: Reporter,
+    root_fd: int,
+    manifest: ManifestCursor,
+    write: Callable[[bytes], Any],
+    groups: LinkGroups | None = None,
 ) -> tuple[str, str]:
-    """Compare; return the digests of the tree and of the manifest."""
+    """Compare; return the digests of the tree and of the manifest. `groups`: how the
+    tree's hard-link groups are found (a stored tree's are its manifest's)."""
     tree_digest, manifest_digest = TreeDigest(), TreeDigest()
     counts = reporter.counts
 
@@ -45,7 +51,7 @@ def verify(
         manifest_digest.add(expected)
         out({"mismatch": "missing", "path": pack(expected.path)})
 
-    for found in Scanner(reporter).entries(root_fd):
+    for found in Scanner(reporter, groups).entries(root_fd):
         counts.entries += 1
         counts.files += found.type == "file"
         tree_digest.add(found)
