@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tests.tarbuild import M, d, f, hard, make_tar, special, sym
 from voltool.errors import ExitCode
-from voltool.store.layout import MANIFEST, META, SNAPSHOT, SnapshotInfo
+from voltool.store.layout import MANIFEST, MAX_METADATA_FILE, META, SNAPSHOT, SnapshotInfo
 from voltool.store.manifest import Manifest
 from voltool.tar.compression import Compression, writer
 from voltool.tar.stream import file_member
@@ -243,7 +243,7 @@ CORPUS = [
     ),
     Case(
         "export-nested-json",
-        lambda: make_export(replace={SNAPSHOT: b"[" * 100_000}),
+        lambda: make_export(replace={SNAPSHOT: b"[" * 50_000}),
         "snapshot.json is not valid JSON",
     ),
     Case(
@@ -330,8 +330,8 @@ CORPUS = [
     ),
     Case(
         "export-oversized-metadata",
-        lambda: make_export(replace={META: b" " * (1024 * 1024 + 1)}),
-        "not a regular file of at most 1048576 bytes",
+        lambda: make_export(replace={META: b" " * (MAX_METADATA_FILE + 1)}),
+        f"not a regular file of at most {MAX_METADATA_FILE} bytes",
     ),
     Case(
         "export-bad-meta",

@@ -206,10 +206,13 @@ def test_a_very_deep_tree_is_copied_whole(agent: Agent, tmp_path: Path) -> None:
         rel = _deep(src, 10_000)
         one = agent("copy", src, tmp_path / "one", "--no-sync")
         assert one.rc == 0, one.errors()[:3]
+        # One path for the whole depth, not one per level (145 MiB when it was).
+        assert one.maxrss_kib < 64 * 1024, one.maxrss_kib
         prev = ["--prev", tmp_path / "one", tmp_path / "one.jsonl", "--prev-started", "0"]
         saved(one, tmp_path / "one.jsonl")
         two = agent("copy", src, tmp_path / "two", "--no-sync", *prev)
         assert two.rc == 0, two.errors()[:3]
+        assert two.maxrss_kib < 64 * 1024, two.maxrss_kib
         a, b = _inodes_at(tmp_path / "two", rel, b"leaf", b"twin")
         assert a == b
     finally:

@@ -8,6 +8,7 @@ import pytest
 from voltool.errors import EngineError
 from voltool.signals import deferred_interrupts
 from voltool.store.catalog import _parse_framed
+from voltool.store.layout import MAX_METADATA_FILE
 
 A, B = "a" * 16, "b" * 16
 GOOD = f"BEGIN\n{A}/snapshot.json 7b7d\n{A}/meta.json !\n{B}/meta.json 7b7d\nEND\n".encode()
@@ -19,7 +20,7 @@ def test_reader_output_is_parsed_by_id_and_file() -> None:
 
 
 def test_od_spacing_empty_files_and_oversized_files() -> None:
-    big = " 20" * (1024 * 1024 + 1)  # one byte over the bound: read as "there, but bad"
+    big = " 20" * (MAX_METADATA_FILE + 1)  # one byte over the bound: read as "there, but bad"
     out = f"BEGIN\n{A}/snapshot.json  7b 7d\n{A}/meta.json \n{B}/meta.json{big}\nEND\n"
     got = _parse_framed(out.encode(), {A, B})
     assert got == {A: {"snapshot.json": b"{}", "meta.json": b""}, B: {"meta.json": None}}
@@ -60,3 +61,33 @@ def test_an_ignored_signal_stays_ignored() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, old)
+
+
+def test_a_store_too_large_to_list_leaves_the_others_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stores are read many to a helper; one whose metadata is more than a helper may
+    print (forged) must not hide the others: the batch is read again by halves, and
+    that store alone is left out, with a warning that names it."""
+    from types import SimpleNamespace
+
+    from voltool.engine.client import OutputTooLarge
+    from voltool.store import catalog, format2
+
+    stores = {f"voltool-store-v{i}": f"v{i}" for i in range(5)}
+    bad = "voltool-store-v3"
+    reads = []
+
+    def read_stores(rt: object, names: dict[str, str]) -> list[format2.Listed]:
+        reads.append(sorted(names))
+        if bad in names:
+            raise OutputTooLarge("a helper wrote more than 64 MiB of output")
+        return [format2.Listed(s, src, A, {}) for s, src in sorted(names.items())]
+
+    warned: list[str] = []
+    rt = SimpleNamespace(reporter=SimpleNamespace(warn=warned.append))
+    monkeypatch.setattr(format2, "read_stores", read_stores)
+    got = catalog._read_stores(rt, stores)  # type: ignore[arg-type]
+    assert sorted(listed.store for listed in got) == sorted(set(stores) - {bad})
+    assert len(warned) == 1 and bad in warned[0]
+    assert reads[0] == sorted(stores) and [bad] in reads

@@ -64,12 +64,13 @@ import os
 import socket
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import xattrs
 from .entry import Entry, Xattrs, type_of
 from .links import InodeFilter, LinkGroups
 from .merge import ManifestCursor
+from .names import ROOT
 from .report import Fatal, Reporter
 from .scan import hash_fd, same_content_stat
 from .walk import (
@@ -208,7 +209,9 @@ class Copier:
             fd, st = open_dir(parent.dst_fd, node.name)
             prev_fd = self._prev_dir(parent.prev_fd, node.name)
             prev_id = _ident(prev_fd) if prev_fd != -1 else None
-            self._dirs.append(_Dir(fd, (st.st_dev, st.st_ino), prev_fd, prev_id, entry))
+            # Without its path: one path per level would grow as the depth squared.
+            kept = replace(entry, path=ROOT)
+            self._dirs.append(_Dir(fd, (st.st_dev, st.st_ino), prev_fd, prev_id, kept))
             if parent.dst_fd != self.dst_fd:
                 os.close(parent.dst_fd)
                 parent.dst_fd = -1

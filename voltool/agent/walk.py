@@ -8,7 +8,9 @@ Guarantees:
   a symlink is never followed, and a directory swapped for a symlink while the
   walk runs is not entered (its open fails, and it is looked at again).
 - Memory: one sorted list of names, and one fd, per directory on the path from
-  the root to the current entry; nothing per entry already visited.
+  the root to the current entry, and that path once (not each directory's: a
+  tree nested 10,000 deep would cost memory quadratic in its depth); nothing
+  per entry already visited.
 - The source may change under the walk. An entry that vanishes is skipped and
   counted (`Counts.vanished`). A directory that cannot be opened or listed is
   reported as an error: left out with its subtree, or listed empty.
@@ -148,27 +150,32 @@ def walk(
     (the root's is the caller's, and stays open)."""
     root = Node(ROOT, ROOT, -1, os.fstat(root_fd), root_fd)
     yield Kind.ENTER, root
-    stack = [(root, iter(_names(root, on_error)))]
+    # Each open directory, kept without its path, and where its path ends in `here`,
+    # the innermost one's path: every directory's parent's is a prefix of its own.
+    stack = [(root, iter(_names(root, on_error)), 0)]
+    here = ROOT
     try:
         while stack:
-            parent, names = stack[-1]
+            parent, names, _ = stack[-1]
             name = next(names, None)
             if name is None:
                 stack.pop()
-                yield Kind.LEAVE, parent
+                yield Kind.LEAVE, replace(parent, path=here)
                 if parent.fd != root_fd:
                     os.close(parent.fd)
+                here = here[: stack[-1][2]] if len(stack) > 1 else ROOT
                 continue
-            node = _look(parent, name, on_error, on_vanished)
+            node = _look(parent, here, name, on_error, on_vanished)
             if node is None:
                 continue
             if node.fd == -1:
                 yield Kind.LEAF, node
                 continue
             yield Kind.ENTER, node
-            stack.append((node, iter(_names(node, on_error))))
+            stack.append((replace(node, path=ROOT), iter(_names(node, on_error)), len(node.path)))
+            here = node.path
     finally:  # the consumer stopped early: close what is still open
-        for parent, _ in stack:
+        for parent, _, _ in stack:
             if parent.fd != root_fd:
                 os.close(parent.fd)
 
@@ -186,10 +193,11 @@ def _names(directory: Node, on_error: OnError) -> list[bytes]:
 
 
 def _look(
-    parent: Node, name: bytes, on_error: OnError, vanished: Callable[[], None]
+    parent: Node, parent_path: bytes, name: bytes, on_error: OnError, vanished: Callable[[], None]
 ) -> Node | None:
-    """The node for `name`, a directory opened; None if it vanished or failed (reported)."""
-    path = join(parent.path, name)
+    """The node for `name` in `parent` (at `parent_path`), a directory opened; None if it
+    vanished or failed (reported)."""
+    path = join(parent_path, name)
     try:
         for _ in range(RETRIES):
             st = lstat_at(parent.fd, name)

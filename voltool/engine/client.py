@@ -399,7 +399,7 @@ class Engine:
                         sock.close()
                 status = self._api.wait(cid)
             if overflow:
-                raise EngineError(
+                raise OutputTooLarge(
                     f"a helper wrote more than {RUN_STDOUT_MAX // 2**20} MiB of output"
                 )
             return RunResult(int(status.get("StatusCode", 1)), out, err)
@@ -598,6 +598,10 @@ class Engine:
                 if "error" in event:
                     raise EngineError(f"build image {ref}: {_first_line(event['error'])}")
         return self.image_id(ref)
+
+
+class OutputTooLarge(EngineError):
+    """A helper's stdout was over RUN_STDOUT_MAX: what it read was larger than it should be."""
 
 
 def _collect(frames: Iterable[tuple[int, bytes]]) -> tuple[bytes, bytes, bool]:

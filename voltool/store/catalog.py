@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from voltool.engine import labels as L
-from voltool.engine.client import Mount, NameConflict, VolumeInfo
+from voltool.engine.client import Mount, NameConflict, OutputTooLarge, VolumeInfo
 from voltool.engine.keepers import remove_snapshot_volume
 from voltool.engine.locks import volume_lock
 from voltool.errors import (
@@ -38,6 +38,7 @@ from voltool.sh import program
 from voltool.store import format2
 from voltool.store.layout import (
     MANIFEST,
+    MAX_METADATA_FILE,
     META,
     SNAPSHOT,
     Meta,
@@ -49,8 +50,8 @@ from voltool.store.manifest import Manifest
 from voltool.words import quoted
 
 MIN_PREFIX = 4
-_MAX_META_FILE = 1024 * 1024
 _MOUNTS_PER_READER = 256
+_BOUND = f"{MAX_METADATA_FILE // 1024} KiB"
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,28 @@ def _in_stores(rt: Runtime, stores: dict[str, str]) -> list[Snapshot]:
     found = []
     for start in range(0, len(stores), _MOUNTS_PER_READER):
         batch = dict(sorted(stores.items())[start : start + _MOUNTS_PER_READER])
-        found += [from_store(listed) for listed in format2.read_stores(rt, batch)]
+        found += [from_store(listed) for listed in _read_stores(rt, batch)]
     return found
+
+
+def _read_stores(rt: Runtime, stores: dict[str, str]) -> list[format2.Listed]:
+    """What `stores` hold, read by one helper; by halves if that says more than a helper
+    may (many stores of many snapshots). A store too large alone to be read (forged:
+    voltool's own metadata is a few KiB a snapshot) is left out with a warning, so
+    that it cannot hide every other store's snapshots."""
+    try:
+        return format2.read_stores(rt, stores)
+    except OutputTooLarge:
+        if len(stores) == 1:
+            [name] = stores
+            rt.reporter.warn(
+                f"store {quoted(name)} cannot be listed: its snapshot directories hold more "
+                "metadata than voltool writes (it was altered); its snapshots are left out"
+            )
+            return []
+    items = sorted(stores.items())
+    half = len(items) // 2
+    return _read_stores(rt, dict(items[:half])) + _read_stores(rt, dict(items[half:]))
 
 
 def from_store(listed: format2.Listed) -> Snapshot:
@@ -221,7 +242,7 @@ def _read_metadata_files(rt: Runtime, batch: list[Snapshot]) -> dict[str, dict[s
         mounts,
         rt.helper_labels(new_id()),
         program("format1-read-meta"),
-        [str(_MAX_META_FILE + 1)],
+        [str(MAX_METADATA_FILE + 1)],
     )
     if result.exit_code != 0:
         said = result.stderr.decode(errors="replace").strip().splitlines()
@@ -250,7 +271,7 @@ def _parse_framed(out: bytes, ids: set[str]) -> dict[str, dict[str, bytes | None
             content = None if value == "!" else bytes.fromhex(value)
         except ValueError:
             raise EngineError("reading snapshot metadata gave malformed output") from None
-        if content is not None and len(content) > _MAX_META_FILE:
+        if content is not None and len(content) > MAX_METADATA_FILE:
             content = None  # over the bound: there, but not read
         files.setdefault(sid, {})[fname] = content
     return files
@@ -263,7 +284,9 @@ def _attach(s: Snapshot, found: dict[str, bytes | None]) -> Snapshot:
     if SNAPSHOT in found:
         try:
             if raw is None:
-                raise IntegrityError(f"{SNAPSHOT} is not a regular file of at most 1 MiB")
+                raise IntegrityError(
+                    f"{SNAPSHOT} is not a regular file of at most {MAX_METADATA_FILE // 1024} KiB"
+                )
             info = SnapshotInfo.parse(raw, expected_id=s.id)
             check_labels(s, info)
         except IntegrityError as e:
@@ -272,7 +295,9 @@ def _attach(s: Snapshot, found: dict[str, bytes | None]) -> Snapshot:
     if META in found:
         try:
             if raw_meta is None:
-                raise IntegrityError(f"{META} is not a regular file of at most 1 MiB")
+                raise IntegrityError(
+                    f"{META} is not a regular file of at most {MAX_METADATA_FILE // 1024} KiB"
+                )
             meta = Meta.parse(raw_meta)
         except IntegrityError as e:
             problems.append(str(e))

@@ -37,6 +37,7 @@ from voltool.errors import EngineError, IntegrityError, NotFound, PreconditionFa
 from voltool.ids import is_valid_id, new_id
 from voltool.runtime import Runtime
 from voltool.sh import program
+from voltool.store.layout import MAX_METADATA_FILE
 from voltool.words import quoted
 
 FORMAT = 2
@@ -45,7 +46,6 @@ SNAPSHOTS = "snapshots"
 BEGUN = "begun.json"
 GONE_PREFIX = ".gone-"
 MOUNT = "/store"  # where helpers mount a store
-_MAX_META_FILE = 1024 * 1024
 
 
 def store_name(source: str) -> str:
@@ -165,7 +165,7 @@ def read_stores(rt: Runtime, names: dict[str, str]) -> list[Listed]:
         mounts,
         rt.helper_labels(new_id()),
         program("store-read"),
-        [str(_MAX_META_FILE + 1), *map(str, range(len(ordered)))],
+        [str(MAX_METADATA_FILE + 1), *map(str, range(len(ordered)))],
     )
     lines = result.stdout.decode("ascii", "replace").splitlines()
     if result.exit_code != 0 or len(lines) < 2 or lines[0] != "BEGIN" or lines[-1] != "END":
@@ -185,7 +185,7 @@ def read_stores(rt: Runtime, names: dict[str, str]) -> list[Listed]:
             content = None if value == "!" else bytes.fromhex(value)
         except ValueError:
             raise EngineError("reading the snapshot stores gave malformed output") from None
-        files[fname] = None if content is not None and len(content) > _MAX_META_FILE else content
+        files[fname] = None if content is not None and len(content) > MAX_METADATA_FILE else content
     return [Listed(ordered[i], names[ordered[i]], sid, files) for (i, sid), files in found.items()]
 
 

@@ -29,6 +29,7 @@ from voltool.errors import ArchiveRejected, IntegrityError
 from voltool.store.layout import (
     FORMAT,
     MANIFEST,
+    MAX_METADATA_FILE,
     META,
     SNAPSHOT,
     Meta,
@@ -40,7 +41,6 @@ from voltool.store.manifest import Manifest
 from voltool.tar.stream import EntryType, TarEntry, TarReader, file_member
 
 HEAD = (SNAPSHOT, MANIFEST, META)
-MAX_METADATA_FILE = 1024 * 1024  # snapshot.json and meta.json are a few hundred bytes
 
 
 def head_members(info: SnapshotInfo, manifest: Manifest, meta: Meta) -> Iterator[bytes]:
