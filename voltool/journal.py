@@ -280,8 +280,9 @@ _held: set[str] = set()
 
 
 def hold_for_tests(step: str) -> None:
-    """Crash tests: wait at a named point (each journaled step, `staging-data` or
-    `streaming-data`, or `locking`), so a test can look, or SIGKILL us there.
+    """Crash tests: wait at a named point (each journaled step, `staging-data`,
+    `streaming-data`, `export-checked`, or `locking`...), so a test can look, or
+    SIGKILL us there.
 
     With VOLTOOL_TEST_HOLD_AT=<step>[,<step>...] and VOLTOOL_TEST_HOLD_FILE=<path>,
     the process writes its pid to the file and waits until the file is removed,

@@ -80,6 +80,35 @@ def test_a_tampered_store_is_not_exported(
     assert dk.managed_containers() == []
 
 
+def test_a_store_altered_after_its_check_is_not_exported(
+    dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    """The export's bytes are the ones checked: the store is held to its manifest between
+    the pass that reads its data and the pass that writes it, which must agree (checked
+    before both, a store altered just after the check would be exported as altered)."""
+    vol = volume("echo small > /v/small.txt; echo other > /v/other")
+    made = snapshot_record(vol, env=F2)
+    files = tmp_path / "files"
+    files.mkdir()
+    hold = tmp_path / "hold"
+    proc = start_voltool(
+        "export", made["id"], "-o", str(files / "out.tar.zst"), env=hold_env("export-checked", hold)
+    )
+    try:
+        wait_for(hold.exists, what="the export to be checked")
+        dk.run({made["volume"]: "/s"}, 'echo SMALL > "/s/snapshots/$1/data/small.txt"', made["id"])
+        hold.unlink()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 6, err
+    assert "does not match" in err
+    assert list(files.iterdir()) == []
+    assert dk.managed_containers() == []
+
+
 def _inodes(dk: Docker, store: str) -> dict[str, int]:
     """`<id>/<path>` -> inode of every regular file of every snapshot of `store`."""
     out = dk.run(

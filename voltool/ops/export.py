@@ -103,18 +103,13 @@ def _stored_head(
     """A stored (format-2) snapshot's export head: its snapshot.json as format 1, and the
     format-1 manifest of what the archive API gives of its data. Under the store's lock.
 
-    The stored tree is first held to its own manifest and snapshot.json by the agent
-    (a store altered since is refused, as verify would); then one pass over the
-    archive computes the format-1 manifest, writing nothing. The caller's second
-    pass is held to that manifest entry by entry, as for a format-1 snapshot.
+    One pass over the archive computes the format-1 manifest, writing nothing; then
+    the stored tree is held to its own manifest and snapshot.json by the agent (a
+    store altered is refused, as verify would); the caller's second pass is held to
+    the first's manifest entry by entry, as for a format-1 snapshot. The check comes
+    between the two passes, so that a store altered before it fails the check, and
+    one altered after it fails the second pass: the bytes exported are the ones checked.
     """
-    report = check_stored(rt, snapshot, op)
-    if not report.ok:
-        missing, extra, altered = report.found.counts
-        why = report.problem or f"{missing} missing, {extra} extra, {altered} altered"
-        raise IntegrityError(
-            f"snapshot {snapshot.id} does not match its manifest ({why}): not exported"
-        )
     mount = Mount(snapshot.volume, "/snap", read_only=True)
     with (
         rt.engine.helper(rt.image, [mount], rt.helper_labels(op)) as src,
@@ -133,6 +128,14 @@ def _stored_head(
                 pass
         finally:
             rt.reporter.end()
+    report = check_stored(rt, snapshot, op)
+    if not report.ok:
+        missing, extra, altered = report.found.counts
+        why = report.problem or f"{missing} missing, {extra} extra, {altered} altered"
+        raise IntegrityError(
+            f"snapshot {snapshot.id} does not match its manifest ({why}): not exported"
+        )
+    hold_for_tests("export-checked")
     manifest = transfer.manifest
     if len(manifest) > info.entries:
         raise IntegrityError(f"snapshot {snapshot.id} has more entries than its manifest lists")
