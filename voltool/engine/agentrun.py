@@ -112,6 +112,8 @@ def run(
             errors.append(f"{_path(line.get('path'))}: {line.get('op')}: {line.get('message')}")
         elif event == "warning":
             warnings.append(f"{_path(line.get('path'))}: {line.get('what')}")
+    if summary is not None:
+        _log_peak_rss(summary, script or "agent-run", args)
     return AgentResult(
         result.exit_code, summary, tuple(errors), tuple(warnings), fatal, result.stdout
     )
@@ -143,6 +145,19 @@ def _test_environment() -> dict[str, str] | None:
     steps = [s for s in os.environ.get("VOLTOOL_TEST_HOLD_AT", "").split(",") if s]
     held = [s for s in steps if s.startswith("agent-")]
     return {"VOLTOOL_TEST_HOLD_AT": ",".join(held)} if held else None
+
+
+def _log_peak_rss(summary: Summary, script: str, args: list[str]) -> None:
+    """Benchmarks (scripts/bench.py): with VOLTOOL_BENCH_AGENT_RSS=<file>, each agent run
+    appends a JSON line with its peak RSS, for the memory of every run an operation
+    makes (a restore's plan, staging and pre-restore copy), not only the ones it reports."""
+    log = os.environ.get("VOLTOOL_BENCH_AGENT_RSS")
+    if not log:
+        return
+    first = script.splitlines()[1] if script.startswith("#!") else script
+    line = {"program": first[:80], "args": args[:2], "peak_rss_kib": summary.peak_rss_kib}
+    with open(log, "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def _path(packed: object) -> str:
