@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -304,3 +305,106 @@ def test_an_inode_number_given_to_a_new_file_does_not_join_the_old_group(tmp_pat
     groups.first(Entry.of(b"a/f", again, sha256="0" * 64, size=again.st_size), again)
     member = groups.member(b"z/g", os.stat(tmp_path / "old2"))
     assert member is not None and member.link == b"a/f"
+
+
+@pytest.mark.parametrize("seal", [True, False], ids=["sealed", "unsealed"])
+def test_a_copy_written_into_while_it_is_made_is_caught_when_sealed(
+    agent: Agent, tmp_path: Path, seal: bool
+) -> None:
+    """A restore's staging directory is in the target volume, whose containers run while
+    it is staged. A file the copy has finished (mode and times set) and someone then
+    rewrites before the copy ends keeps a ctime older than the copy's end, so only
+    reading the copy back (--seal) catches it; without it the copy says nothing."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "first").write_bytes(b"the snapshot's bytes\n")
+    for i in range(50):
+        (src / "b" / f"{i:02}").parent.mkdir(exist_ok=True)
+        (src / "b" / f"{i:02}").write_bytes(b"%d\n" % i)
+    dst = tmp_path / "stage"
+    boot = (
+        f"import runpy, sys; sys.path.insert(0, {str(agent.parent)!r}); sys.argv[0] = {PACKAGE!r}; "
+        f"runpy.run_module({PACKAGE!r}, run_name='__main__', alter_sys=True)"
+    )
+    args = ["copy", "--no-sync", "--private-root", *(["--seal"] if seal else []), src, dst]
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", boot, *map(str, args)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env={**os.environ, "VOLTOOL_TEST_HOLD_AT": "agent-copied-a-file"},
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        held = json.loads(proc.stderr.readline())
+        assert held == {"event": "held", "step": "agent-copied-a-file"}
+        target = dst / "a" / "first"
+        st = target.stat()
+        with open(target, "r+b") as f:  # same size, times put back: as an attacker would
+            f.write(b"THE ATTACKER'S BYTES\n"[: st.st_size])
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        proc.send_signal(signal.SIGUSR1)
+        rest = proc.stderr.read()
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    events = [json.loads(line) for line in rest.decode().splitlines()]
+    errors = [e for e in events if e["event"] == "error"]
+    if seal:
+        assert proc.returncode == 1, events
+        assert [(e["path"], e["op"]) for e in errors] == [(".", "seal")]
+    else:
+        assert proc.returncode == 0 and errors == [], events
+
+
+def test_an_entry_whose_manifest_line_no_reader_takes_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfdbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """Many large xattrs (where the filesystem allows them) can make one manifest line
+    longer than any reader takes: such an entry is an error, never a manifest that
+    would poison every later snapshot of the volume. The bound is lowered here to meet
+    with a long name what would take megabytes of xattrs."""
+    from voltool.agent import main as agent_main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / ("n" * 250)).write_bytes(b"x")
+    (src / "short").write_bytes(b"y")
+    monkeypatch.setattr(agent_main, "MAX_LINE", 400)
+    for command in (["scan", str(src)], ["copy", "--no-sync", str(src), str(tmp_path / "d")]):
+        assert agent_main.main(command) == 1
+        out, err = capfdbinary.readouterr()
+        paths = [json.loads(line)["path"] for line in out.splitlines()]
+        assert paths == [".", "short"]
+        errors = [e for e in map(json.loads, err.splitlines()) if e["event"] == "error"]
+        assert [(e["path"], e["op"]) for e in errors] == [("n" * 250, "manifest")]
+
+
+@pytest.mark.parametrize("where", ["first line", "part-way"])
+def test_a_damaged_previous_manifest_makes_a_full_copy_not_a_failure(
+    agent: Agent, tmp_path: Path, where: str
+) -> None:
+    """A previous snapshot whose manifest no longer reads (altered, or a line over the
+    bound) must not stop every later snapshot of the volume: what read well is linked
+    from, the rest copied, with a warning."""
+    src = tmp_path / "src"
+    for name in ("a", "b", "c", "d"):
+        (src / name).mkdir(parents=True)
+        (src / name / "f").write_bytes(name.encode() * 100)
+    time.sleep(SETTLE)
+    one = copy(agent, src, tmp_path / "one")
+    lines = one.out.splitlines(keepends=True)
+    at = 0 if where == "first line" else 4  # ".", "a", "a/f", "b", then "b/f"
+    lines[at] = b"not a manifest line\n"
+    manifest = tmp_path / "one.jsonl"
+    manifest.write_bytes(b"".join(lines))
+    two = copy(agent, src, tmp_path / "two", (tmp_path / "one", manifest, one))
+    warnings = [e for e in two.events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "previous manifest is damaged" in warnings[0]["what"]
+    assert two.summary["digest"] == one.summary["digest"]
+    linked = {
+        p
+        for p in ("a", "b", "c", "d")
+        if ino(tmp_path / "two" / p / "f") == ino(src.parent / "one" / p / "f")
+    }
+    assert linked == (set() if where == "first line" else {"a"})

@@ -156,7 +156,8 @@ def test_hostile_previous_tree_is_not_linked(agent: Agent, tmp_path: Path) -> No
     assert two.out == agent("scan", src).out
 
 
-def test_out_of_order_previous_manifest_is_fatal(agent: Agent, tmp_path: Path) -> None:
+def test_out_of_order_previous_manifest_is_not_linked_from(agent: Agent, tmp_path: Path) -> None:
+    """Lines out of order were not written by the agent: nothing after them is trusted."""
     src = tmp_path / "src"
     make_files(src, 5)
     one = copy(agent, src, tmp_path / "one")
@@ -167,5 +168,7 @@ def test_out_of_order_previous_manifest_is_fatal(agent: Agent, tmp_path: Path) -
         "copy", src, tmp_path / "two", "--prev", tmp_path / "one", bad,
         "--prev-started", str(one.summary["started_ns"]),
     )  # fmt: skip
-    assert run.rc == 3
-    assert run.events[-1]["event"] == "fatal" and "order" in run.events[-1]["message"]
+    assert run.rc == 0, run.events
+    [warning] = [e for e in run.events if e["event"] == "warning"]
+    assert "damaged" in warning["what"] and "out of order" in warning["what"]
+    assert run.summary["digest"] == one.summary["digest"]

@@ -101,6 +101,47 @@ def test_a_cut_gzip_manifest_is_refused(agent: Agent, tmp_path: Path) -> None:
         b"".join(compression.plain_or_gzip([packed.out], 100))
 
 
+@pytest.mark.parametrize("after", [b"junk", gzip.compress(b"a second member\n")])
+def test_a_gzip_manifest_with_anything_after_its_end_is_refused(after: bytes) -> None:
+    """The agent writes one member and nothing after it: data past it would be read by
+    one reader and not by another, so it is refused, whichever chunk it arrives in."""
+    one = gzip.compress(b"line one\n")
+    for chunks in ([one + after], [one, after], [one[:5], one[5:] + after[:2], after[2:]]):
+        with pytest.raises(IntegrityError, match="after its end"):
+            b"".join(compression.plain_or_gzip(chunks, 1 << 20))
+    assert b"".join(compression.plain_or_gzip([one, b""], 1 << 20)) == b"line one\n"
+
+
+def test_a_stored_manifest_line_without_end_is_refused_as_it_grows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`ls` and `cat` of a stored snapshot stream its manifest: a forged line that never
+    ends is refused once it passes the bound, not gathered whole (quadratic, unbounded)."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from voltool.store import catalog, staging
+    from voltool.store.catalog import Snapshot
+    from voltool.store.layout import SnapshotInfo
+
+    pieces = []
+
+    def read_file(rt: object, volume: str, path: str, limit: int):  # type: ignore[no-untyped-def]
+        for _ in range(limit // (1 << 20)):
+            pieces.append(1)
+            yield b"x" * (1 << 20)
+
+    monkeypatch.setattr(catalog, "read_file", read_file)
+    monkeypatch.setattr(staging, "_MAX_LINE", 4 << 20)
+    info = SnapshotInfo(2, "a" * 16, "v", "2026-01-01T00:00:00+00:00", "manual", 1000, 0, "0" * 64)
+    snap = Snapshot(
+        "a" * 16, "voltool-store-v", "v", dt.datetime.now(dt.UTC), "manual", "", info=info
+    )
+    with pytest.raises(IntegrityError, match="over"):
+        list(staging.entries(SimpleNamespace(), snap))  # type: ignore[arg-type]
+    assert len(pieces) <= 6  # refused at the bound, not at the end of the 4 GB the limit allows
+
+
 def test_small_files_copy_and_hash_as_the_source(agent: Agent, tmp_path: Path) -> None:
     src = tmp_path / "src"
     _tree(src)

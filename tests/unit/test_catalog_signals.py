@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import pytest
 
@@ -91,3 +92,31 @@ def test_a_store_too_large_to_list_leaves_the_others_listed(
     assert sorted(listed.store for listed in got) == sorted(set(stores) - {bad})
     assert len(warned) == 1 and bad in warned[0]
     assert reads[0] == sorted(stores) and [bad] in reads
+
+
+def test_an_import_is_not_what_the_next_snapshot_links_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An import's inodes and ctimes are a temporary volume's: linked from by identity, the
+    next snapshot would copy everything. It serves a copy that links by content."""
+    import datetime as dt
+
+    from voltool.store import catalog
+    from voltool.store import copy as store_copy
+    from voltool.store.catalog import Snapshot
+    from voltool.store.layout import SnapshotInfo
+
+    def made(sid: str, kind: str, minute: int) -> Snapshot:
+        created = dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.UTC)
+        info = SnapshotInfo(2, sid, "v", created.isoformat(), kind, 1, 0, "0" * 64, started_ns=1)
+        return Snapshot(
+            sid, "voltool-store-v", "v", created, kind, "", True, info, base=f"snapshots/{sid}"
+        )
+
+    found = [made("a" * 16, "manual", 1), made("b" * 16, "import", 2)]
+    monkeypatch.setattr(catalog, "find", lambda rt, source: found)
+    rt: Any = object()
+    by_identity = store_copy.latest(rt, "voltool-store-v", "v")
+    by_content = store_copy.latest(rt, "voltool-store-v", "v", by_content=True)
+    assert by_identity is not None and by_identity.id == "a" * 16
+    assert by_content is not None and by_content.id == "b" * 16

@@ -170,6 +170,7 @@ class Copier:
         self._dst_dev = os.fstat(dst_fd).st_dev
         self._made = InodeFilter()  # DST's files, when there is a previous tree
         self._max_links: int | None = None
+        self._prev_damaged = False
 
     def run(self) -> None:
         def vanished() -> None:
@@ -179,7 +180,7 @@ class Copier:
             if kind is Kind.LEAVE:
                 self._leave()
                 continue
-            before = self.prev.manifest.take(node.path) if self.prev is not None else None
+            before = self._before(node.path)
             try:
                 if kind is Kind.ENTER:
                     self._enter(node)
@@ -189,6 +190,20 @@ class Copier:
                 if e.errno in _DST_FATAL:
                     raise Fatal(f"destination: {e}") from None
                 raise
+
+    def _before(self, path: bytes) -> Entry | None:
+        """The previous manifest's entry at `path`, if any. A previous manifest found
+        damaged part-way is not read further: the rest of the copy links nothing (what
+        was linked was held to lines that read well), so that a damaged snapshot in a
+        store (or one no reader takes) never stops every later snapshot of its volume."""
+        if self.prev is None or self._prev_damaged:
+            return None
+        try:
+            return self.prev.manifest.take(path)
+        except ValueError as e:
+            self._prev_damaged = True
+            self.reporter.warning(path, f"the previous manifest is damaged ({e}): not linked from")
+            return None
 
     # Directories -----------------------------------------------------------
 

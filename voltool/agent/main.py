@@ -23,13 +23,15 @@ from .digest import TreeDigest
 from .entry import Entry
 from .links import LinkGroups, expected_groups
 from .merge import ManifestCursor
-from .names import shown
+from .names import ROOT, shown
 from .report import EXIT_ENTRIES, EXIT_FATAL, EXIT_OK, EXIT_USAGE, Fatal, Reporter
 from .scan import Scanner
 from .verify import verify
 from .walk import Kind, open_root, walk
 
-MAX_LINE = 8 << 20  # longest manifest line read: xattr values are at most 64 KiB each
+# The longest manifest line written or read: a path of 4 KiB and xattrs of 64 KiB each
+# fit many times over; an entry whose line is longer is an error (see _fits).
+MAX_LINE = 8 << 20
 GZIP_LEVEL = 3  # a manifest compresses to about a quarter at level 3, for little CPU
 _GZIP_MAGIC = b"\x1f\x8b"  # a manifest line starts with "{": the two never mix up
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -60,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--gzip", action="store_true")
     # SRC is a stored tree, MANIFEST its manifest: its hard-link groups are the manifest's.
     copy.add_argument("--groups", metavar="MANIFEST")
+    # DST is where others can write while it is made (a restore's staging directory):
+    # read it back once made and hold it to what was written (see _check_sealed).
+    copy.add_argument("--seal", action="store_true")
     verify = sub.add_parser("verify", add_help=False)
     verify.add_argument("tree")
     verify.add_argument("manifest")
@@ -155,12 +160,24 @@ def _scan(reporter: Reporter, root: str, out: IO[bytes]) -> None:
     counts = reporter.counts
     for entry in Scanner(reporter).entries(fd):
         line, digest_line = entry.lines()
+        if not _fits(reporter, entry, line):
+            continue
         out.write(line)
         digest.add_line(digest_line)
         counts.entries += 1
         counts.files += entry.type == "file"
     out.flush()
     reporter.summary("scan", digest=digest.hexdigest(), started_ns=started)
+
+
+def _fits(reporter: Reporter, entry: Entry, line: bytes) -> bool:
+    """Whether `line`, `entry`'s, is one every reader takes (at most MAX_LINE bytes: many
+    large xattrs can make it longer); if not, it is an error, and left out: a manifest
+    no one could read back must never be committed."""
+    if len(line) <= MAX_LINE:
+        return True
+    reporter.error(entry.path, "manifest", f"its manifest line is over {MAX_LINE >> 20} MiB")
+    return False
 
 
 def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
@@ -173,20 +190,28 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
         prev_fd = _open_root(tree)
         if os.fstat(prev_fd).st_dev != os.fstat(dst).st_dev:
             raise Fatal(f"previous tree {shown(tree)} is not on the destination's filesystem")
-        prev = Prev(
-            prev_fd, ManifestCursor(_lines(manifest)), args.prev_started, args.prev_by_content
-        )
+        try:
+            cursor = ManifestCursor(_lines(manifest))
+        except ValueError as e:  # its first line: linked from nothing (see Copier._before)
+            reporter.warning(ROOT, f"the previous manifest is damaged ({e}): not linked from")
+        else:
+            prev = Prev(prev_fd, cursor, args.prev_started, args.prev_by_content)
     # The start is taken before the flush: a write after it shows in ctime (see _syncfs).
     started = time.time_ns()
     if not args.no_sync:
         _syncfs(src)
     digest = TreeDigest()
+    seal = _Seal()
     counts = reporter.counts
 
     def emit(entry: Entry) -> None:
         line, digest_line = entry.lines()
+        if not _fits(reporter, entry, line):
+            return
         out.write(line)
         digest.add_line(digest_line)
+        if args.seal:
+            seal.add(entry, digest_line)
         counts.entries += 1
         counts.files += entry.type == "file"
 
@@ -195,15 +220,54 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
         if args.gzip:  # closed at the end of the block: its trailer goes into `sink`
             packed = gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
             out = cast(IO[bytes], closing.enter_context(packed))
-        try:
-            Copier(reporter, src, dst, started, emit, prev, args.private_root, groups).run()
-        except ValueError as e:  # the previous manifest
-            raise Fatal(f"previous manifest: {e}") from None
+        Copier(reporter, src, dst, started, emit, prev, args.private_root, groups).run()
     sink.flush()
     # The last change the copy made (its root's times, applied last): `settled` holds a
     # copy left to others for a while (a restore's staging directory) to it.
     settled = os.fstat(dst).st_ctime_ns
+    if args.seal:
+        _check_sealed(reporter, dst, settled, seal.hexdigest())
     reporter.summary("copy", digest=digest.hexdigest(), started_ns=started, settled_ns=settled)
+
+
+class _Seal:
+    """What a copied tree holds, as a fresh scan of it sees it: every entry but the root
+    (a staging directory's own mode is not the snapshot's), by its digest line and mtime."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def add(self, entry: Entry, digest_line: bytes) -> None:
+        if entry.path != ROOT:
+            self._hash.update(digest_line)
+            self._hash.update(b"%d\n" % entry.mtime_ns)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+# How long after the copy's last change its read-back begins: longer than a tick of the
+# coarse clock that stamps ctimes, so that any write from then on has a later ctime.
+SEAL_GAP_NS = 50_000_000
+
+
+def _check_sealed(reporter: Reporter, dst: int, settled: int, want: str) -> None:
+    """Hold the copy just made in `dst` to what the copy wrote (`want`, a _Seal's).
+
+    Others may write where it was made while the copy runs (the containers that use
+    a restore's target, which keep running while it is staged), and the copy's own
+    changes to an entry (its mode and times, set last) hide theirs from ctime. So the
+    tree is read back, after a pause that puts every later write's ctime past
+    `settled`: a change before the read-back is in what is read (an error: a mismatch
+    of the copy), one after it moves a ctime past `settled`, which `settled` catches.
+    """
+    while (left := settled + SEAL_GAP_NS - time.time_ns()) > 0:
+        time.sleep(left / 1e9)
+    found = _Seal()
+    for entry in Scanner(reporter).entries(dst):
+        found.add(entry, entry.digest_line())
+    if found.hexdigest() != want:
+        reporter.error(ROOT, "seal", "the copy was changed by someone else while it was made")
 
 
 def _settled(reporter: Reporter, tree: str, since: int) -> None:

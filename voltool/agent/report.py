@@ -103,11 +103,15 @@ class Reporter:
 
     def hold_for_tests(self, step: str) -> None:
         """Crash tests: with VOLTOOL_TEST_HOLD_AT naming `step` (voltool passes it into
-        the helper only when it is set in its own environment), say so and stop here for
-        good, so that a test kills the helper, or voltool, at a known point of a copy
-        however fast the machine. Never set in normal use."""
+        the helper only when it is set in its own environment), say so and stop here, the
+        first time, until SIGUSR1 (or for good), so that a test kills the helper, or
+        voltool, or acts, at a known point of a copy however fast the machine. Never set
+        in normal use."""
         if step not in self._held:
             return
+        self._held -= {step}
+        # Blocked before it is said, so a SIGUSR1 sent at once is waited for, not lost.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         self._emit({"event": "held", "step": step})
-        while True:
-            signal.pause()
+        signal.sigwait({signal.SIGUSR1})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})

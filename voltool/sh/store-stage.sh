@@ -7,7 +7,8 @@
 # the summary): the swap gives the volume root that mode and owner, and voltool
 # holds the snapshot's manifest to it. The snapshot's own manifest only tells
 # the agent which files are hard-link groups (their link counts include other
-# snapshots' links); what was copied is held to snapshot.json by its digest.
+# snapshots' links); what was copied is held to snapshot.json by its digest,
+# and (--seal) read back once made: the target's containers run meanwhile.
 fail() { printf '{"event": "fatal", "message": "%s"}\n' "$1" >&2; exit 3; }
 special() { [ -n "$(find "$1" \( -type b -o -type c -o -type p \) -print -quit)" ]; }
 s="/snap/$2"
@@ -22,7 +23,7 @@ fi
 # The agent's exit code, not the reader's: busybox ash has pipefail.
 # shellcheck disable=SC3040
 set -o pipefail
-python3 -I -m voltool_agent copy --no-sync --private-root --groups "$m" "$s" "/v/$1" |
+python3 -I -m voltool_agent copy --no-sync --private-root --seal --groups "$m" "$s" "/v/$1" |
   { IFS= read -r root; printf '%s\n' "$root"; cat > /dev/null; }
 code=$?
 if [ "$code" -eq 0 ] && [ "$3" != special ] && special "/v/$1/"; then

@@ -47,8 +47,13 @@ class Copied:
     summary: agentrun.Summary
 
 
-def latest(rt: Runtime, store_volume: str, source: str) -> Snapshot | None:
-    """The newest complete snapshot in the store, to link unchanged files from."""
+def latest(
+    rt: Runtime, store_volume: str, source: str, by_content: bool = False
+) -> Snapshot | None:
+    """The newest complete snapshot in the store, to link unchanged files from. Linking by
+    identity (not `by_content`), an import is passed over: its inodes and ctimes are a
+    temporary volume's, which the source's never match, so linking from it would make
+    the next snapshot of the volume a full copy."""
     complete = [
         s
         for s in catalog.find(rt, source)
@@ -57,6 +62,7 @@ def latest(rt: Runtime, store_volume: str, source: str) -> Snapshot | None:
         and s.state == "complete"
         and s.info is not None
         and s.info.started_ns is not None
+        and (by_content or s.kind != "import")
     ]
     return complete[-1] if complete else None
 
@@ -90,7 +96,7 @@ def copy(
     if created is None:
         created = creation_time()
     begun = format2.Begun(sid, source, created.isoformat(), kind, op, rt.owner.token())
-    prev = latest(rt, volume, source)
+    prev = latest(rt, volume, source, by_content)
     extra: list[str] = []
     if prev is not None:
         assert prev.info is not None and prev.info.started_ns is not None

@@ -4,7 +4,8 @@ Nothing of a stored snapshot is read into voltool but its manifest's first
 line: the plan asks the agent what would change, the staging copy is made by
 the agent from the store into the target, and held to the snapshot by its tree
 digest (content, types, modes, owners, link targets, xattrs, hard-link groups
-of what it wrote, read back); the old data is kept as a pre-restore snapshot
+of what it wrote), then read back whole and held to what was written (the
+target's containers run meanwhile, and can reach into it); the old data is kept as a pre-restore snapshot
 in the target's store, linked against its latest snapshot where unchanged.
 """
 
@@ -23,7 +24,7 @@ from voltool.sh import program
 from voltool.store import catalog, copy, format2
 from voltool.store.catalog import Snapshot
 from voltool.store.layout import DATA_DIR, MANIFEST, Meta
-from voltool.store.manifest import Change, ChangeSummary, ManifestEntry
+from voltool.store.manifest import Change, ChangeSummary, ManifestEntry, split_lines
 from voltool.tar import compression
 from voltool.words import quoted
 
@@ -145,15 +146,10 @@ def entries(rt: Runtime, snapshot: Snapshot) -> Iterator[ManifestEntry]:
 
     The caller holds the snapshot's lock while it iterates."""
     limit = (snapshot.info.entries + 1) * _MAX_LINE if snapshot.info else 0
-    pending = b""
     raw = catalog.read_file(rt, snapshot.volume, snapshot.path(MANIFEST), limit)
-    for chunk in compression.plain_or_gzip(raw, limit):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield _entry(snapshot, line)
-    if pending.strip():
-        yield _entry(snapshot, pending)
+    # Each line bounded as it comes: a forged one without end must not be gathered whole.
+    for line in split_lines(compression.plain_or_gzip(raw, limit), _MAX_LINE):
+        yield _entry(snapshot, line)
 
 
 def _entry(snapshot: Snapshot, line: bytes) -> ManifestEntry:
@@ -190,7 +186,8 @@ def stage(
     """Have the agent copy the snapshot's data into `target`'s staging directory, and hold
     what it copied to the snapshot: the same entries, and the same tree digest, and a root
     (covered by that digest) with the mode, owner and mtime of `root`, the plan's, which
-    the swap gives the volume root.
+    the swap gives the volume root. The copy is read back once made (`copy --seal`): a
+    change someone made to it meanwhile is an IntegrityError, nothing restored.
 
     `allow_special` False: a device node or FIFO in the data, or in what was copied,
     fails the staging (the plan's check, made again where the copy is made).
@@ -214,6 +211,8 @@ def stage(
         )
     finally:
         rt.reporter.status(None)
+    if any(": seal: " in e for e in result.errors):
+        raise IntegrityError(_written_into(snapshot, target, "while it was made"))
     summary = agentrun.checked(result, f"staging snapshot {snapshot.id} into {target}")
     if summary.digest != info.tree_digest or summary.entries != info.entries:
         raise IntegrityError(
@@ -254,11 +253,15 @@ def check_settled(
     if result.code != 0 or summary is None or summary.entries != info.entries:
         said = [*result.warnings, *result.errors, *([result.fatal] if result.fatal else [])]
         first = f" ({said[0]})" if said else ""
-        raise IntegrityError(
-            f"the staged copy of snapshot {snapshot.id} in {quoted(target)} changed after it "
-            f"was checked{first}: a container using the volume wrote into it; nothing was "
-            "restored (restore with --offline to keep them stopped throughout)"
-        )
+        raise IntegrityError(_written_into(snapshot, target, f"after it was checked{first}"))
+
+
+def _written_into(snapshot: Snapshot, target: str, when: str) -> str:
+    return (
+        f"the staged copy of snapshot {snapshot.id} in {quoted(target)} changed {when}: "
+        "a container using the volume wrote into it; nothing was restored (restore with "
+        "--offline to keep them stopped throughout)"
+    )
 
 
 def save(rt: Runtime, op: str, target: str, path: str, sid: str, meta: Meta) -> None:

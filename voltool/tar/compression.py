@@ -209,6 +209,10 @@ def plain_or_gzip(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
                     yield out
                 chunk = d.unconsumed_tail
                 if d.eof:
+                    if d.unused_data or chunk:
+                        # The agent writes one gzip member and nothing after it; what
+                        # follows would be read by some readers and not by others.
+                        raise IntegrityError("a compressed manifest has data after its end")
                     break
         if not d.eof:
             raise IntegrityError("a compressed manifest is cut short")
