@@ -5,8 +5,9 @@ line: the plan asks the agent what would change, the staging copy is made by
 the agent from the store into the target, and held to the snapshot by its tree
 digest (content, types, modes, owners, link targets, xattrs, hard-link groups
 of what it wrote), then read back whole and held to what was written (the
-target's containers run meanwhile, and can reach into it); the old data is kept as a pre-restore snapshot
-in the target's store, linked against its latest snapshot where unchanged.
+target's containers run meanwhile, and can reach into it); the old data is
+kept as a pre-restore snapshot in the target's store, linked against its
+latest snapshot where unchanged.
 """
 
 from __future__ import annotations
@@ -213,6 +214,11 @@ def stage(
         rt.reporter.status(None)
     if any(": seal: " in e for e in result.errors):
         raise IntegrityError(_written_into(snapshot, target, "while it was made"))
+    if result.fatal and result.fatal.startswith("manifest: "):  # read for its link groups
+        raise IntegrityError(
+            f"snapshot {snapshot.id} cannot be restored: its manifest in the store is damaged "
+            f"({result.fatal.removeprefix('manifest: ')})"
+        )
     summary = agentrun.checked(result, f"staging snapshot {snapshot.id} into {target}")
     if summary.digest != info.tree_digest or summary.entries != info.entries:
         raise IntegrityError(
