@@ -57,6 +57,7 @@ from voltool.ids import new_id
 from voltool.owner import current
 from voltool.report import Reporter
 from voltool.runtime import Runtime
+from voltool.sh import program
 
 RECIPE = "1"  # bump when what goes into the image, or how, changes
 AGENT_MODULE = "voltool_agent"
@@ -322,7 +323,6 @@ if not os.__file__.startswith(sys.prefix + "/"):
     problems.append("sys.prefix %s does not hold os.py (%s)" % (sys.prefix, os.__file__))
 print(json.dumps({"problems": problems, "python": sys.version.split()[0], "prefix": sys.prefix}))
 """
-_CHECK_SH = f'python3 -I -c "$1" && {" ".join(AGENT_COMMAND)} selftest'
 
 
 def check(engine: Engine, image: str) -> str | None:
@@ -331,7 +331,7 @@ def check(engine: Engine, image: str) -> str | None:
     Engine errors that say nothing about the image are raised, not taken for a verdict."""
     labels = L.managed(L.ROLE_HELPER, new_id(), current().token())
     try:
-        result = engine.run(image, [], labels, _CHECK_SH, [_CHECK_PY])
+        result = engine.run(image, [], labels, program("agent-check"), [_CHECK_PY])
     except EngineError as e:
         text = str(e)
         if "/bin/sh" in text or "executable file not found" in text:

@@ -26,6 +26,7 @@ from voltool.errors import EngineError, NotFound, UsageError, VoltoolError
 from voltool.ids import new_id
 from voltool.owner import current
 from voltool.report import Reporter
+from voltool.sh import program
 from voltool.state import state_dir
 from voltool.words import quoted
 
@@ -114,7 +115,6 @@ def _present(engine: Engine, configured: str, busybox: str, reporter: Reporter) 
 
 
 # What every helper program needs: /bin/sh, and a /tmp it can write to.
-_PROBE = 't=/tmp/.voltool-probe-$$ && : > "$t" && rm -f -- "$t"'
 _CHECKED = "helper-images"  # in the state directory: ids of images that passed, one a line
 
 
@@ -131,7 +131,7 @@ def unusable(engine: Engine, image: str) -> str | None:
         return None
     labels = L.managed(L.ROLE_HELPER, new_id(), current().token())
     try:
-        result = engine.run(image, [], labels, _PROBE)
+        result = engine.run(image, [], labels, program("helper-probe"))
     except EngineError as e:
         text = str(e)
         if "/bin/sh" in text or "executable file not found" in text:
