@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -408,3 +410,79 @@ def test_a_damaged_previous_manifest_makes_a_full_copy_not_a_failure(
         if ino(tmp_path / "two" / p / "f") == ino(src.parent / "one" / p / "f")
     }
     assert linked == (set() if where == "first line" else {"a"})
+
+
+def _held_copy(agent: Agent, src: Path, dst: Path) -> subprocess.Popen[bytes]:
+    """`copy --seal` of `src` into `dst`, held after its first file (SIGUSR1 resumes it)."""
+    boot = (
+        f"import runpy, sys; sys.path.insert(0, {str(agent.parent)!r}); sys.argv[0] = {PACKAGE!r}; "
+        f"runpy.run_module({PACKAGE!r}, run_name='__main__', alter_sys=True)"
+    )
+    args = ["copy", "--no-sync", "--private-root", "--seal", src, dst]
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", boot, *map(str, args)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        env={**os.environ, "VOLTOOL_TEST_HOLD_AT": "agent-copied-a-file"},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert json.loads(proc.stderr.readline())["event"] == "held"
+    return proc
+
+
+def test_a_staging_directory_put_in_place_of_the_copy_is_refused(
+    agent: Agent, tmp_path: Path
+) -> None:
+    """A container moves the directory being filled away and puts a tree of its own, made
+    earlier (old ctimes, the same number of entries), in its place: the copy and its seal
+    see their own directory, so `settled` must hold the path to that directory."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"f{i:02}").write_bytes(b"%d\n" % i)
+    fake = tmp_path / "fake"
+    shutil.copytree(src, fake)
+    (fake / "f00").write_bytes(b"EVIL\n")
+    dst = tmp_path / "stage"
+    proc = _held_copy(agent, src, dst)
+    try:
+        dst.rename(tmp_path / "moved")
+        fake.rename(dst)
+        proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    summary = json.loads(err.splitlines()[-1])
+    since = str(summary["settled_ns"])
+    assert agent("settled", dst, since).rc == 0  # by its ctimes alone, the fake passes
+    held = agent("settled", dst, since, "--root", summary["root"], "--seal", summary["seal"])
+    assert held.rc == 1
+    assert [(e["path"], e["op"]) for e in held.errors()] == [(".", "settled")]
+
+
+def test_on_a_filesystem_that_never_writes_back_settled_reads_the_data_again(
+    agent: Agent, tmp_path: Path
+) -> None:
+    """On tmpfs a page mapped writable before the seal stays writable after a sync, and
+    writes through it move no ctime: there `settled` holds the content to the seal too."""
+    for base, rescanned in ((Path(tempfile.mkdtemp(dir="/dev/shm")), True), (tmp_path, False)):
+        try:
+            src = base / "src"
+            src.mkdir()
+            (src / "f").write_bytes(b"the snapshot's bytes\n")
+            made = agent("copy", "--no-sync", "--private-root", "--seal", src, base / "stage")
+            assert made.rc == 0, made.errors()
+            since, root = str(made.summary["settled_ns"]), made.summary["root"]
+            # Content changed with no ctime moved: what a write through such a mapping does.
+            wrong_seal = "0" * 64
+            run = agent("settled", base / "stage", since, "--root", root, "--seal", wrong_seal)
+            assert run.rc == (1 if rescanned else 0), run.events
+            right = agent(
+                "settled", base / "stage", since, "--root", root, "--seal", made.summary["seal"]
+            )
+            assert right.rc == 0, right.events
+        finally:
+            if base != tmp_path:
+                shutil.rmtree(base)

@@ -29,7 +29,7 @@ class LinkGroups:
     def __init__(self, expected: dict[bytes, int] | None = None) -> None:
         # (dev, ino) -> [the group's first entry, members not met yet]
         self._open: dict[tuple[int, int], tuple[Entry, list[int]]] = {}
-        # A stored tree's groups: first member's path -> how many later members.
+        # A stored tree's groups: first member's path_key -> how many later members.
         self._expected = expected
 
     def member(self, path: bytes, st: os.stat_result) -> Entry | None:
@@ -61,13 +61,19 @@ class LinkGroups:
             return
         if self._expected is None:
             self._open[(st.st_dev, st.st_ino)] = (entry, [st.st_nlink - 1])
-        elif entry.path in self._expected:
-            self._open[(st.st_dev, st.st_ino)] = (entry, [self._expected.pop(entry.path)])
+        elif (key := path_key(entry.path)) in self._expected:
+            self._open[(st.st_dev, st.st_ino)] = (entry, [self._expected.pop(key)])
+
+
+def path_key(path: bytes) -> bytes:
+    """A path as `expected_groups` keeps it: a fixed 16 bytes, however long the path (a
+    forged manifest of long link paths, compressed, must not cost memory a thousandfold)."""
+    return hashlib.blake2b(path, digest_size=16).digest()
 
 
 def expected_groups(lines: Iterable[bytes]) -> dict[bytes, int]:
-    """A manifest's hard-link groups: each first member's path, and how many later
-    members name it (their `link`). Memory: one item per group, not per entry.
+    """A manifest's hard-link groups: each first member's `path_key`, and how many later
+    members name it (their `link`). Memory: one small item per group, not per entry.
     Raises ValueError on a malformed line."""
     found: dict[bytes, int] = {}
     for line in lines:
@@ -76,7 +82,8 @@ def expected_groups(lines: Iterable[bytes]) -> dict[bytes, int]:
         if b'"link":' in line:
             link = Entry.parse(line).link
             if link is not None:
-                found[link] = found.get(link, 0) + 1
+                key = path_key(link)
+                found[key] = found.get(key, 0) + 1
     return found
 
 

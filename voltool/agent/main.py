@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     settled = sub.add_parser("settled", add_help=False)
     settled.add_argument("tree")
     settled.add_argument("since", type=int, metavar="NS")
+    # What the copy said of itself: its root's identity, and its seal (copy --seal).
+    settled.add_argument("--root", metavar="DEV:INO")
+    settled.add_argument("--seal", metavar="HEX")
     return p
 
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "copy":
             _copy(reporter, args, out)
         elif args.command == "settled":
-            _settled(reporter, args.tree, args.since)
+            _settled(reporter, args.tree, args.since, args.root, args.seal)
         else:
             _verify(reporter, args.tree, args.manifest, out, args.stored)
         out.flush()
@@ -224,10 +227,15 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
     sink.flush()
     # The last change the copy made (its root's times, applied last): `settled` holds a
     # copy left to others for a while (a restore's staging directory) to it.
-    settled = os.fstat(dst).st_ctime_ns
+    root = os.fstat(dst)
+    settled = root.st_ctime_ns
+    sealed = {}
     if args.seal:
         _check_sealed(reporter, dst, settled, seal.hexdigest())
-    reporter.summary("copy", digest=digest.hexdigest(), started_ns=started, settled_ns=settled)
+        sealed = {"seal": seal.hexdigest(), "root": f"{root.st_dev}:{root.st_ino}"}
+    reporter.summary(
+        "copy", digest=digest.hexdigest(), started_ns=started, settled_ns=settled, **sealed
+    )
 
 
 class _Seal:
@@ -263,19 +271,62 @@ def _check_sealed(reporter: Reporter, dst: int, settled: int, want: str) -> None
     """
     while (left := settled + SEAL_GAP_NS - time.time_ns()) > 0:
         time.sleep(left / 1e9)
-    found = _Seal()
-    for entry in Scanner(reporter).entries(dst):
-        found.add(entry, entry.digest_line())
-    if found.hexdigest() != want:
+    # Written back, so that a page mapped shared and writable before now faults again on
+    # its next write, which moves its file's ctime (see _syncfs); and the staged data is on
+    # disk before the swap makes it the volume's.
+    _syncfs(dst)
+    if _resealed(reporter, dst) != want:
         reporter.error(ROOT, "seal", "the copy was changed by someone else while it was made")
 
 
-def _settled(reporter: Reporter, tree: str, since: int) -> None:
+def _resealed(reporter: Reporter, root: int) -> str:
+    """The _Seal of the tree at `root`, as a scan finds it now."""
+    found = _Seal()
+    for entry in Scanner(reporter).entries(root):
+        found.add(entry, entry.digest_line())
+    return found.hexdigest()
+
+
+# Filesystems whose dirty pages are never written back: a page mapped shared and
+# writable stays so after a sync, and its writes move no ctime.
+_NO_WRITEBACK = {"tmpfs", "ramfs"}
+
+
+def _written_back(fd: int) -> bool:
+    """Whether the filesystem of `fd` writes its pages back (and so write-protects them
+    again on a sync); False where that cannot be told."""
+    st = os.fstat(fd)
+    want = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields_, sep, rest = line.partition(" - ")
+                parts = fields_.split()
+                if sep and len(parts) > 2 and parts[2] == want:
+                    return rest.split()[0] not in _NO_WRITEBACK
+    except OSError:
+        pass
+    return False
+
+
+def _settled(reporter: Reporter, tree: str, since: int, root: str | None, seal: str | None) -> None:
     """Whether the tree at TREE is still as a copy left it: no entry changed since NS (its
     ctime, which no one can set back: a write, a chmod, a rename or removal of a child,
     all move it), reading metadata only. Each changed entry is a mismatch (exit 1); the
-    summary counts the entries, for the caller to hold to the copy's."""
+    summary counts the entries, for the caller to hold to the copy's.
+
+    `root` (DEV:INO): TREE must be the very directory the copy made, not another put in
+    its place. `seal`: where writes through a shared mapping made before the copy's
+    read-back move no ctime (a filesystem that never writes back, or one that cannot be
+    told), the tree is read back again and held to it: content, not metadata only."""
     fd = _open_root(tree)
+    st = os.fstat(fd)
+    if root is not None and f"{st.st_dev}:{st.st_ino}" != root:
+        reporter.error(ROOT, "settled", "not the directory the copy made: it was replaced")
+        reporter.summary("settled")
+        return
+    if seal is not None and not _written_back(fd) and _resealed(reporter, fd) != seal:
+        reporter.error(ROOT, "seal", "the copy was changed by someone else after it was made")
     counts = reporter.counts
     for kind, node in walk(fd, reporter.error, lambda: None):
         if kind == Kind.LEAVE:

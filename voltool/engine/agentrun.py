@@ -41,6 +41,8 @@ class Summary:
     started_ns: int = 0
     peak_rss_kib: int = 0  # the agent's own peak resident set (0: not said)
     settled_ns: int = 0  # copy: the ctime of the last change it made (0: not said)
+    seal: str = ""  # copy --seal: what it wrote, as a scan of it finds it (see the agent)
+    root: str = ""  # copy --seal: DEV:INO of the directory it made
 
     @property
     def content_bytes(self) -> int:
@@ -56,6 +58,9 @@ class Summary:
                 # Every command's but `settled`'s, which reads no content.
                 if line.get("command") != "settled" and not (isinstance(v, str) and len(v) == 64):
                     raise EngineError("the agent's summary has no tree digest")
+            elif f.name in ("seal", "root"):
+                if not isinstance(v, str) or len(v) > 100:
+                    raise EngineError(f"the agent's summary has a malformed {f.name}")
             elif not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise EngineError(f"the agent's summary has a malformed {f.name}")
             values[f.name] = v

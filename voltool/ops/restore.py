@@ -370,7 +370,7 @@ def execute_together(
                     _create(rt, op, m.target)
             if opts.offline:
                 _stop(rt, op, targets, times, stopped, clock)
-            settled: dict[str, int] = {}  # stored snapshots: target -> its copy's last change
+            settled: dict[str, staging.Staged] = {}  # stored snapshots: target -> its copy
             for m in members:
                 rt.journal.append(op, Step.STAGE, **_which(group, m))
                 staged.add(m.target)
@@ -570,10 +570,12 @@ def _roll_back(
 # -- the steps, each usable by recover -------------------------------------
 
 
-def stage(rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: bool) -> int | None:
+def stage(
+    rt: Runtime, op: str, p: RestorePlan, names: Names, allow_special: bool
+) -> staging.Staged | None:
     """Stream the snapshot's data into the target's staging directory, checking every entry
     (a stored snapshot: have the agent copy it there, and check what it copied). Returns,
-    for a stored snapshot, when the staged copy was last changed (staging.check_settled)."""
+    for a stored snapshot, what staging.check_settled holds the staged copy to."""
     if p.manifest is None:
         return staging.stage(rt, op, p.snapshot, p.target, names.stage, p.root, allow_special)
     limits = Limits(max_entries=p.info.entries, max_bytes=p.info.bytes, allow_special=allow_special)

@@ -144,7 +144,7 @@ def _in_stores(rt: Runtime, stores: dict[str, str]) -> list[Snapshot]:
 
 def _read_stores(rt: Runtime, stores: dict[str, str]) -> list[format2.Listed]:
     """What `stores` hold, read by one helper; by halves if that says more than a helper
-    may (many stores of many snapshots). A store too large alone to be read (forged:
+    may (many stores of many snapshots). A store too large alone to be read (altered:
     voltool's own metadata is a few KiB a snapshot) is left out with a warning, so
     that it cannot hide every other store's snapshots."""
     try:
@@ -154,7 +154,8 @@ def _read_stores(rt: Runtime, stores: dict[str, str]) -> list[format2.Listed]:
             [name] = stores
             rt.reporter.warn(
                 f"store {quoted(name)} cannot be listed: its snapshot directories hold more "
-                "metadata than voltool writes (it was altered); its snapshots are left out"
+                "metadata than one helper may print (an altered store, or tens of thousands "
+                "of snapshots); its snapshots are left out"
             )
             return []
     items = sorted(stores.items())

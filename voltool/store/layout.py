@@ -62,7 +62,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 MAX_NOTE = 4096
 MAX_NAME = 128
 # The most bytes of snapshot.json, meta.json or begun.json anyone reads. What voltool
-# writes is far less (a note of MAX_NOTE characters, JSON-escaped, is at most 24 KiB);
+# writes is less (a note of MAX_NOTE characters, JSON-escaped, is at most 48 KiB);
 # listing reads every one of a store's, so the bound is what a forged store can cost.
 MAX_METADATA_FILE = 64 * 1024
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")

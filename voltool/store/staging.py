@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from voltool.engine import agentrun
 from voltool.engine.client import Mount
@@ -175,6 +176,15 @@ def _entry(snapshot: Snapshot, line: bytes) -> ManifestEntry:
         raise IntegrityError(f"snapshot {snapshot.id}: its manifest has a malformed line") from None
 
 
+@dataclass(frozen=True)
+class Staged:
+    """What a staging copy said of itself, for `check_settled` to hold the staged tree to."""
+
+    settled_ns: int  # the ctime of its last change
+    root: str  # DEV:INO of the staging directory it made
+    seal: str  # what it wrote, as a scan of it finds it (the agent's copy --seal)
+
+
 def stage(
     rt: Runtime,
     op: str,
@@ -183,7 +193,7 @@ def stage(
     stage_name: str,
     root: ManifestEntry,
     allow_special: bool = True,
-) -> int:
+) -> Staged:
     """Have the agent copy the snapshot's data into `target`'s staging directory, and hold
     what it copied to the snapshot: the same entries, and the same tree digest, and a root
     (covered by that digest) with the mode, owner and mtime of `root`, the plan's, which
@@ -193,7 +203,7 @@ def stage(
     `allow_special` False: a device node or FIFO in the data, or in what was copied,
     fails the staging (the plan's check, made again where the copy is made).
 
-    Returns when the copy made its last change (its ctime, in ns), for `check_settled`."""
+    Returns what `check_settled` holds the staged tree to."""
     info = snapshot.info
     assert info is not None
     mounts = [
@@ -236,25 +246,28 @@ def stage(
             f"snapshot {snapshot.id} does not match its manifest: the root entry its manifest "
             "gives is not its data's (the store was altered or damaged)"
         )
-    if not summary.settled_ns:
-        raise EngineError(f"staging snapshot {snapshot.id}: the agent did not say when it ended")
-    return summary.settled_ns
+    if not (summary.settled_ns and summary.root and summary.seal):
+        raise EngineError(f"staging snapshot {snapshot.id}: the agent did not say how it ended")
+    return Staged(summary.settled_ns, summary.root, summary.seal)
 
 
 def check_settled(
-    rt: Runtime, op: str, snapshot: Snapshot, target: str, stage_name: str, since: int
+    rt: Runtime, op: str, snapshot: Snapshot, target: str, stage_name: str, staged: Staged
 ) -> None:
-    """Hold the staging directory to what `stage` left there (at `since`), just before
-    the swap: the containers that use `target` ran meanwhile, and one (a clean-up job
-    deleting old files, or worse) may have changed the staged tree. Reads metadata
-    only (every entry's ctime, which a write, chmod, rename or removal moves), so the
-    containers stay stopped for a walk, not for a hash of the data."""
+    """Hold the staging directory to what `stage` left there, just before the swap: the
+    containers that use `target` ran meanwhile, and one (a clean-up job deleting old
+    files, or worse) may have changed the staged tree, or put another in its place.
+    Reads metadata only (the directory's identity, every entry's ctime, which a write,
+    chmod, rename or removal moves), so the containers stay stopped for a walk, not
+    for a hash of the data; on a filesystem that never writes its pages back (tmpfs),
+    where a write through a mapping made earlier moves no ctime, the data is read
+    again too."""
     info = snapshot.info
     assert info is not None
     mounts = [Mount(target, "/v", read_only=True)]
-    result = agentrun.run(
-        rt, _image(rt), op, mounts, ["-", "settled", f"/v/{stage_name}", str(since)]
-    )
+    args = ["-", "settled", f"/v/{stage_name}", str(staged.settled_ns)]
+    args += ["--root", staged.root, "--seal", staged.seal]
+    result = agentrun.run(rt, _image(rt), op, mounts, args)
     summary = result.summary
     if result.code != 0 or summary is None or summary.entries != info.entries:
         said = [*result.warnings, *result.errors, *([result.fatal] if result.fatal else [])]
