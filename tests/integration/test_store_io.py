@@ -109,6 +109,32 @@ def test_a_store_altered_after_its_check_is_not_exported(
     assert dk.managed_containers() == []
 
 
+def test_a_store_whose_data_and_manifest_agree_but_not_its_digest_is_not_exported(
+    dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    """A file altered and the manifest made again to match it: the export's read of the
+    data agrees with that manifest, but the manifest is not the one snapshot.json names."""
+    vol = volume("echo small > /v/small.txt; echo other > /v/other")
+    made = snapshot_record(vol, env=F2)
+    base = f"/s/snapshots/{made['id']}"
+    dk.client.containers.run(
+        agent,
+        ["-c", f"echo SMALL > {base}/data/small.txt && "
+         f"python3 -I -m voltool_agent scan {base}/data > {base}/manifest.jsonl"],
+        entrypoint=["/bin/sh"],
+        volumes={made["volume"]: {"bind": "/s", "mode": "rw"}},
+        network_mode="none",
+        remove=True,
+    )  # fmt: skip
+    files = tmp_path / "files"
+    files.mkdir()
+    r = voltool("export", made["id"], "-o", str(files / "out.tar.zst"))
+    assert r.code == 6, r.err
+    assert "not the one snapshot.json names" in r.err
+    assert list(files.iterdir()) == []
+    assert dk.managed_containers() == []
+
+
 def _inodes(dk: Docker, store: str) -> dict[str, int]:
     """`<id>/<path>` -> inode of every regular file of every snapshot of `store`."""
     out = dk.run(

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, cast
+from typing import BinaryIO, NoReturn, Protocol, cast
 
 from voltool import userfile
+from voltool.agent.digest import TreeDigest
+from voltool.agent.entry import Entry
 from voltool.engine.client import Mount
 from voltool.engine.locks import volume_lock
 from voltool.errors import IntegrityError
@@ -25,13 +27,21 @@ from voltool.journal import hold_for_tests
 from voltool.runtime import Runtime
 from voltool.store import catalog
 from voltool.store.catalog import Snapshot
-from voltool.store.checks import check_stored
-from voltool.store.layout import DATA_DIR, FORMAT, Meta, SnapshotInfo, check_manifest
-from voltool.store.manifest import Manifest
+from voltool.store.layout import (
+    DATA_DIR,
+    FORMAT,
+    MANIFEST,
+    Meta,
+    SnapshotInfo,
+    check_manifest,
+    manifest_bound,
+)
+from voltool.store.manifest import Manifest, split_lines
 from voltool.tar import archive, compression
 from voltool.tar.compression import Compression
 from voltool.tar.transfer import Transfer
 from voltool.tar.validate import EntryValidator, Limits
+from voltool.words import quoted
 
 
 class Sink(Protocol):
@@ -103,12 +113,12 @@ def _stored_head(
     """A stored (format-2) snapshot's export head: its snapshot.json as format 1, and the
     format-1 manifest of what the archive API gives of its data. Under the store's lock.
 
-    One pass over the archive computes the format-1 manifest, writing nothing; then
-    the stored tree is held to its own manifest and snapshot.json by the agent (a
-    store altered is refused, as verify would); the caller's second pass is held to
-    the first's manifest entry by entry, as for a format-1 snapshot. The check comes
-    between the two passes, so that a store altered before it fails the check, and
-    one altered after it fails the second pass: the bytes exported are the ones checked.
+    One pass over the archive computes the format-1 manifest, writing nothing; it is
+    held, entry by entry, to the stored manifest, which is held to snapshot.json by its
+    tree digest; the caller's second pass is held to the first's manifest entry by
+    entry, as for a format-1 snapshot. So every byte exported is the snapshot's: a
+    store altered before or during the first pass fails the comparison, one altered
+    after it fails the second pass, whatever is put back in between.
     """
     mount = Mount(snapshot.volume, "/snap", read_only=True)
     with (
@@ -128,15 +138,9 @@ def _stored_head(
                 pass
         finally:
             rt.reporter.end()
-    report = check_stored(rt, snapshot, op)
-    if not report.ok:
-        missing, extra, altered = report.found.counts
-        why = report.problem or f"{missing} missing, {extra} extra, {altered} altered"
-        raise IntegrityError(
-            f"snapshot {snapshot.id} does not match its manifest ({why}): not exported"
-        )
-    hold_for_tests("export-checked")
     manifest = transfer.manifest
+    _hold_to_stored(rt, snapshot, info, manifest)
+    hold_for_tests("export-checked")
     if len(manifest) > info.entries:
         raise IntegrityError(f"snapshot {snapshot.id} has more entries than its manifest lists")
     if len(manifest) < info.entries:
@@ -155,6 +159,67 @@ def _stored_head(
     )
     check_manifest(manifest, head)
     return head, manifest
+
+
+def _hold_to_stored(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo, read: Manifest) -> None:
+    """Hold `read`, the format-1 manifest of what the archive API gave of a stored
+    snapshot, to its stored manifest, whose tree digest must be snapshot.json's: the same
+    paths (sockets aside: the archive API does not carry them), types, modes, owners,
+    sizes, contents, link targets, device numbers and hard-link groups. Streamed: the
+    stored manifest is never held whole. IntegrityError on any difference."""
+
+    def refuse(why: str) -> NoReturn:
+        raise IntegrityError(
+            f"snapshot {snapshot.id} does not match its manifest ({why}): not exported"
+        )
+
+    digest = TreeDigest()
+    groups: dict[str, str] = {}  # a group's stored first path -> its format-1 link
+    taken: dict[str, str] = {}  # the other way
+    seen = 0
+    raw = catalog.read_file(
+        rt, snapshot.volume, snapshot.path(MANIFEST), manifest_bound(info.entries)
+    )
+    for line in split_lines(compression.plain_or_gzip(raw, manifest_bound(info.entries))):
+        try:
+            stored = Entry.parse(line)
+        except ValueError as e:
+            refuse(f"its manifest has a malformed line: {e}")
+        digest.add(stored)
+        if stored.type == "socket":
+            continue
+        path = stored.path.decode("utf-8", "surrogateescape")
+        got = read.get(path)
+        if got is None:
+            refuse(f"{quoted(path)} is missing from its data")
+        seen += 1
+        want_dev = f"{stored.rdev[0]},{stored.rdev[1]}" if stored.rdev else None
+        target = stored.target.decode("utf-8", "surrogateescape") if stored.target else None
+        if (got.type, got.mode, got.uid, got.gid, got.target, got.dev) != (
+            stored.type,
+            stored.mode,
+            stored.uid,
+            stored.gid,
+            target,
+            want_dev,
+        ):
+            refuse(f"{quoted(path)} differs")
+        if stored.type == "file" and (got.size, got.sha256) != (stored.size, stored.sha256):
+            refuse(f"{quoted(path)}: content differs")
+        if got.link is not None or stored.link is not None:
+            # Each side names a group its own way (its first path by another order):
+            # what must hold is that the two namings pair off one to one.
+            first = (stored.link or stored.path).decode("utf-8", "surrogateescape")
+            theirs = got.link or got.path
+            if (
+                groups.setdefault(first, theirs) != theirs
+                or taken.setdefault(theirs, first) != first
+            ):
+                refuse(f"{quoted(path)}: another hard-link group")
+    if digest.hexdigest() != info.tree_digest:
+        refuse("its manifest is not the one snapshot.json names")
+    if seen != len(read):
+        refuse(f"{len(read) - seen} entries of its data are not in it")
 
 
 def export_file(
