@@ -486,3 +486,31 @@ def test_on_a_filesystem_that_never_writes_back_settled_reads_the_data_again(
         finally:
             if base != tmp_path:
                 shutil.rmtree(base)
+
+
+def test_on_a_filesystem_that_never_writes_back_files_are_linked_by_content(
+    agent: Agent, tmp_path: Path
+) -> None:
+    """On tmpfs a write through a shared mapping moves no ctime after its first, so an
+    unchanged identity proves nothing: a file is linked only if its content, read now, is
+    the previous one's. Seen here in a file replaced by another inode with the same bytes
+    and times, which by identity would be copied and by content is linked."""
+    for base, by_content in ((Path(tempfile.mkdtemp(dir="/dev/shm")), True), (tmp_path, False)):
+        try:
+            src = base / "src"
+            src.mkdir()
+            (src / "f").write_bytes(b"the same bytes\n")
+            (src / "g").write_bytes(b"other bytes\n")
+            time.sleep(SETTLE)
+            one = copy(agent, src, base / "one")
+            manifest = saved(one, base / "one.jsonl")
+            shutil.copy2(src / "f", src / "f.new")  # another inode, same bytes and mtime
+            (src / "f.new").rename(src / "f")
+            two = copy(agent, src, base / "two", (base / "one", manifest, one))
+            linked = ino(base / "two" / "f") == ino(base / "one" / "f")
+            assert linked is by_content
+            assert two.summary["files_linked"] == (2 if by_content else 1)
+            assert ino(base / "two" / "g") == ino(base / "one" / "g")
+        finally:
+            if base != tmp_path:
+                shutil.rmtree(base)

@@ -198,7 +198,11 @@ def _copy(reporter: Reporter, args: argparse.Namespace, out: IO[bytes]) -> None:
         except ValueError as e:  # its first line: linked from nothing (see Copier._before)
             reporter.warning(ROOT, f"the previous manifest is damaged ({e}): not linked from")
         else:
-            prev = Prev(prev_fd, cursor, args.prev_started, args.prev_by_content)
+            # Where pages are never written back (tmpfs), writes through a shared mapping
+            # move no ctime after their first: an identity unchanged proves nothing there,
+            # so a file is linked only if its content, read now, is the previous one's.
+            by_content = args.prev_by_content or not _written_back(src)
+            prev = Prev(prev_fd, cursor, args.prev_started, by_content)
     # The start is taken before the flush: a write after it shows in ctime (see _syncfs).
     started = time.time_ns()
     if not args.no_sync:
