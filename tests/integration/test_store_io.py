@@ -135,6 +135,27 @@ def test_a_store_whose_data_and_manifest_agree_but_not_its_digest_is_not_exporte
     assert dk.managed_containers() == []
 
 
+def test_a_store_that_split_a_hard_link_group_is_not_exported(
+    dk: Docker, agent: str, volume: Callable[..., str], tmp_path: Path
+) -> None:
+    """Two names of one inode in the snapshot, two files of the same bytes in its store:
+    each path's content is right, but the export would not be the snapshot. (Empty: a
+    split group of any other size holds more bytes than the snapshot, refused for that.)"""
+    vol = volume(": > /v/a && ln /v/a /v/b && echo other > /v/c")
+    made = snapshot_record(vol, env=F2)
+    dk.run(
+        {made["volume"]: "/s"},
+        'cd "/s/snapshots/$1/data" && cp -p b b.new && mv b.new b',
+        made["id"],
+    )
+    files = tmp_path / "files"
+    files.mkdir()
+    r = voltool("export", made["id"], "-o", str(files / "out.tar.zst"))
+    assert r.code == 6, r.err
+    assert "another hard-link group" in r.err
+    assert list(files.iterdir()) == []
+
+
 def _inodes(dk: Docker, store: str) -> dict[str, int]:
     """`<id>/<path>` -> inode of every regular file of every snapshot of `store`."""
     out = dk.run(

@@ -142,6 +142,23 @@ def test_a_stored_manifest_line_without_end_is_refused_as_it_grows(
     assert len(pieces) <= 6  # refused at the bound, not at the end of the 4 GB the limit allows
 
 
+def test_the_agent_and_voltool_bound_a_stored_manifest_line_alike() -> None:
+    """Lines the agent writes (up to its MAX_LINE: large xattrs) are lines voltool reads."""
+    from voltool.agent import main as agent_main
+    from voltool.store.layout import STORED_MAX_LINE
+
+    assert agent_main.MAX_LINE == STORED_MAX_LINE
+
+
+def test_a_line_over_the_bound_is_refused_whichever_chunk_it_comes_in() -> None:
+    from voltool.store.manifest import split_lines
+
+    for chunks in ([b"short\n" + b"x" * 20 + b"\nend\n"], [b"short\n", b"x" * 20, b"\nend\n"]):
+        with pytest.raises(IntegrityError, match="over 10 bytes"):
+            list(split_lines(chunks, 10))
+    assert list(split_lines([b"short\n", b"end\n"], 10)) == [b"short", b"end"]
+
+
 def test_small_files_copy_and_hash_as_the_source(agent: Agent, tmp_path: Path) -> None:
     src = tmp_path / "src"
     _tree(src)

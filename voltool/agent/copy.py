@@ -423,7 +423,9 @@ class Copier:
             return False
         sfd, opened = open_regular(node.parent_fd, node.name, st)
         try:
-            sha, size = hash_fd(sfd, self._buf)
+            # Up to one byte past the size it had: a file made huge meanwhile is not read
+            # to its end, it is just not the same.
+            sha, size = hash_fd(sfd, self._buf, st.st_size + 1)
             self.counts.bytes_hashed += size
             after = os.fstat(sfd)
         finally:

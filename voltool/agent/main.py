@@ -292,13 +292,20 @@ def _resealed(reporter: Reporter, root: int) -> str:
 
 
 # Filesystems whose dirty pages are never written back: a page mapped shared and
-# writable stays so after a sync, and its writes move no ctime.
+# writable stays so after a sync, and its writes move no ctime. By name, as
+# /proc/self/mountinfo spells it, and by statfs(2)'s f_type.
 _NO_WRITEBACK = {"tmpfs", "ramfs"}
+_NO_WRITEBACK_MAGIC = {0x01021994, 0x858458F6}  # TMPFS_MAGIC, RAMFS_MAGIC
 
 
 def _written_back(fd: int) -> bool:
     """Whether the filesystem of `fd` writes its pages back (and so write-protects them
     again on a sync); False where that cannot be told."""
+    magic = _fs_magic(fd)
+    if magic is not None:
+        return magic not in _NO_WRITEBACK_MAGIC
+    # No ctypes: the mount whose device is the file's (not btrfs's: each of its
+    # subvolumes has a device number of its own, which mountinfo does not show).
     st = os.fstat(fd)
     want = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
     try:
@@ -416,6 +423,21 @@ def _open_regular_file(path: str) -> io.BufferedReader:
         os.close(fd)
         raise ValueError(f"{shown(path)} is not a regular file")
     return os.fdopen(fd, "rb")
+
+
+def _fs_magic(fd: int) -> int | None:
+    """fstatfs(2)'s f_type of `fd`'s filesystem; None where it cannot be had (not in the
+    os module: through ctypes, which a minimal image may lack)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)  # struct statfs, 120 bytes on 64-bit Linux
+        if libc.fstatfs(fd, buf) != 0:
+            return None
+        return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF  # f_type, its first field
+    except (ImportError, OSError, AttributeError):
+        return None
 
 
 def _syncfs(fd: int) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import BinaryIO, NoReturn, Protocol, cast
 
 from voltool import userfile
 from voltool.agent.digest import TreeDigest
 from voltool.agent.entry import Entry
+from voltool.agent.links import path_key
 from voltool.engine.client import Mount
 from voltool.engine.locks import volume_lock
 from voltool.errors import IntegrityError
@@ -31,10 +33,10 @@ from voltool.store.layout import (
     DATA_DIR,
     FORMAT,
     MANIFEST,
+    STORED_MAX_LINE,
     Meta,
     SnapshotInfo,
     check_manifest,
-    manifest_bound,
 )
 from voltool.store.manifest import Manifest, split_lines
 from voltool.tar import archive, compression
@@ -174,13 +176,15 @@ def _hold_to_stored(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo, read: M
         )
 
     digest = TreeDigest()
-    groups: dict[str, str] = {}  # a group's stored first path -> its format-1 link
-    taken: dict[str, str] = {}  # the other way
+    # A group's stored first path -> its format-1 link, and the other way (by path_key:
+    # 16 bytes a group, whatever its paths).
+    groups: dict[bytes, bytes] = {}
+    taken: dict[bytes, bytes] = {}
     seen = 0
-    raw = catalog.read_file(
-        rt, snapshot.volume, snapshot.path(MANIFEST), manifest_bound(info.entries)
-    )
-    for line in split_lines(compression.plain_or_gzip(raw, manifest_bound(info.entries))):
+    limit = (info.entries + 1) * STORED_MAX_LINE
+    raw = catalog.read_file(rt, snapshot.volume, snapshot.path(MANIFEST), limit)
+    lines = split_lines(compression.plain_or_gzip(raw, limit), STORED_MAX_LINE)
+    for line in lines:
         try:
             stored = Entry.parse(line)
         except ValueError as e:
@@ -208,9 +212,13 @@ def _hold_to_stored(rt: Runtime, snapshot: Snapshot, info: SnapshotInfo, read: M
             refuse(f"{quoted(path)}: content differs")
         if got.link is not None or stored.link is not None:
             # Each side names a group its own way (its first path by another order):
-            # what must hold is that the two namings pair off one to one.
-            first = (stored.link or stored.path).decode("utf-8", "surrogateescape")
-            theirs = got.link or got.path
+            # what must hold is that the two namings pair off one to one. A stored
+            # group's first member comes before its others: met unpaired, it was not
+            # one group in what was read.
+            first = path_key(stored.link or stored.path)
+            theirs = path_key(os.fsencode(got.link or got.path))
+            if stored.link is not None and first not in groups:
+                refuse(f"{quoted(path)}: another hard-link group")
             if (
                 groups.setdefault(first, theirs) != theirs
                 or taken.setdefault(theirs, first) != first

@@ -65,6 +65,8 @@ MAX_NAME = 128
 # writes is less (a note of MAX_NOTE characters, JSON-escaped, is at most 48 KiB);
 # listing reads every one of a store's, so the bound is what a forged store can cost.
 MAX_METADATA_FILE = 64 * 1024
+# The longest line of a stored (format-2) manifest: the agent's bound (its MAX_LINE).
+STORED_MAX_LINE = 8 * 1024 * 1024
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")
 
 

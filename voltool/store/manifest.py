@@ -165,7 +165,10 @@ def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE) -> Iterator[b
     rest = b""
     for chunk in chunks:
         *lines, rest = (rest + chunk).split(b"\n")
-        yield from lines
+        for line in lines:
+            if len(line) > max_line:
+                raise IntegrityError(f"manifest has a line over {max_line} bytes")
+            yield line
         if len(rest) > max_line:
             raise IntegrityError(f"manifest has a line over {max_line} bytes")
     if rest:

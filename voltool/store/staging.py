@@ -25,13 +25,12 @@ from voltool.runtime import Runtime
 from voltool.sh import program
 from voltool.store import catalog, copy, format2
 from voltool.store.catalog import Snapshot
-from voltool.store.layout import DATA_DIR, MANIFEST, Meta
+from voltool.store.layout import DATA_DIR, MANIFEST, STORED_MAX_LINE, Meta
 from voltool.store.manifest import Change, ChangeSummary, ManifestEntry, split_lines
 from voltool.tar import compression
 from voltool.words import quoted
 
 _SPECIAL = ("block", "char", "fifo")
-_MAX_LINE = 8 * 1024 * 1024  # the agent's bound on one manifest line
 
 
 def _image(rt: Runtime) -> str:
@@ -60,7 +59,7 @@ def root_and_special(
         mounts,
         rt.helper_labels(new_id()),
         program("store-peek"),
-        [snapshot.base, str(_MAX_LINE)],
+        [snapshot.base, str(STORED_MAX_LINE)],
     )
     lines = result.stdout.split(b"\n")
     if result.exit_code != 0 or len(lines) < 2:
@@ -147,10 +146,10 @@ def entries(rt: Runtime, snapshot: Snapshot) -> Iterator[ManifestEntry]:
     """The snapshot's manifest, streamed from its store (never held whole), as entries.
 
     The caller holds the snapshot's lock while it iterates."""
-    limit = (snapshot.info.entries + 1) * _MAX_LINE if snapshot.info else 0
+    limit = (snapshot.info.entries + 1) * STORED_MAX_LINE if snapshot.info else 0
     raw = catalog.read_file(rt, snapshot.volume, snapshot.path(MANIFEST), limit)
     # Each line bounded as it comes: a forged one without end must not be gathered whole.
-    for line in split_lines(compression.plain_or_gzip(raw, limit), _MAX_LINE):
+    for line in split_lines(compression.plain_or_gzip(raw, limit), STORED_MAX_LINE):
         yield _entry(snapshot, line)
 
 
