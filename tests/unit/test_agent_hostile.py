@@ -324,20 +324,9 @@ def test_a_copy_written_into_while_it_is_made_is_caught_when_sealed(
         (src / "b" / f"{i:02}").parent.mkdir(exist_ok=True)
         (src / "b" / f"{i:02}").write_bytes(b"%d\n" % i)
     dst = tmp_path / "stage"
-    boot = (
-        f"import runpy, sys; sys.path.insert(0, {str(agent.parent)!r}); sys.argv[0] = {PACKAGE!r}; "
-        f"runpy.run_module({PACKAGE!r}, run_name='__main__', alter_sys=True)"
-    )
-    args = ["copy", "--no-sync", "--private-root", *(["--seal"] if seal else []), src, dst]
-    proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", boot, *map(str, args)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        env={**os.environ, "VOLTOOL_TEST_HOLD_AT": "agent-copied-a-file"},
-    )  # fmt: skip
+    proc = _held_copy(agent, src, dst, seal)
     try:
         assert proc.stderr is not None
-        held = json.loads(proc.stderr.readline())
-        assert held == {"event": "held", "step": "agent-copied-a-file"}
         target = dst / "a" / "first"
         st = target.stat()
         with open(target, "r+b") as f:  # same size, times put back: as an attacker would
@@ -412,20 +401,21 @@ def test_a_damaged_previous_manifest_makes_a_full_copy_not_a_failure(
     assert linked == (set() if where == "first line" else {"a"})
 
 
-def _held_copy(agent: Agent, src: Path, dst: Path) -> subprocess.Popen[bytes]:
-    """`copy --seal` of `src` into `dst`, held after its first file (SIGUSR1 resumes it)."""
+def _held_copy(agent: Agent, src: Path, dst: Path, seal: bool = True) -> subprocess.Popen[bytes]:
+    """A staging copy (`--seal` if `seal`) of `src` into `dst`, held after its first file
+    (SIGUSR1 resumes it)."""
     boot = (
         f"import runpy, sys; sys.path.insert(0, {str(agent.parent)!r}); sys.argv[0] = {PACKAGE!r}; "
         f"runpy.run_module({PACKAGE!r}, run_name='__main__', alter_sys=True)"
     )
-    args = ["copy", "--no-sync", "--private-root", "--seal", src, dst]
+    args = ["copy", "--no-sync", "--private-root", *(["--seal"] if seal else []), src, dst]
     proc = subprocess.Popen(
         [sys.executable, "-I", "-S", "-c", boot, *map(str, args)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
         env={**os.environ, "VOLTOOL_TEST_HOLD_AT": "agent-copied-a-file"},
     )  # fmt: skip
     assert proc.stderr is not None
-    assert json.loads(proc.stderr.readline())["event"] == "held"
+    assert json.loads(proc.stderr.readline()) == {"event": "held", "step": "agent-copied-a-file"}
     return proc
 
 
