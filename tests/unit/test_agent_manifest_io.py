@@ -134,7 +134,7 @@ def test_a_stored_manifest_line_without_end_is_refused_as_it_grows(
             yield b"x" * (1 << 20)
 
     monkeypatch.setattr(catalog, "read_file", read_file)
-    monkeypatch.setattr(staging, "_MAX_LINE", 4 << 20)
+    monkeypatch.setattr(staging, "STORED_MAX_LINE", 4 << 20)
     info = SnapshotInfo(2, "a" * 16, "v", "2026-01-01T00:00:00+00:00", "manual", 1000, 0, "0" * 64)
     snap = Snapshot(
         "a" * 16, "voltool-store-v", "v", dt.datetime.now(dt.UTC), "manual", "", info=info
