@@ -17,8 +17,25 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# restic (which the agent image carries, for copies off the machine) and rclone (whose
+# `serve restic` is the tests' REST repository server): Debian's, installed if they can be;
+# in CI a missing one fails the run (tests/integration/test_remote.py).
+missing=""
+for tool in restic rclone; do
+  command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test.sh: installing$missing" >&2
+  # shellcheck disable=SC2086 # one word a package
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null 2>&1; } ||
+    echo "test.sh: cannot install$missing: the tests of remotes will say so" >&2
+fi
+
 # The helper images, built offline where no registry answers: busybox from the host's static
-# busybox; the agent's from the host's own Python (this venv's), its libraries and busybox.
+# busybox; the agent's from the host's own Python (this venv's), its libraries, busybox and,
+# where the host has it, restic.
 if docker version >/dev/null 2>&1; then
   .venv/bin/voltool helper --build
 fi

@@ -159,7 +159,7 @@ def _resolve(
                 return Config({})
             values[s.name], sources[s.name] = s.default, "default (the value given is wrong)"
     tables = {k: v for k, v in from_file.items() if isinstance(v, dict)}
-    unknown = sorted(set(tables) - {"prune"})
+    unknown = sorted(set(tables) - {"prune", "remotes"})
     if unknown:
         problem(UsageError(f"unknown table(s) in {path}: {', '.join(unknown)}"))
     return Config(values, sources, path if path.exists() else None, tables)

@@ -29,6 +29,7 @@ class ExitCode(enum.IntEnum):
     DECLINED = 10  # the user declined the confirmation
     NEEDS_CONFIRMATION = 11  # no terminal to confirm on and no --yes
     FILE = 12  # a file the user named cannot be read or written (permissions, read-only)
+    REMOTE = 13  # a remote repository cannot be reached, refuses the password, or is not there
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -129,6 +130,12 @@ class NeedsConfirmation(VoltoolError):
     """A destructive command was run without a terminal and without --yes."""
 
     exit_code = ExitCode.NEEDS_CONFIRMATION
+
+
+class RemoteError(VoltoolError):
+    """A remote repository cannot be reached, refuses its password, or is not initialised."""
+
+    exit_code = ExitCode.REMOTE
 
 
 class EngineError(VoltoolError):

@@ -22,6 +22,7 @@ from .copy import Copier, Prev
 from .digest import TreeDigest
 from .entry import Entry
 from .links import LinkGroups, expected_groups
+from .mend import mend
 from .merge import ManifestCursor
 from .names import ROOT, shown
 from .report import EXIT_ENTRIES, EXIT_FATAL, EXIT_OK, EXIT_USAGE, Fatal, Reporter
@@ -76,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     # What the copy said of itself: its root's identity, and its seal (copy --seal).
     settled.add_argument("--root", metavar="DEV:INO")
     settled.add_argument("--seal", metavar="HEX")
+    # TREE is what restic restored of a pulled snapshot, MANIFEST its manifest (mend.py).
+    mend_cmd = sub.add_parser("mend", add_help=False)
+    mend_cmd.add_argument("tree")
+    mend_cmd.add_argument("manifest")
     return p
 
 
@@ -122,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             _copy(reporter, args, out)
         elif args.command == "settled":
             _settled(reporter, args.tree, args.since, args.root, args.seal)
+        elif args.command == "mend":
+            _mend(reporter, args.tree, args.manifest)
         else:
             _verify(reporter, args.tree, args.manifest, out, args.stored)
         out.flush()
@@ -154,6 +161,22 @@ def _more_fds() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _mend(reporter: Reporter, tree: str, manifest: str) -> None:
+    fd = _open_root(tree)
+    try:
+        mend(reporter, fd, lambda: _manifest_lines(manifest))
+    finally:
+        os.close(fd)
+    reporter.summary("mend")
+
+
+def _manifest_lines(path: str) -> Iterator[bytes]:
+    try:
+        yield from _lines(path)
+    except ValueError as e:
+        raise Fatal(f"manifest: {e}") from None
 
 
 def _scan(reporter: Reporter, root: str, out: IO[bytes]) -> None:

@@ -818,10 +818,32 @@ def verify_cmd(
     refs: SnapshotRefs = None,
     all_: bool = typer.Option(False, "--all", help="Every snapshot."),
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON."),
+    remote: str | None = typer.Option(
+        None,
+        "--remote",
+        metavar="NAME",
+        help="Check the repository of remote NAME instead (restic check).",
+    ),
+    read_data_subset: str | None = typer.Option(
+        None,
+        "--read-data-subset",
+        metavar="PART",
+        help="With --remote: read and check this part of the data too (10%, 1/5, or all).",
+    ),
 ) -> None:
     """Re-read snapshots through the engine and check every entry against the manifest."""
     from voltool.ops import verify
 
+    if remote is not None:
+        from voltool.cli import remote_cli
+
+        if refs or all_:
+            raise UsageError("--remote checks the whole repository: name no snapshots")
+        rt = _globals(ctx).runtime(quiet=as_json)
+        remote_cli.verify_remote(rt, remote, read_data_subset, as_json)
+        return
+    if read_data_subset is not None:
+        raise UsageError("--read-data-subset goes with --remote")
     if bool(refs) == all_:
         raise UsageError("name snapshots to verify, or pass --all")
     rt = _globals(ctx).runtime(quiet=as_json)
@@ -1122,6 +1144,12 @@ def prune_cmd(
         "--include-named",
         help="Let the policy remove named snapshots too (kept by default).",
     ),
+    remote: str | None = typer.Option(
+        None,
+        "--remote",
+        metavar="NAME",
+        help="Prune the snapshots pushed to remote NAME instead (restic forget, then prune).",
+    ),
 ) -> None:
     """Remove snapshots by a retention policy; pinned ones are always kept."""
     import datetime as dt
@@ -1147,9 +1175,13 @@ def prune_cmd(
     rt = g.runtime(quiet=as_json)
     ps = prune.policies(rt.config, None if cli.empty else cli, kind, include_named)
     now = dt.datetime.now(dt.UTC)
-    items = prune.plan(
-        rt, ps, list(volumes or []), now, dt.datetime.now().astimezone().tzinfo or dt.UTC
-    )
+    tz = dt.datetime.now().astimezone().tzinfo or dt.UTC
+    if remote is not None:
+        from voltool.cli import remote_cli
+
+        remote_cli.prune_remote(rt, remote, ps, list(volumes or []), now, tz, dry_run, yes, as_json)
+        return
+    items = prune.plan(rt, ps, list(volumes or []), now, tz)
     doomed = [i for i in items if i.remove]
     if as_json and dry_run:
         render.print_json(render.prune_records(items, removed=None))
@@ -1218,6 +1250,10 @@ def migrate_cmd(
     if not snaps and not as_json:
         out.print("nothing to migrate", markup=False)
 
+
+# Copies off the machine (`remote ...`, `push`, `pull`): commands of their own module, which
+# registers them on `app` when imported.
+from voltool.cli import remote_cli as _remote_cli  # noqa: E402, F401
 
 config_app = typer.Typer(help="Show the effective configuration.")
 app.add_typer(config_app, name="config")

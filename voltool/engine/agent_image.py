@@ -18,6 +18,12 @@ The contract, whichever way the image was made:
 - Labels: io.voltool.image=agent, and io.voltool.helper.origin saying how it
   was made: the base image's reference (`python:3.12-slim`), or
   `offline-host-python 3.11.7`.
+- restic (for copies off the machine, voltool.engine.restic): the host's
+  restic binary, where the host has one (Debian's `restic`), goes in as
+  /usr/local/bin/restic with the libraries it needs and the host's CA
+  certificates; io.voltool.restic says its version, and its SHA-256 is part
+  of <hash>. An image made on a host without restic runs the agent, not
+  restic: the remote commands say how to get it.
 
 Two ways to make it, tried in this order:
 
@@ -42,6 +48,9 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import shutil
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -59,7 +68,7 @@ from voltool.report import Reporter
 from voltool.runtime import Runtime
 from voltool.sh import program
 
-RECIPE = "1"  # bump when what goes into the image, or how, changes
+RECIPE = "2"  # bump when what goes into the image, or how, changes
 AGENT_MODULE = "voltool_agent"
 AGENT_PARENT = "/opt/voltool"  # on sys.path in the image
 AGENT_COMMAND = ("python3", "-I", "-m", AGENT_MODULE)
@@ -70,6 +79,36 @@ OFFLINE_ORIGIN = "offline-host-python"
 _CHECKED = "agent-images"  # in the state directory: ids of images that passed, one a line
 
 _SOURCE = Path(__file__).parent.parent / "agent"
+RESTIC_IN_IMAGE = "/usr/local/bin/restic"
+# The host's CA bundle (Debian's ca-certificates), for restic's TLS to a remote repository.
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+@dataclass(frozen=True)
+class HostRestic:
+    """The restic binary on this host, put into the agent image."""
+
+    path: str  # the real file
+    version: str  # "0.14.0"
+    digest: str  # SHA-256 of the binary
+
+
+def host_restic() -> HostRestic | None:
+    """This host's restic (on PATH), or None if it has none that runs."""
+    found = shutil.which("restic")
+    if not found:
+        return None
+    path = os.path.realpath(found)
+    try:
+        said = subprocess.run(
+            [path, "version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout.split()
+        data = Path(path).read_bytes()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if len(said) < 2 or said[0] != "restic":
+        return None
+    return HostRestic(path, said[1][:32], hashlib.sha256(data).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -94,23 +133,34 @@ def agent_files(source: Path = _SOURCE) -> dict[str, bytes]:
     return files
 
 
-def agent_tag(files: dict[str, bytes], interpreter: str, busybox_digest: str) -> str:
-    """The agent image's tag: a hash of everything that goes into it."""
+def agent_tag(
+    files: dict[str, bytes], interpreter: str, busybox_digest: str, restic: str = ""
+) -> str:
+    """The agent image's tag: a hash of everything that goes into it (`restic`: the
+    SHA-256 of the restic binary it carries, "" for none)."""
     h = hashlib.sha256()
-    for part in (f"recipe {RECIPE}", interpreter, busybox_digest):
+    for part in (f"recipe {RECIPE}", interpreter, busybox_digest, f"restic {restic}"):
         h.update(part.encode() + b"\0")
     for name in sorted(files):
         h.update(name.encode() + b"\0" + len(files[name]).to_bytes(8, "big") + files[name])
     return f"{helper_image.BUILT_REPOSITORY}:agent-{h.hexdigest()[:12]}"
 
 
-def derived_tag(files: dict[str, bytes], base: str = DEFAULT_BASE) -> str:
-    return agent_tag(files, f"derived from {base}", "")
+def derived_tag(
+    files: dict[str, bytes], base: str = DEFAULT_BASE, restic: HostRestic | None = None
+) -> str:
+    return agent_tag(files, f"derived from {base}", "", restic.digest if restic else "")
 
 
-def offline_tag(files: dict[str, bytes], py: hostpython.HostPython, busybox: str) -> str:
+def offline_tag(
+    files: dict[str, bytes],
+    py: hostpython.HostPython,
+    busybox: str,
+    restic: HostRestic | None = None,
+) -> str:
     interpreter = f"{OFFLINE_ORIGIN} {py.build} {py.executable}"
-    return agent_tag(files, interpreter, helper_image.busybox_digest(busybox))
+    digest = restic.digest if restic else ""
+    return agent_tag(files, interpreter, helper_image.busybox_digest(busybox), digest)
 
 
 def agent_image(rt: Runtime) -> str:
@@ -124,13 +174,14 @@ def status(engine: Engine, busybox: str) -> AgentStatus:
     An image that is there is checked once per image id (remembered in the
     state directory), as helper images are."""
     files = agent_files()
-    tags = [derived_tag(files)]
+    restic = host_restic()
+    tags = [derived_tag(files, restic=restic)]
     offline = f"{OFFLINE_ORIGIN} (from this host's Python and {busybox})"
     can_build = True
     try:
         py = hostpython.host_python()
         offline = f"{OFFLINE_ORIGIN} {py.version}"
-        tags.append(offline_tag(files, py, busybox))
+        tags.append(offline_tag(files, py, busybox, restic))
     except VoltoolError as e:
         offline = f"not offline: {e}"
         can_build = False
@@ -146,7 +197,9 @@ def status(engine: Engine, busybox: str) -> AgentStatus:
                 None, origin, f"{tag} ({origin}, {size}) cannot run the agent: {reason}", reason
             )
         helper_image.remember(info.id, _CHECKED)
-        return AgentStatus(tag, origin, f"{tag} ({origin}, {size}; runs the agent)")
+        carried = info.labels.get(L.IMAGE_RESTIC)
+        with_restic = f"restic {carried}" if carried else "no restic: the host has none"
+        return AgentStatus(tag, origin, f"{tag} ({origin}, {size}; runs the agent; {with_restic})")
     return AgentStatus(
         None,
         "",
@@ -160,13 +213,14 @@ def ensure(engine: Engine, busybox: str, reporter: Reporter, base: str = DEFAULT
     a registry answers, else offline from the host's Python. Raises AgentImageFailed
     (or NotFound for a missing busybox) if it cannot be made."""
     files = agent_files()
-    derived = derived_tag(files, base)
+    restic = host_restic()
+    derived = derived_tag(files, base, restic)
     if engine.image_exists(derived):
         return derived
     offline: str | VoltoolError
     try:
         py = hostpython.host_python()
-        tag = offline_tag(files, py, busybox)
+        tag = offline_tag(files, py, busybox, restic)
         if engine.image_exists(tag):
             return tag
         offline = tag
@@ -174,19 +228,24 @@ def ensure(engine: Engine, busybox: str, reporter: Reporter, base: str = DEFAULT
         offline = e  # not offline, then; a registry may still answer
     reporter.status("building the agent image")
     try:
-        if _derive(engine, base, files, derived, reporter):
+        if _derive(engine, base, files, derived, reporter, restic):
             return derived
         if isinstance(offline, VoltoolError):
             raise offline
         reporter.note(f"building the agent image from this host's Python {py.version} (offline)")
-        _build_offline(engine, py, busybox, files, offline)
+        _build_offline(engine, py, busybox, files, offline, restic)
         return offline
     finally:
         reporter.status(None)
 
 
 def _derive(
-    engine: Engine, base: str, files: dict[str, bytes], tag: str, reporter: Reporter
+    engine: Engine,
+    base: str,
+    files: dict[str, bytes],
+    tag: str,
+    reporter: Reporter,
+    restic: HostRestic | None,
 ) -> bool:
     """Build the agent image from `base`; False if `base` cannot be pulled or built."""
     if not engine.image_exists(base):
@@ -199,19 +258,24 @@ def _derive(
     dockerfile = (
         f"FROM {base}\n"
         f"COPY {AGENT_MODULE} {AGENT_PARENT}/{AGENT_MODULE}\n"
-        'RUN python3 -c "import site; '
+        + (f"COPY restic {RESTIC_IN_IMAGE}\n" if restic else "")
+        + 'RUN python3 -c "import site; '
         f"open(site.getsitepackages()[0] + '/voltool-agent.pth', 'w').write('{AGENT_PARENT}')\"\n"
     ).encode()
+    members = [("Dockerfile", dockerfile, 0o644)]
+    members += [(f"{AGENT_MODULE}/{n}", d, 0o644) for n, d in sorted(files.items())]
+    if restic:
+        members.append(("restic", Path(restic.path).read_bytes(), 0o755))
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data in [("Dockerfile", dockerfile)] + [
-            (f"{AGENT_MODULE}/{n}", d) for n, d in sorted(files.items())
-        ]:
+        for name, data, mode in members:
             info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
+            info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
     labels = {L.IMAGE: L.IMAGE_AGENT, L.IMAGE_ORIGIN: base}
+    if restic:
+        labels[L.IMAGE_RESTIC] = restic.version
     try:
         _checked_as(
             engine, tag, lambda temp: engine.build_image(context, temp, labels, BUILD_TIMEOUT)
@@ -223,10 +287,21 @@ def _derive(
 
 
 def _build_offline(
-    engine: Engine, py: hostpython.HostPython, busybox: str, files: dict[str, bytes], tag: str
+    engine: Engine,
+    py: hostpython.HostPython,
+    busybox: str,
+    files: dict[str, bytes],
+    tag: str,
+    restic: HostRestic | None,
 ) -> None:
-    """Import a root filesystem of the host's Python, busybox and the agent as `tag`."""
-    plan = hostpython.plan(py)
+    """Import a root filesystem of the host's Python, busybox, the agent and restic (if
+    given) as `tag`."""
+    plan = hostpython.plan(py, binaries=[restic.path] if restic else [])
+    carried: list[Entry] = []
+    if restic:
+        carried.append(Entry(RESTIC_IN_IMAGE.lstrip("/"), "file", source=restic.path))
+        if os.path.isfile(CA_BUNDLE):
+            carried.append(Entry(CA_BUNDLE.lstrip("/"), "file", source=os.path.realpath(CA_BUNDLE)))
     entries = [
         Entry("tmp", "dir", mode=0o1777),
         Entry("bin/busybox", "file", source=busybox),
@@ -243,12 +318,14 @@ def _build_offline(
             Entry(f"{AGENT_PARENT.lstrip('/')}/{AGENT_MODULE}/{n}", "file", data=d, mode=0o644)
             for n, d in sorted(files.items())
         ),
+        *carried,
     ]
     changes = [
         "ENV PATH=/usr/local/bin:/bin",
         f"ENV LD_LIBRARY_PATH={plan.library_path}",
         f"LABEL {L.IMAGE}={L.IMAGE_AGENT}",
         f'LABEL {L.IMAGE_ORIGIN}="{OFFLINE_ORIGIN} {py.version}"',
+        *([f"LABEL {L.IMAGE_RESTIC}={restic.version}"] if restic else []),
         f"CMD {json.dumps([*AGENT_COMMAND, '--version'])}",
     ]
     with tempfile.TemporaryFile(prefix="voltool-agent-image-") as f:

@@ -55,8 +55,10 @@ class Summary:
         for f in fields(cls):
             v = line.get(f.name, f.default)
             if f.name == "digest":
-                # Every command's but `settled`'s, which reads no content.
-                if line.get("command") != "settled" and not (isinstance(v, str) and len(v) == 64):
+                # Every command's but `settled`'s and `mend`'s, which hash nothing.
+                if line.get("command") not in ("settled", "mend") and not (
+                    isinstance(v, str) and len(v) == 64
+                ):
                     raise EngineError("the agent's summary has no tree digest")
             elif f.name in ("seal", "root"):
                 if not isinstance(v, str) or len(v) > 100:

@@ -72,9 +72,10 @@ class ContainerInfo:
 
 @dataclass(frozen=True)
 class Mount:
-    volume: str
+    volume: str  # a volume's name; with `bind`, a directory of the engine's host
     path: str
     read_only: bool = False
+    bind: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,11 @@ class Engine:
         with translated("engine version"):
             return dict(self._api.version())
 
+    def identity(self) -> str:
+        """The engine's own id (`docker info`'s ID): names the machine a snapshot came from."""
+        with translated("engine info"):
+            return str(self._api.info().get("ID") or "")
+
     # -- volumes -------------------------------------------------------------
 
     def volume(self, name: str) -> VolumeInfo:
@@ -330,17 +336,22 @@ class Engine:
         command: list[str] | None = None,
         name: str | None = None,
         environment: dict[str, str] | None = None,
+        network: str = "none",
     ) -> str:
-        """Create (never start) a container with no network; returns its id.
+        """Create (never start) a container, with no network unless `network` names one
+        (`host`: the engine host's); returns its id.
 
         `environment` shows in `docker inspect`: never a secret."""
         binds = {
-            m.volume: {"bind": m.path, "mode": ("ro" if m.read_only else "rw") + ",nocopy"}
+            m.volume: {
+                "bind": m.path,
+                "mode": ("ro" if m.read_only else "rw") + ("" if m.bind else ",nocopy"),
+            }
             for m in mounts
         }
         host_config = self._api.create_host_config(
             binds=binds,
-            network_mode="none",
+            network_mode=network,
             security_opt=["no-new-privileges"],
         )
         with translated(f"create helper container from {quoted(image)}"):
@@ -350,7 +361,7 @@ class Engine:
                 entrypoint=["/bin/sh"],
                 labels=container_labels,
                 host_config=host_config,
-                network_disabled=True,
+                network_disabled=network == "none",
                 name=name,
                 environment=environment,
             )
@@ -375,18 +386,28 @@ class Engine:
         script: str,
         args: Iterable[str] = (),
         environment: dict[str, str] | None = None,
+        *,
+        network: str = "none",
+        files: dict[str, bytes] | None = None,
     ) -> RunResult:
         """Run `sh -c script args...` in a started helper, wait for it, and remove it.
 
         Its output is read from its own streams, attached before it starts (so
         nothing it writes is missed), not from the engine's logs: a daemon whose
         log driver is `none`, or one that cannot be read back, keeps no logs.
+        `files` (path -> content) are written into the helper before it starts,
+        root's alone (0600, in 0700 directories): how secrets reach it, where no
+        `docker inspect` shows them; they go with the helper.
         """
         import docker.utils.socket
 
         command = ["-c", script, "sh", *args]
-        cid = self.create_container(image, mounts, helper_labels, command, environment=environment)
+        cid = self.create_container(
+            image, mounts, helper_labels, command, environment=environment, network=network
+        )
         try:
+            if files:
+                self.put_archive(cid, "/", iter([_private_files(files)]))
             with translated("run helper"):
                 sock = self._api.attach_socket(
                     cid, params={"stdout": 1, "stderr": 1, "stream": 1, "logs": 0}
@@ -598,6 +619,30 @@ class Engine:
                 if "error" in event:
                     raise EngineError(f"build image {ref}: {_first_line(event['error'])}")
         return self.image_id(ref)
+
+
+def _private_files(files: dict[str, bytes]) -> bytes:
+    """A tar of `files` (absolute path -> content): 0600 files in 0700 directories, root's.
+    Every directory on the way is in it: give paths in a directory of their own."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    made: set[str] = set()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, data in sorted(files.items()):
+            parts = path.strip("/").split("/")
+            for i in range(1, len(parts)):
+                parent = "/".join(parts[:i])
+                if parent not in made:
+                    made.add(parent)
+                    d = tarfile.TarInfo(parent)
+                    d.type, d.mode = tarfile.DIRTYPE, 0o700
+                    tar.addfile(d)
+            info = tarfile.TarInfo("/".join(parts))
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 class OutputTooLarge(EngineError):

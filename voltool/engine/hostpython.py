@@ -235,9 +235,12 @@ def chain(path: str, limit: int = 40) -> list[Entry]:
     raise AgentImageFailed(f"too many symbolic links resolving {path}")
 
 
-def plan(py: HostPython, ldd: Callable[[list[str]], str] = run_ldd) -> Plan:
-    """Every file of the root filesystem that holds `py`; raises AgentImageFailed if a
-    shared library it needs cannot be found."""
+def plan(
+    py: HostPython, ldd: Callable[[list[str]], str] = run_ldd, binaries: Iterable[str] = ()
+) -> Plan:
+    """Every file of the root filesystem that holds `py`, and the shared libraries of the
+    other host `binaries` (which the caller copies); raises AgentImageFailed if a shared
+    library that one of them needs cannot be found."""
     lib = f"{PREFIX}/lib"
     bindir = f"{PREFIX}/bin"
     binary = f"python{py.xy}"
@@ -251,7 +254,7 @@ def plan(py: HostPython, ldd: Callable[[list[str]], str] = run_ldd) -> Plan:
     modules = dynload_modules(py)
     for m in modules:
         entries.append(Entry(f"{lib}/python{py.xy}/lib-dynload/{os.path.basename(m)}", "file", m))
-    libs = parse_ldd(ldd([py.executable, *modules]))
+    libs = parse_ldd(ldd([py.executable, *modules, *binaries]))
     if libs.missing:
         raise AgentImageFailed(
             "cannot build the agent image: this host's Python needs shared libraries "

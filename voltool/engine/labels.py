@@ -40,6 +40,7 @@ CREATED_BY = "io.voltool.created-by"
 # and that one marks voltool's own helpers and locks.
 IMAGE = "io.voltool.image"  # "helper" (busybox) | "agent"
 IMAGE_ORIGIN = "io.voltool.helper.origin"  # how an agent image was made
+IMAGE_RESTIC = "io.voltool.restic"  # the restic version an agent image carries, if any
 IMAGE_HELPER = "helper"
 IMAGE_AGENT = "agent"
 

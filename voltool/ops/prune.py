@@ -96,16 +96,33 @@ class PruneItem:
     policy: str  # the policy applied and where it came from
 
 
-def plan(
-    rt: Runtime, ps: Policies, volumes: list[str], now: dt.datetime, tz: dt.tzinfo
-) -> list[PruneItem]:
-    """What prune would do, volume by volume, oldest first; changes nothing."""
+def require_policy(ps: Policies) -> None:
+    """UsageError unless some policy is given: prune never deletes by accident."""
     if not ps.any:
         raise UsageError(
             "prune needs a policy: give keep options (--keep-daily 7, ...) "
             "or a [prune] table in the config file"
         )
-    snaps = [s for s in catalog.list_snapshots(rt) if not volumes or s.source in volumes]
+
+
+def plan(
+    rt: Runtime, ps: Policies, volumes: list[str], now: dt.datetime, tz: dt.tzinfo
+) -> list[PruneItem]:
+    """What prune would do, volume by volume, oldest first; changes nothing."""
+    require_policy(ps)
+    return plan_of(catalog.list_snapshots(rt), ps, volumes, now, tz)
+
+
+def plan_of(
+    listed: list[Snapshot],
+    ps: Policies,
+    volumes: list[str],
+    now: dt.datetime,
+    tz: dt.tzinfo,
+) -> list[PruneItem]:
+    """`plan` of the snapshots `listed` (local ones, or a remote's: voltool.ops.remote)."""
+    require_policy(ps)
+    snaps = [s for s in listed if not volumes or s.source in volumes]
     if ps.kind:
         snaps = [s for s in snaps if s.kind == ps.kind]
     out: list[PruneItem] = []

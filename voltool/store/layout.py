@@ -32,7 +32,7 @@ MANIFEST = "manifest.jsonl"
 META = "meta.json"
 SNAPSHOT = "snapshot.json"
 
-KINDS = ("manual", "pre-restore", "import")
+KINDS = ("manual", "pre-restore", "import", "pulled")
 
 # A restore's working entries at the top of the target volume, named after its
 # operation id: staged data, the old data, and the swap's phase marker.

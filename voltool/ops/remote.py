@@ -1,0 +1,563 @@
+"""Copies off the machine: snapshots pushed to and pulled from restic repositories.
+
+A pushed snapshot is one restic snapshot of its directory in the store:
+
+    data/            the tree, as stored (restic keeps modes, owners, times,
+                     xattrs, hard links, devices and FIFOs)
+    manifest.jsonl   the agent's manifest
+    meta.json        name, note, pin
+    snapshot.json    what the snapshot is, with its tree digest
+
+tagged `voltool` and `voltool.id=<id>`, `voltool.volume=`, `voltool.kind=`,
+`voltool.created=`, `voltool.digest=` (the tree digest), `voltool.bytes=`,
+`voltool.entries=`, `voltool.engine=` (the id of the engine it came from), and
+`voltool.name=` and `voltool.pinned` where they apply, with restic's time set
+to the snapshot's creation. restic runs next to the data, in a helper that
+mounts the store read-only (voltool.engine.restic): nothing crosses voltool.
+
+Push is idempotent: a snapshot whose id the repository has already is skipped.
+The previous pushed snapshot of the same volume is restic's parent, and a
+stored file is never rewritten in place, so restic reads again only what
+changed (`--ignore-ctime`: a stored file's ctime moves whenever a later
+snapshot links to it). The store's lock is held while a snapshot is pushed, so
+it cannot be deleted under restic; a restic snapshot is only written once all
+its data is in the repository, so a cut push leaves none.
+
+Pull brings one back as a new local snapshot of kind `pulled` (its origin id
+and creation time kept, as for an import), in three steps, each held to what
+the repository claims:
+1. restic restores the snapshot into a temporary snapshot volume that nothing
+   else is mounted with (a hostile repository can write nowhere else), under
+   r/ so that it is never taken for a complete format-1 snapshot;
+2. its snapshot.json must be the one the tags describe (id, volume, digest);
+3. the agent copies r/data into the store, linking files unchanged since the
+   store's latest snapshot by content, and the copy's tree digest must be the
+   pushed snapshot's: any difference in content, type, mode, owner, link
+   target, hard-link group, device number or xattr is IntegrityError (exit 6),
+   and nothing is committed.
+It is journaled as an import is, so `voltool recover` removes what a killed
+pull left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from voltool import journal
+from voltool.engine import agent_image, agentrun, keepers, restic
+from voltool.engine.client import Mount
+from voltool.engine.locks import volume_lock
+from voltool.errors import (
+    AmbiguousReference,
+    IntegrityError,
+    NoSpace,
+    NotFound,
+    PreconditionFailed,
+    RemoteError,
+    UsageError,
+    VoltoolError,
+)
+from voltool.ids import check_volume_name, is_valid_id, new_id, snapshot_volume_name
+from voltool.journal import Kind, Step
+from voltool.remotes import Remote, redact, secrets
+from voltool.runtime import Runtime
+from voltool.store import catalog, copy, format2
+from voltool.store.catalog import MIN_PREFIX, Snapshot
+from voltool.store.format1 import create_volume
+from voltool.store.layout import (
+    DATA_DIR,
+    KINDS,
+    MANIFEST,
+    MAX_METADATA_FILE,
+    META,
+    NAME_PATTERN,
+    SNAPSHOT,
+    Meta,
+    SnapshotInfo,
+)
+from voltool.tar import live
+from voltool.tar.validate import PER_ENTRY_COST
+from voltool.words import quoted
+
+KIND = "pulled"
+TAG = "voltool"
+HOST = "voltool"  # restic's hostname for every pushed snapshot
+PULLED_DIR = "r"  # where a pull restores, inside its temporary volume
+_PUSHED = (DATA_DIR, MANIFEST, META, SNAPSHOT)
+_SLACK = 16 * 1024 * 1024  # room kept free beyond what a pull writes
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class RemoteSnapshot:
+    """A voltool snapshot in a restic repository, as its tags describe it."""
+
+    restic_id: str
+    id: str
+    source: str
+    created: dt.datetime
+    kind: str
+    digest: str
+    bytes: int
+    entries: int
+    engine: str
+    name: str | None
+    pinned: bool
+
+    def as_snapshot(self, remote: str) -> Snapshot:
+        """As a local snapshot record: what prune plans with and renders."""
+        info = SnapshotInfo(
+            format=format2.FORMAT,
+            id=self.id,
+            source=self.source,
+            created=self.created.isoformat(),
+            kind=self.kind,
+            entries=self.entries,
+            bytes=self.bytes,
+            tree_digest=self.digest,
+        )
+        meta = Meta(self.name, None, self.pinned)
+        return Snapshot(
+            self.id, f"remote:{remote}", self.source, self.created, self.kind, "", True, info, meta
+        )
+
+
+def tags(info: SnapshotInfo, meta: Meta, engine_id: str) -> list[str]:
+    """The restic tags of a pushed snapshot (none holds a comma: restic splits on them)."""
+    found = [
+        TAG,
+        f"voltool.id={info.id}",
+        f"voltool.volume={info.source}",
+        f"voltool.kind={info.kind}",
+        f"voltool.created={info.created}",
+        f"voltool.digest={info.tree_digest}",
+        f"voltool.bytes={info.bytes}",
+        f"voltool.entries={info.entries}",
+    ]
+    if engine_id and "," not in engine_id:
+        found.append(f"voltool.engine={engine_id}")
+    if meta.name:
+        found.append(f"voltool.name={meta.name}")
+    if meta.pinned:
+        found.append("voltool.pinned")
+    return found
+
+
+def parse(raw: object) -> RemoteSnapshot | None:
+    """One entry of `restic snapshots --json`, if it is a well-formed voltool snapshot."""
+    if not isinstance(raw, dict):
+        return None
+    rid, tag_list = raw.get("id"), raw.get("tags")
+    if not isinstance(rid, str) or not isinstance(tag_list, list) or TAG not in tag_list:
+        return None
+    values: dict[str, str] = {}
+    for t in tag_list:
+        if isinstance(t, str) and t.startswith("voltool.") and "=" in t:
+            key, _, value = t.removeprefix("voltool.").partition("=")
+            values.setdefault(key, value)
+    try:
+        created = dt.datetime.fromisoformat(values["created"])
+        snapshot = RemoteSnapshot(
+            restic_id=rid,
+            id=values["id"],
+            source=values["volume"],
+            created=created if created.tzinfo else created.replace(tzinfo=dt.UTC),
+            kind=values["kind"],
+            digest=values["digest"],
+            bytes=int(values["bytes"]),
+            entries=int(values["entries"]),
+            engine=values.get("engine", ""),
+            name=values.get("name"),
+            pinned="voltool.pinned" in tag_list,
+        )
+    except (KeyError, ValueError):
+        return None
+    if (
+        not is_valid_id(snapshot.id)
+        or not _HEX64.fullmatch(snapshot.digest)
+        or not NAME_PATTERN.fullmatch(snapshot.source)
+        or snapshot.kind not in KINDS
+        or min(snapshot.bytes, snapshot.entries) < 0
+        or (snapshot.name is not None and not NAME_PATTERN.fullmatch(snapshot.name))
+    ):
+        return None
+    return snapshot
+
+
+@dataclass
+class _Session:
+    """One command's view of a remote: its repository (with secrets) and the image."""
+
+    rt: Runtime
+    remote: Remote
+    repo: restic.Repository
+    image: str
+    op: str
+
+    @classmethod
+    def open(cls, rt: Runtime, remote: Remote, op: str | None = None) -> _Session:
+        image = agent_image.agent_image(rt)
+        restic.restic_version(rt, image)
+        repo = restic.Repository(remote, secrets(remote))
+        return cls(rt, remote, repo, image, op or new_id())
+
+    def run(self, args: list[str], what: str, mounts: list[Mount] | None = None) -> bytes:
+        result = restic.run(self.rt, self.image, self.repo, self.op, args, mounts=mounts)
+        return restic.checked(result, self.repo, what).stdout
+
+    def listing(self, volume: str | None = None) -> list[RemoteSnapshot]:
+        args = ["snapshots", "--json", "--tag", TAG]
+        if volume is not None:
+            args += ["--tag", f"voltool.volume={volume}"]
+        raw = restic.json_value(self.run(args, f"listing remote {self.remote.name}"), "listing")
+        found = [s for s in (parse(r) for r in (raw if isinstance(raw, list) else [])) if s]
+        return sorted(found, key=lambda s: (s.created, s.id))
+
+
+def init(rt: Runtime, remote: Remote) -> None:
+    """Create the restic repository of `remote`; PreconditionFailed if there is one already."""
+    s = _Session.open(rt, remote)
+    result = restic.run(rt, s.image, s.repo, s.op, ["init"])
+    if result.exit_code != 0:
+        text = result.stderr.decode(errors="replace")
+        if "already" in text and ("exists" in text or "initialized" in text):
+            raise PreconditionFailed(f"remote {quoted(remote.name)} has a repository already")
+        raise restic.failure(result, s.repo, f"initialising remote {remote.name}")
+
+
+def snapshots(rt: Runtime, remote: Remote, volume: str | None = None) -> list[RemoteSnapshot]:
+    """The voltool snapshots in `remote`'s repository, oldest first."""
+    if volume is not None:
+        check_volume_name(volume)
+    return _Session.open(rt, remote).listing(volume)
+
+
+@dataclass(frozen=True)
+class Pushed:
+    snapshot: Snapshot
+    restic_id: str  # restic's short id of its snapshot
+    skipped: bool  # it was there already
+    files_new: int = 0
+    files_changed: int = 0
+    data_added: int = 0  # bytes added to the repository (restic's count, before compression)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PushResult:
+    pushed: tuple[Pushed, ...]
+    failed: tuple[str, ...]  # one line each: the snapshot and why
+
+
+def pushable(rt: Runtime, refs: Iterable[str], every: bool) -> list[Snapshot]:
+    """The snapshots `refs` (ids, id prefixes, or volume names: all of that volume's) or
+    `every` one select: complete stored (format-2) ones, oldest first."""
+    refs = list(refs)
+    if every == bool(refs):
+        raise UsageError("name the snapshots or volumes to push, or give --all")
+    listed = catalog.list_snapshots(rt)
+    chosen: dict[str, Snapshot] = {}
+    if every:
+        chosen = {s.id: s for s in listed}
+    for ref in refs:
+        by_volume = [s for s in listed if s.source == ref]
+        if by_volume:
+            chosen.update((s.id, s) for s in by_volume)
+            continue
+        s = catalog.resolve_all(rt, [ref])[0]
+        chosen[s.id] = s
+    found = sorted(chosen.values(), key=lambda s: (s.created, s.id))
+    if refs:
+        for s in found:
+            if s.state != "complete":
+                raise IntegrityError(f"snapshot {s.id} cannot be pushed: it is {s.state}")
+            if not s.in_store:
+                raise UsageError(
+                    f"snapshot {s.id} is format 1: move it into its store first "
+                    "(voltool migrate), then push it"
+                )
+    return [s for s in found if s.state == "complete" and s.in_store]
+
+
+def push(
+    rt: Runtime, remote: Remote, chosen: list[Snapshot], wait: float | None = 30
+) -> PushResult:
+    """Push each of `chosen` (oldest first) that the repository does not hold yet. One that
+    fails does not stop the rest; a remote that cannot be opened stops them all."""
+    session = _Session.open(rt, remote)
+    there = {s.id: s for s in session.listing()}
+    engine_id = rt.engine.identity()
+    newest: dict[str, RemoteSnapshot] = {}
+    for s in there.values():
+        newest[s.source] = s  # the listing is oldest first
+    done: list[Pushed] = []
+    failed: list[str] = []
+    for snap in chosen:
+        if snap.id in there:
+            done.append(Pushed(snap, there[snap.id].restic_id[:8], True))
+            continue
+        parent = newest.get(snap.source)
+        try:
+            pushed = _push_one(session, snap, engine_id, parent, wait)
+        except RemoteError:
+            raise  # the repository itself: the next one would fail the same way
+        except VoltoolError as e:
+            failed.append(f"{snap.id}: {e}")
+            continue
+        done.append(pushed)
+        assert snap.info is not None
+        newest[snap.source] = RemoteSnapshot(
+            pushed.restic_id, snap.id, snap.source, snap.created, snap.kind,
+            snap.info.tree_digest, snap.info.bytes, snap.info.entries, engine_id, snap.name,
+            snap.pinned,
+        )  # fmt: skip
+    return PushResult(tuple(done), tuple(failed))
+
+
+def _push_one(
+    s: _Session, snap: Snapshot, engine_id: str, parent: RemoteSnapshot | None, wait: float | None
+) -> Pushed:
+    rt = s.rt
+    with volume_lock(rt, snap.volume, s.op, "push", wait):
+        catalog.require(rt, snap)  # still there, still complete, under the lock
+        info, meta = snap.info, snap.meta or Meta()
+        assert info is not None
+        args = ["backup", "--json", "--quiet", "--host", HOST, "--ignore-ctime"]
+        args += ["--time", snap.created.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")]
+        for t in tags(info, meta, engine_id):
+            args += ["--tag", t]
+        if parent is not None:
+            args += ["--parent", parent.restic_id]
+        args += ["--", *_PUSHED]
+        mounts = [Mount(snap.volume, format2.MOUNT, read_only=True)]
+        cwd = f"{format2.MOUNT}/{format2.snapshot_dir(snap.id)}"
+        rt.reporter.status(f"pushing {snap.id} of {snap.source} to {s.remote.name}")
+        journal.hold_for_tests("push-started")
+        began = time.monotonic()
+        try:
+            result = restic.run(rt, s.image, s.repo, s.op, args, mounts=mounts, cwd=cwd)
+        finally:
+            rt.reporter.status(None)
+    summary = next(
+        (ln for ln in restic.json_lines(result.stdout) if ln.get("message_type") == "summary"),
+        None,
+    )
+    rid = str(summary.get("snapshot_id", "")) if summary else ""
+    if result.exit_code == 3 and rid:
+        # Some files could not be read: restic wrote a snapshot without them. It must not
+        # stay, or it would be taken for the whole snapshot.
+        with contextlib.suppress(VoltoolError):
+            s.run(["forget", rid], "removing an incomplete push")
+        raise IntegrityError(f"pushing {snap.id}: {restic.said(result, s.repo)}")
+    restic.checked(result, s.repo, f"pushing {snap.id}")
+    if summary is None or not rid:
+        raise RemoteError(f"pushing {snap.id}: restic said nothing of a snapshot")
+    return Pushed(
+        snap,
+        rid,
+        False,
+        int(summary.get("files_new", 0)),
+        int(summary.get("files_changed", 0)),
+        int(summary.get("data_added", 0)),
+        time.monotonic() - began,
+    )
+
+
+def find(listing: list[RemoteSnapshot], ref: str, remote: str) -> RemoteSnapshot:
+    """The one snapshot of `listing` whose voltool id is or starts with `ref`."""
+    key = ref.lower()
+    if not key or any(c not in "0123456789abcdef" for c in key):
+        raise UsageError(f"{quoted(ref)} is not a snapshot id or id prefix")
+    if len(key) < MIN_PREFIX:
+        raise UsageError(
+            f"snapshot id prefix {quoted(ref)} is too short: give at least {MIN_PREFIX} digits"
+        )
+    matches = {s.id: s for s in listing if s.id.startswith(key)}
+    if not matches:
+        raise NotFound(f"remote {quoted(remote)} has no snapshot {quoted(ref)}")
+    if len(matches) > 1:
+        shown = [
+            f"{m.id} (volume {m.source}, {m.created:%Y-%m-%d %H:%M})"
+            for m in sorted(matches.values(), key=lambda m: m.id)
+        ]
+        raise AmbiguousReference(ref, shown)
+    return next(iter(matches.values()))
+
+
+def pull(
+    rt: Runtime, remote: Remote, ref: str, volume: str | None = None, wait: float | None = 30
+) -> Snapshot:
+    """Bring snapshot `ref` of `remote` back as a new local snapshot of kind `pulled`, in the
+    store of `volume` (default: the volume it was taken of); see the module for the checks."""
+    if volume is not None:
+        check_volume_name(volume)
+    session = _Session.open(rt, remote)
+    wanted = find(session.listing(), ref, remote.name)
+    source = volume or wanted.source
+    check_volume_name(source)
+    target = format2.store_name(source)
+    rt.journal.refuse_pending(target)
+
+    op, sid = session.op, new_id()
+    temp = snapshot_volume_name(sid)
+    locked = sorted({temp, target})
+    with contextlib.ExitStack() as locks:
+        for v in locked:
+            locks.enter_context(volume_lock(rt, v, op, KIND, wait))
+        rt.journal.append(
+            op, Step.BEGIN, kind=Kind.IMPORT, volumes=locked, snapshots={source: sid}, store=target
+        )
+        try:
+            format2.ensure_store(rt, source, op)
+            create_volume(rt, op, sid, source, KIND)
+            _check_room(rt, temp, target, wanted)
+            rt.journal.append(op, Step.STREAM, snapshot=sid, volume=source)
+            info, meta = _restore(session, wanted, temp)
+            journal.hold_for_tests("pull-restored")
+            copied = copy.copy(
+                rt,
+                session.image,
+                op,
+                sid,
+                source,
+                Mount(temp, "/src", read_only=True),
+                KIND,
+                info.quiesce,
+                Meta(None, meta.note, False),
+                f"/src/{PULLED_DIR}/{DATA_DIR}",
+                created=dt.datetime.fromisoformat(info.created),
+                origin=(info.id, info.created),
+                by_content=True,
+                commit=False,
+            )
+            got = copied.summary
+            if got.digest != info.tree_digest or got.entries != info.entries:
+                raise IntegrityError(
+                    f"snapshot {info.id} from remote {quoted(remote.name)} does not match its "
+                    f"manifest: {got.entries} entries with tree digest {got.digest[:16]}..., "
+                    f"{info.entries} with {info.tree_digest[:16]}... expected; not pulled"
+                )
+            rt.journal.append(op, Step.CHECKED, snapshot=sid)
+            keepers.remove_when_unused(rt, temp)
+            done = copy.commit_copy(rt, op, copied.snapshot)
+        except BaseException as e:
+            gone = catalog.abandon(rt, op, {sid: None})
+            gone = catalog.abandon(rt, op, {sid: target}) and gone
+            if gone:
+                with contextlib.suppress(VoltoolError):
+                    rt.journal.append(op, Step.FAILED, error=str(e) or type(e).__name__)
+            raise
+        journal.hold_for_tests("committed")
+        rt.journal.append(op, Step.DONE)
+    return done
+
+
+def _check_room(rt: Runtime, temp: str, target: str, wanted: RemoteSnapshot) -> None:
+    """NoSpace if the pull cannot fit: restored once, copied once (until the first goes)."""
+    staged, kept = live.spaces(rt, temp, target)
+    need = wanted.bytes + wanted.entries * PER_ENTRY_COST
+    copies = 2 if staged.shares_filesystem_with(kept) else 1
+    for space, n in ((staged, copies), (kept, 1)):
+        if space.available is not None and n * need + _SLACK > space.available:
+            raise NoSpace(
+                f"not enough space to pull {wanted.id}: {space.available // 2**20} MiB free, "
+                f"{(n * need + _SLACK) // 2**20} MiB needed"
+            )
+
+
+def _restore(s: _Session, wanted: RemoteSnapshot, temp: str) -> tuple[SnapshotInfo, Meta]:
+    """restic's restore of `wanted` into `temp`'s r/, and its snapshot.json and meta.json,
+    held to the tags it was found by."""
+    rt = s.rt
+    target = f"/pull/{PULLED_DIR}"
+    args = ["restore", wanted.restic_id, "--target", target]
+    rt.reporter.status(f"pulling {wanted.id} of {wanted.source} from {s.remote.name}")
+    try:
+        s.run(args, f"pulling {wanted.id}", mounts=[Mount(temp, "/pull")])
+        # What restic does not restore (sockets, holes), put back from the manifest.
+        mended = agentrun.run(
+            rt,
+            s.image,
+            s.op,
+            [Mount(temp, "/pull")],
+            ["-", "mend", f"{target}/{DATA_DIR}", f"{target}/{MANIFEST}"],
+        )
+        agentrun.checked(mended, f"pulling {wanted.id}")
+    finally:
+        rt.reporter.status(None)
+    files = {}
+    for name in (SNAPSHOT, META):
+        raw = b"".join(catalog.read_file(rt, temp, f"{PULLED_DIR}/{name}", MAX_METADATA_FILE))
+        files[name] = raw
+    info = SnapshotInfo.parse(files[SNAPSHOT], wanted.id)
+    if (
+        info.format != format2.FORMAT
+        or info.source != wanted.source
+        or info.tree_digest != wanted.digest
+    ):
+        raise IntegrityError(
+            f"snapshot {wanted.id} on remote {quoted(s.remote.name)}: its {SNAPSHOT} is not "
+            "the one its tags describe"
+        )
+    return info, Meta.parse(files[META])
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    removed: tuple[RemoteSnapshot, ...]
+    pruned: bool
+
+
+def forget(rt: Runtime, remote: Remote, doomed: list[RemoteSnapshot]) -> Forgotten:
+    """Remove `doomed` from the repository (restic forget), then the data only they used
+    (restic prune)."""
+    if not doomed:
+        return Forgotten((), False)
+    s = _Session.open(rt, remote)
+    s.run(["forget", *[d.restic_id for d in doomed]], f"forgetting on remote {remote.name}")
+    s.run(["prune"], f"pruning remote {remote.name}")
+    return Forgotten(tuple(doomed), True)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    said: str  # restic's last words: what it found wrong, or that all is well
+
+
+def check(rt: Runtime, remote: Remote, subset: str | None = None) -> CheckResult:
+    """restic's check of the repository (and, with `subset`, of that part of its data:
+    `--read-data-subset`, as 10% or 1/5). RemoteError if it cannot be opened."""
+    s = _Session.open(rt, remote)
+    args = ["check"] + (["--read-data-subset", subset] if subset else [])
+    result = restic.run(rt, s.image, s.repo, s.op, args)
+    if result.exit_code == 0:
+        return CheckResult(True, "no errors were found")
+    error = restic.failure(result, s.repo, f"checking remote {remote.name}")
+    if not isinstance(error, IntegrityError):
+        raise error
+    text = redact((result.stdout + b"\n" + result.stderr).decode(errors="replace"), s.repo.secrets)
+    lines = [ln.strip() for ln in text.splitlines()]
+    found = [ln for ln in lines if ln.lower().startswith(("error", "pack"))]
+    return CheckResult(False, (found[0] if found else restic.said(result, s.repo))[:400])
+
+
+def as_json(s: RemoteSnapshot) -> dict[str, object]:
+    return {
+        "id": s.id,
+        "volume": s.source,
+        "created": s.created.isoformat(),
+        "kind": s.kind,
+        "name": s.name,
+        "pinned": s.pinned,
+        "bytes": s.bytes,
+        "entries": s.entries,
+        "tree_digest": s.digest,
+        "engine": s.engine,
+        "restic_id": s.restic_id[:8],  # restic's short id, as its own commands show it
+    }
