@@ -14,7 +14,12 @@ voltool and the baselines alternates each round), it times:
 - format 2 (stores, the agent), once per dataset: the first snapshot, the
   incremental one after 1% of the files changed, what the store grew by,
   restore (total, and its downtime) and verify; the agent's peak RSS as it
-  reports it (its own VmHWM).
+  reports it (its own VmHWM);
+- copies off the machine, once per dataset: `voltool push` of those two
+  snapshots to a restic repository in a directory, and `voltool pull` of the
+  first, against `restic backup` of the volume's directory (and `restic
+  restore`) run directly on this host, into a repository of their own; the
+  bytes each repository holds after the first and the second.
 
 The rounds take their snapshots in format 1 (a snapshot volume each, through
 the archive API), so that their rows compare with earlier reports; the format-2
@@ -119,6 +124,8 @@ class Results:
     stored_downtime: dict[str, float] = field(default_factory=dict)
     agent_rss: dict[str, float] = field(default_factory=dict)  # MiB, as the agent reports it
     growth: dict[str, tuple[int, int]] = field(default_factory=dict)  # store growth, data bytes
+    # Repository bytes after the first and after the incremental: voltool's, restic's direct.
+    stored_bytes: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
 
     def add(self, dataset: str, op: str, run: Run) -> None:
         self.runs.setdefault(dataset, {}).setdefault(op, []).append(run)
@@ -133,6 +140,7 @@ class Bench:
         engine = Engine.connect(resolve(None, None), 3600)
         self.image = helper_image.ensure(engine, "busybox", "/bin/busybox", Reporter())
         self.results = Results()
+        self.direct_sizes: dict[str, tuple[int, int]] = {}
         self.tag = uuid.uuid4().hex[:6]
         # The rounds measure format 1 (its rows came first and stay comparable from one
         # report to the next); the format-2 rows ask for format 2 (F2).
@@ -369,6 +377,10 @@ class Bench:
         self.results.add(ds.key, "format 2: first snapshot", run)
         self.results.agent_rss[f"{ds.key}: first snapshot"] = first["copy"]["peak_rss_kib"] / 1024
         before = self.store_bytes(src)
+        direct = self.workdir / f"direct-{ds.key}"
+        self.restic_direct("init", repo=direct)
+        base_first = self.direct_backup(src, direct)
+        direct_first = _du(direct)
         every = max(ds.files // 100, 1)
         step = max(ds.files // every, 1)
         self.sh(
@@ -382,6 +394,8 @@ class Bench:
         self.results.add(ds.key, f"format 2: incremental ({every} files changed)", run)
         self.results.agent_rss[f"{ds.key}: incremental"] = second["copy"]["peak_rss_kib"] / 1024
         self.results.growth[ds.key] = (self.store_bytes(src) - before, first["bytes"])
+        base = (base_first, self.direct_backup(src, direct))
+        self.direct_sizes[ds.key] = (direct_first, _du(direct))
         app = self.app(src)
         try:
             since = time.time()
@@ -395,6 +409,58 @@ class Bench:
             app.remove(force=True)
         verified = self.agent_measured(ds, "verify", second["id"])
         self.results.add(ds.key, "format 2: verify", verified)
+        self.remote(ds, first["id"], second["id"], base)
+
+    def restic_direct(self, *args: str, repo: Path) -> float:
+        """restic run on this host (no container), as a user without voltool would."""
+        start = time.perf_counter()
+        subprocess.run(
+            ["restic", "-r", str(repo), "--no-cache", "--quiet", *args],
+            check=True,
+            env={**os.environ, "RESTIC_PASSWORD": "bench"},
+            stdout=subprocess.DEVNULL,
+        )
+        return time.perf_counter() - start
+
+    def direct_backup(self, src: str, repo: Path) -> float:
+        """`restic backup` of the volume's directory on this host (a local engine's)."""
+        mountpoint = self.client.volumes.get(src).attrs["Mountpoint"]
+        return self.restic_direct("backup", "--host", "bench", mountpoint, repo=repo)
+
+    def remote(self, ds: Dataset, first: str, second: str, base: tuple[float, float]) -> None:
+        """Push both format-2 snapshots to a repository in a directory, pull the first back;
+        `base`: `restic backup` run directly, of the volume as each snapshot took it."""
+        log(f"dataset {ds.key}: copies off the machine: push, pull")
+        repo = self.workdir / f"repo-{ds.key}"
+        password = self.workdir / "restic.pass"
+        password.write_text("bench\n")
+        env = {**F2, "VOLTOOL_CONFIG": str(self.workdir / f"config-{ds.key}.toml")}
+        self.voltool("remote", "add", "bench", str(repo), "--password-file", str(password), env=env)
+        self.voltool("remote", "init", "bench", env=env)
+        run, _ = self.voltool("push", first, "--remote", "bench", "--json", env=env)
+        self.results.add(ds.key, "push (first)", run)
+        self.results.add(ds.key, "restic backup directly (first)", Run(base[0]))
+        after_first = _du(repo)
+        run, _ = self.voltool("push", second, "--remote", "bench", "--json", env=env)
+        self.results.add(ds.key, "push (incremental)", run)
+        self.results.add(ds.key, "restic backup directly (incremental)", Run(base[1]))
+        self.results.stored_bytes[ds.key] = {
+            "voltool push": (after_first, _du(repo)),
+            "restic backup directly": self.direct_sizes[ds.key],
+        }
+        run, out = self.voltool("pull", "bench", first, "--json", env=env)
+        self.results.add(ds.key, "pull", run)
+        pulled = json.loads(out.splitlines()[0])["id"]
+        self.voltool("delete", pulled, "--yes", env=env)
+        target = self.workdir / f"restored-{ds.key}"
+        base_repo = self.workdir / f"direct-{ds.key}"
+        self.results.add(
+            ds.key,
+            "restic restore directly",
+            Run(self.restic_direct("restore", "latest", "--target", str(target), repo=base_repo)),
+        )
+        for path in (repo, base_repo, target):
+            subprocess.run(["rm", "-rf", str(path)], check=False)
 
     def million(self, ds: Dataset) -> None:
         """Peak RSS at scale, format 2 only: the first snapshot, an incremental one after
@@ -483,6 +549,12 @@ class _RandomReader(io.RawIOBase):
         b[:n] = os.urandom(n)
         self.left -= n
         return n
+
+
+def _du(path: Path) -> int:
+    """Bytes of the files under `path` (a repository written by root inside a helper)."""
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
 
 
 def log(message: str) -> None:
@@ -635,6 +707,21 @@ def report(res: Results, info: dict[str, str], sets: dict[str, Dataset], rounds:
                 checks.append(
                     ("B: store growth <= 5% of B", f"{100 * grew / size:.1f}%", grew <= 0.05 * size)
                 )
+        if "push (first)" in ops:
+            pairs = [
+                ("push (first)", "restic backup directly (first)"),
+                ("push (incremental)", "restic backup directly (incremental)"),
+                ("pull", "restic restore directly"),
+            ]
+            lines += ["", "copies off the machine, voltool / restic run directly:"]
+            for ours, theirs in pairs:
+                a, b = ops[ours][0].seconds, ops[theirs][0].seconds
+                lines.append(f"- {ours}: {a:.2f} s / {b:.2f} s = {a / b:.2f}x")
+            for who, (one, two) in res.stored_bytes.get(key, {}).items():
+                lines.append(
+                    f"- repository bytes, {who}: {one / MiB:.1f} MiB after the first, "
+                    f"{(two - one) / MiB:.2f} MiB added by the incremental"
+                )
         if key == MILLION.key:
             agent_rss = {k: v for k, v in res.agent_rss.items() if k.startswith(f"{key}:")}
             lines += [
@@ -697,6 +784,7 @@ def main() -> int:
             "agent_rss_mib": bench.results.agent_rss,
             "store_growth": bench.results.growth,
         },
+        "repository_bytes": bench.results.stored_bytes,
     }
     out.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
     log(f"report written to {out}")

@@ -20,6 +20,7 @@ from voltool.errors import Busy, IntegrityError, UsageError
 from voltool.ops import prune
 from voltool.ops import remote as ops
 from voltool.runtime import Runtime
+from voltool.words import quoted
 
 remote_app = typer.Typer(
     help="Restic repositories to copy snapshots to (the config file's [remotes.NAME]).",
@@ -272,7 +273,7 @@ def prune_remote(
 def verify_remote(rt: Runtime, name: str, subset: str | None, as_json: bool) -> None:
     """`verify --remote NAME`: restic's check; IntegrityError (exit 6) if it finds damage."""
     if subset is not None and not _SUBSET.fullmatch(subset):
-        raise UsageError(f"--read-data-subset must be like 10%, 1/5 or all, not {subset!r}")
+        raise UsageError(f"--read-data-subset must be like 10%, 1/5 or all, not {quoted(subset)}")
     result = ops.check(rt, remotes.get(rt.config, name), "100%" if subset == "all" else subset)
     if as_json:
         render.print_json({"remote": name, "ok": result.ok, "said": result.said})
