@@ -1,7 +1,7 @@
 """Remotes: restic repositories named in the config file, and the secrets that open them.
 
     [remotes.offsite]
-    repo = "rest:https://backup.example.com/pg"   # or s3:..., sftp:..., rclone:..., /path
+    repo = "rest:https://backup.example.com/pg"   # or s3:..., b2:..., azure:..., swift:..., /path
     password_file = "/root/.config/voltool/offsite.pass"   # or password_command = "pass show x"
     env_file = "/root/.config/voltool/offsite.env"         # optional: AWS_ACCESS_KEY_ID=... lines
     network = "host"                                       # optional: the helper's network
@@ -38,10 +38,14 @@ from voltool.errors import FileError, NotFound, UsageError
 from voltool.words import quoted
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_BACKENDS = ("s3", "sftp", "rest", "rclone", "b2", "azure", "gs", "swift")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-# voltool passes these itself; one in an env file would override what it means.
-_RESERVED_ENV = re.compile(r"^RESTIC_(PASSWORD|REPOSITORY)")
+# Backends restic reaches with nothing but its own binary and environment variables.
+# sftp: and rclone: run another program (ssh, rclone), gs: reads a credentials file: the
+# agent image has neither, so they are refused rather than failing later.
+_BACKENDS = ("s3", "rest", "b2", "azure", "swift")
+_NEEDS_MORE = ("sftp", "rclone", "gs")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")  # a backend's settings are upper case
+# voltool passes these itself, or the helper's shell and loader live by them.
+_RESERVED_ENV = re.compile(r"^(RESTIC_(PASSWORD|REPOSITORY)|PATH$|IFS$|HOME$|LD_|ENV$)")
 _FIELDS = ("repo", "password_file", "password_command", "env_file", "network")
 PASSWORD_COMMAND_TIMEOUT = 60
 MAX_SECRET_FILE = 64 * 1024
@@ -74,7 +78,14 @@ class Remote:
     @property
     def shown(self) -> str:
         """The repository as it may be shown: a password in its URL is left out."""
-        return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", self.repo)
+        password = url_password(self.repo)
+        if not password:
+            return self.repo
+        head, _, rest = self.repo.partition("://")
+        authority, slash, path = rest.partition("/")
+        userinfo, _, host = authority.rpartition("@")
+        user = userinfo.partition(":")[0]
+        return f"{head}://{user}:***@{host}{slash}{path}"
 
     def check(self) -> None:
         """Raise UsageError if the table cannot name a repository and its password."""
@@ -89,6 +100,12 @@ class Remote:
         if path is not None:
             if not path.startswith("/") or "\n" in path or ":" in path:
                 raise UsageError(f"{where}: a repository path must be absolute, like /srv/backup")
+        elif self.repo.partition(":")[0] in _NEEDS_MORE:
+            raise UsageError(
+                f"{where}: {self.repo.partition(':')[0]}: repositories need a program or a "
+                "credentials file the agent image does not carry: serve the repository "
+                "with `rclone serve restic` or restic's rest-server, and use rest:"
+            )
         elif self.repo.partition(":")[0] not in _BACKENDS or "\n" in self.repo:
             raise UsageError(
                 f"{where}: repo must be a path (/srv/backup) or one of "
@@ -106,6 +123,17 @@ class Remote:
 
     def table(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in _FIELDS if getattr(self, k) is not None}
+
+
+def url_password(repo: str) -> str:
+    """The password in a repository URL's user information (rest:https://user:PASS@host/),
+    or "". The user information ends at the authority's last "@", as Go's URL parser has it."""
+    _, sep, rest = repo.partition("://")
+    if not sep:
+        return ""
+    authority = rest.partition("/")[0]
+    userinfo, at, _ = authority.rpartition("@")
+    return userinfo.partition(":")[2] if at else ""
 
 
 def from_config(config: Config) -> dict[str, Remote]:
@@ -175,8 +203,7 @@ def secrets(remote: Remote) -> Secrets:
     if remote.env_file is not None:
         text = _read_secret_file(remote.env_file, f"env file of remote {remote.name}")
         env = parse_env(text.decode(errors="replace"), remote.env_file)
-    in_url = re.search(r"://[^/@:]*:([^/@]*)@", remote.repo)
-    return Secrets(password, env, in_url.group(1) if in_url else "")
+    return Secrets(password, env, url_password(remote.repo))
 
 
 def _read_secret_file(path: str, what: str) -> bytes:
@@ -205,8 +232,12 @@ def _run_password_command(remote: Remote) -> bytes:
             timeout=PASSWORD_COMMAND_TIMEOUT,
             check=False,
         )
+    except subprocess.TimeoutExpired:
+        raise FileError(f"{what} did not finish in {PASSWORD_COMMAND_TIMEOUT} s") from None
     except (OSError, subprocess.SubprocessError) as e:
-        raise FileError(f"{what} cannot run: {e}") from None
+        # Its program only: the rest of the command line may hold a token.
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        raise FileError(f"{what} cannot run {quoted(argv[0] if argv else '')}: {why}") from None
     if done.returncode != 0:
         raise FileError(f"{what} failed (exit {done.returncode})")
     return done.stdout.rstrip(b"\r\n")
@@ -262,7 +293,8 @@ def add(path: Path, remote: Remote) -> None:
     written = _parse_text(new, path)
     if written.get("remotes", {}).get(remote.name) != remote.table():
         raise UsageError(f"cannot add remote {quoted(remote.name)} to {path}: edit it by hand")
-    _write_text(path, new)
+    # A password in the repository's URL is a secret in the file: its owner's alone.
+    _write_text(path, new, private=bool(url_password(remote.repo)))
 
 
 def remove(path: Path, name: str) -> None:
@@ -309,14 +341,18 @@ def _parse_text(text: str, path: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read configuration file {path}: {e}") from None
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Replace the file by rename (its mode kept; a new file is 0600)."""
+def _write_text(path: Path, text: str, private: bool = False) -> None:
+    """Replace the file by rename (through a symlink to it: the file it names); its mode is
+    kept, and a new file is 0600, as is one that is to be `private`."""
+    path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             mode = path.stat().st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o600
+        if private:
+            mode &= 0o700
         fd, temp = tempfile.mkstemp(prefix=".config-", dir=path.parent)
         try:
             with os.fdopen(fd, "w") as f:

@@ -50,10 +50,10 @@ def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_add_then_remove_leaves_the_rest_of_the_file_as_it_was(cfg: Path) -> None:
     cfg.write_text(EXISTING)
     os.chmod(cfg, 0o640)
-    remotes.add(cfg, Remote("offsite", "rest:https://u:p@h/x", password_file="/k/pw"))
+    remotes.add(cfg, Remote("offsite", "rest:https://h/x", password_file="/k/pw"))
     remotes.add(cfg, Remote("usb", "/mnt/usb/repo", password_command="pass show usb"))
     found = remotes.from_config(load())
-    assert found["offsite"] == Remote("offsite", "rest:https://u:p@h/x", password_file="/k/pw")
+    assert found["offsite"] == Remote("offsite", "rest:https://h/x", password_file="/k/pw")
     assert found["usb"].path == "/mnt/usb/repo" and found["usb"].helper_network == "none"
     assert found["offsite"].helper_network == "host"
     assert load().values["timeout"] == 300  # the rest still reads
@@ -67,8 +67,15 @@ def test_add_then_remove_leaves_the_rest_of_the_file_as_it_was(cfg: Path) -> Non
         remotes.remove(cfg, "usb")
 
 
-def test_a_new_config_file_is_private(cfg: Path) -> None:
+def test_a_new_config_file_is_private_and_one_with_a_password_in_a_url_becomes_so(
+    cfg: Path,
+) -> None:
     remotes.add(cfg, Remote("a", "/r", password_file="/pw"))
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+    os.chmod(cfg, 0o644)
+    remotes.add(cfg, Remote("b", "/r2", password_file="/pw"))
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o644
+    remotes.add(cfg, Remote("c", "rest:https://u:pw@h/", password_file="/pw"))
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
 
 
@@ -77,13 +84,18 @@ def test_a_new_config_file_is_private(cfg: Path) -> None:
     [
         (Remote("x", "relative/path", password_file="/pw"), "repo must be"),
         (Remote("x", "ftp://h/r", password_file="/pw"), "repo must be"),
+        (Remote("x", "sftp:u@h:/r", password_file="/pw"), "rest:"),
+        (Remote("x", "rclone:remote:r", password_file="/pw"), "rest:"),
         (Remote("x", "local:rel", password_file="/pw"), "absolute"),
         (Remote("x", "/r"), "one of password_file and password_command"),
         (Remote("x", "/r", password_file="/pw", password_command="c"), "one of"),
         (Remote("bad name", "/r", password_file="/pw"), "invalid remote name"),
         (Remote("x", "/r", password_file="/pw", network="host;rm"), "network"),
     ],
-    ids=["relative", "unknown-backend", "local-relative", "no-password", "two", "name", "net"],
+    ids=[
+        *("relative", "unknown-backend", "sftp", "rclone", "local-relative", "no-password"),
+        *("two", "name", "net"),
+    ],
 )
 def test_a_remote_that_cannot_work_is_refused(remote: Remote, words: str) -> None:
     with pytest.raises(UsageError, match=words):
@@ -118,8 +130,8 @@ def test_secrets_come_from_a_file_or_a_command_and_are_never_empty(tmp_path: Pat
 
 @pytest.mark.parametrize(
     "text",
-    ["NOEQUALS", "1BAD=x", "RESTIC_PASSWORD=x", "RESTIC_REPOSITORY_FILE=/x"],
-    ids=["no-equals", "bad-name", "password", "repository"],
+    ["NOEQUALS", "1BAD=x", "RESTIC_PASSWORD=x", "RESTIC_REPOSITORY_FILE=/x", "PATH=/x", "s=/"],
+    ids=["no-equals", "bad-name", "password", "repository", "path", "lower-case"],
 )
 def test_an_env_file_line_that_is_not_a_backend_setting_is_refused(text: str) -> None:
     with pytest.raises(UsageError, match="line 1"):
@@ -133,6 +145,10 @@ def test_every_secret_is_redacted_and_the_repo_shown_without_its_password(
     pw.write_text("hunter22")
     remote = Remote("a", "rest:https://me:in-url-secret@host:8000/r", password_file=str(pw))
     assert remote.shown == "rest:https://me:***@host:8000/r"
+    at_sign = Remote("b", "rest:https://me:p@ss@host/r", password_file=str(pw))
+    assert at_sign.shown == "rest:https://me:***@host/r"  # the last @ ends it, as in Go
+    assert remotes.url_password(at_sign.repo) == "p@ss"
+    assert remotes.url_password("rest:https://host/a@b") == ""  # an @ in the path
     s = remotes.secrets(remote)
     text = "Fatal: hunter22 and in-url-secret at rest:https://me:in-url-secret@host"
     assert "hunter22" not in remotes.redact(text, s)
@@ -259,3 +275,18 @@ def test_a_remote_snapshot_is_found_by_a_unique_prefix() -> None:
         ops.find(listing, "ffff", "r")
     with pytest.raises(UsageError):
         ops.find(listing, "aa", "r")
+
+
+def test_a_pending_push_is_never_listed_as_a_copy() -> None:
+    pending = ops.parse({"id": "e" * 64, "tags": [*TAGS, ops.PENDING]})
+    whole = ops.parse({"id": "f" * 64, "tags": TAGS})
+    assert pending is not None and pending.pending and whole is not None
+    assert ops.complete([pending, whole]) == [whole]
+
+
+def test_a_creation_time_that_cannot_be_shown_is_left_out() -> None:
+    bad = [
+        t if not t.startswith("voltool.created=") else "voltool.created=0001-01-01T00:00:00+01:00"
+        for t in TAGS
+    ]
+    assert ops.parse({"id": "f" * 64, "tags": bad}) is None

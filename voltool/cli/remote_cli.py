@@ -6,6 +6,7 @@ Registered on the one `voltool` app (voltool/cli/app.py imports this module).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from typing import Any
@@ -16,7 +17,7 @@ from voltool import config, remotes
 from voltool.cli import render
 from voltool.cli.app import _command, _confirm, _globals, app
 from voltool.cli.render import err, out
-from voltool.errors import Busy, IntegrityError, UsageError
+from voltool.errors import IntegrityError, UsageError
 from voltool.ops import prune
 from voltool.ops import remote as ops
 from voltool.runtime import Runtime
@@ -40,8 +41,8 @@ def remote_add_cmd(
     repo: str = typer.Argument(
         ...,
         metavar="REPO",
-        help="A directory of the engine's host (/srv/backup), or s3:..., sftp:..., rest:..., "
-        "rclone:..., b2:..., azure:..., gs:..., swift:...",
+        help="A directory of the engine's host (/srv/backup), or rest:..., s3:..., b2:..., "
+        "azure:..., swift:...",
     ),
     password_file: str | None = typer.Option(
         None, "--password-file", help="A file holding the repository's password."
@@ -84,7 +85,7 @@ def remote_ls_cmd(
     for r in found.values():
         secret = "password file" if r.password_file else "password command"
         env = ", env file" if r.env_file else ""
-        out.print(f"{r.name}\t{r.shown}\t({secret}{env}, network {r.helper_network})")
+        out.print(f"{r.name}\t{r.shown}\t({secret}{env}, network {r.helper_network})", markup=False)
 
 
 def _remote_record(r: remotes.Remote) -> dict[str, Any]:
@@ -114,6 +115,26 @@ def remote_init_cmd(ctx: typer.Context, name: str = RemoteName) -> None:
     remote = remotes.get(rt.config, name)
     ops.init(rt, remote)
     out.print(f"created the repository of remote {name} at {remote.shown}", markup=False)
+
+
+@remote_app.command("unlock")
+@_command
+def remote_unlock_cmd(
+    ctx: typer.Context,
+    name: str = RemoteName,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Remove every lock from the remote's repository (one a killed restic left: restic
+    cannot tell that a helper's restic is gone, and keeps such a lock for 30 minutes)."""
+    rt = _globals(ctx).runtime()
+    remote = remotes.get(rt.config, name)
+    _confirm(
+        f"Remove every lock of remote {name}? Only while nothing else uses its repository.",
+        yes,
+        "refusing to unlock",
+    )
+    ops.unlock(rt, remote)
+    out.print(f"removed the locks of remote {name}", markup=False)
 
 
 @remote_app.command("snapshots")
@@ -240,34 +261,41 @@ def prune_remote(
     yes: bool,
     as_json: bool,
 ) -> None:
-    """`prune --remote NAME`: the same policies and reasons, on the remote's snapshots."""
+    """`prune --remote NAME`: the same rules and reasons, on the snapshots this engine pushed
+    to the remote, by the keep options given (the config file's policies are this machine's
+    disk's, not the remote's)."""
     remote = remotes.get(rt.config, name)
-    prune.require_policy(ps)
-    listing = ops.snapshots(rt, remote)
-    by_id = {s.id: s for s in listing}
-    items = prune.plan_of([s.as_snapshot(name) for s in listing], ps, volumes, now, tz)
+    if ps.cli is None:
+        raise UsageError(
+            "prune --remote needs keep options (--keep-daily 30, ...): the config file's "
+            "policies are for this machine's snapshots"
+        )
+    only_cli = dataclasses.replace(ps, for_all=None, per_volume={}, pre_restore=ps.cli)
+    view = ops.prune_view(rt, remote, now)
+    items = prune.plan_of(view.snapshots, only_cli, volumes, now, tz)
     doomed = [i for i in items if i.remove]
     if as_json and dry_run:
         render.print_json(render.prune_records(items, removed=None))
         return
     if not as_json and items:
         render.print_prune_plan(items, stream=out if dry_run else err)
-    if dry_run or not doomed:
+    if view.leftovers and not as_json:
+        (out if dry_run else err).print(
+            f"{len(view.leftovers)} unfinished push(es) to remove", markup=False
+        )
+    if dry_run or not (doomed or view.leftovers):
         if not as_json and not doomed:
             out.print("nothing to remove", markup=False)
         if as_json:
             render.print_json(render.prune_records(items, removed=[]))
         return
     _confirm(f"Remove {len(doomed)} snapshot(s) from remote {name}?", yes, "refusing to prune")
-    done = ops.forget(rt, remote, [by_id[i.snapshot.id] for i in doomed])
-    removed = [s.id for s in done.removed]
+    done = ops.forget(rt, remote, view, [i.snapshot.id for i in doomed])
     if as_json:
-        render.print_json(render.prune_records(items, removed=removed))
+        render.print_json(render.prune_records(items, removed=list(done.removed)))
     else:
-        for sid in removed:
+        for sid in done.removed:
             out.print(f"removed {sid} from {name}", markup=False)
-    if len(removed) != len(doomed):
-        raise Busy(f"{len(doomed) - len(removed)} snapshot(s) could not be removed from {name}")
 
 
 def verify_remote(rt: Runtime, name: str, subset: str | None, as_json: bool) -> None:

@@ -337,6 +337,7 @@ class Engine:
         name: str | None = None,
         environment: dict[str, str] | None = None,
         network: str = "none",
+        keep_no_logs: bool = False,
     ) -> str:
         """Create (never start) a container, with no network unless `network` names one
         (`host`: the engine host's); returns its id.
@@ -353,6 +354,7 @@ class Engine:
             binds=binds,
             network_mode=network,
             security_opt=["no-new-privileges"],
+            log_config={"Type": "none", "Config": {}} if keep_no_logs else None,
         )
         with translated(f"create helper container from {quoted(image)}"):
             answer = self._api.create_container(
@@ -389,6 +391,7 @@ class Engine:
         *,
         network: str = "none",
         files: dict[str, bytes] | None = None,
+        keep_no_logs: bool = False,
     ) -> RunResult:
         """Run `sh -c script args...` in a started helper, wait for it, and remove it.
 
@@ -397,13 +400,20 @@ class Engine:
         log driver is `none`, or one that cannot be read back, keeps no logs.
         `files` (path -> content) are written into the helper before it starts,
         root's alone (0600, in 0700 directories): how secrets reach it, where no
-        `docker inspect` shows them; they go with the helper.
+        `docker inspect` shows them; they go with the helper. `keep_no_logs`: the engine
+        keeps none of its output (log driver `none`); voltool reads it all the same.
         """
         import docker.utils.socket
 
         command = ["-c", script, "sh", *args]
         cid = self.create_container(
-            image, mounts, helper_labels, command, environment=environment, network=network
+            image,
+            mounts,
+            helper_labels,
+            command,
+            environment=environment,
+            network=network,
+            keep_no_logs=keep_no_logs,
         )
         try:
             if files:

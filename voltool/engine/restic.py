@@ -59,9 +59,9 @@ class Repository:
             files[f"{SECRETS_DIR}/env"] = self.secrets.env_script()
         return files
 
-    def mounts(self) -> list[Mount]:
+    def mounts(self, read_only: bool = False) -> list[Mount]:
         path = self.remote.path
-        return [Mount(path, REPOSITORY_MOUNT, bind=True)] if path else []
+        return [Mount(path, REPOSITORY_MOUNT, read_only, bind=True)] if path else []
 
 
 def restic_version(rt: Runtime, image: str) -> str:
@@ -84,17 +84,23 @@ def run(
     *,
     mounts: list[Mount] | None = None,
     cwd: str = "/",
+    push: bool = False,
+    read_only: bool = False,
 ) -> RunResult:
     """Run `restic ARGS` in a helper of `image` (in `cwd`, with `mounts` and the
-    repository's); returns what it did, whatever its exit status."""
+    repository's); returns what it did, whatever its exit status. `push`: ARGS are
+    `backup`'s, and the snapshot is tagged voltool.pending until it is whole
+    (restic-run.sh). `read_only`: the command only reads the repository (run with
+    --no-lock; a repository in a directory is mounted read-only)."""
     return rt.engine.run(
         image,
-        [*(mounts or []), *repo.mounts()],
+        [*(mounts or []), *repo.mounts(read_only)],
         rt.helper_labels(op),
         program("restic-run"),
-        [cwd, *args],
+        [cwd, "push" if push else "run", *(["--no-lock"] if read_only else []), *args],
         network=repo.remote.helper_network,
         files=repo.files(),
+        keep_no_logs=True,
     )
 
 

@@ -718,6 +718,14 @@ def _plan_import(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
     target = op.data.get("store")
     if not isinstance(target, str) or target not in op.volumes:
         return plan
+    # Its temporary snapshot volume is never committed by the import; one that reads as
+    # committed was made to (a pull's restic restore of a hostile tree can write beside
+    # its target): it goes all the same.
+    known = {s.id: s for s in catalog.find(rt) if not s.in_store and s.volume in op.volumes}
+    for s in catalog.with_metadata(rt, [known[i] for i in _snapshot_ids(op) if i in known]):
+        if s.committed:
+            what = f"remove the temporary volume {quoted(s.volume)} of import {op.id}"
+            plan = Plan([*plan.actions, Action(what, partial(catalog.remove, rt, s, new_id()))])
     try:
         labels = rt.engine.volume(target).labels
     except NotFound:

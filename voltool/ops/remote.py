@@ -15,26 +15,35 @@ tagged `voltool` and `voltool.id=<id>`, `voltool.volume=`, `voltool.kind=`,
 to the snapshot's creation. restic runs next to the data, in a helper that
 mounts the store read-only (voltool.engine.restic): nothing crosses voltool.
 
-Push is idempotent: a snapshot whose id the repository has already is skipped.
-The previous pushed snapshot of the same volume is restic's parent, and a
-stored file is never rewritten in place, so restic reads again only what
-changed (`--ignore-ctime`: a stored file's ctime moves whenever a later
-snapshot links to it). The store's lock is held while a snapshot is pushed, so
-it cannot be deleted under restic; a restic snapshot is only written once all
-its data is in the repository, so a cut push leaves none.
+Push is idempotent: a snapshot whose id the repository holds whole is skipped
+(one held with another tree digest is an error). The previous snapshot of the
+same volume this engine pushed is restic's parent, and a stored file is never
+rewritten in place, so restic reads again only what changed (`--ignore-ctime`:
+a stored file's ctime moves whenever a later snapshot links to it). No lock is
+held while restic reads: restic's snapshot is tagged `voltool.pending` until
+its backup succeeded (voltool/sh/restic-run.sh), and a pending one is never
+listed, skipped or pulled, so one that a deletion under restic, a kill or a
+read error cut short is never taken for a copy (`prune --remote` removes such
+leftovers). Once pushed, the repository is read back: each pushed snapshot
+must be listed whole, with its tree digest.
 
-Pull brings one back as a new local snapshot of kind `pulled` (its origin id
-and creation time kept, as for an import), in three steps, each held to what
-the repository claims:
-1. restic restores the snapshot into a temporary snapshot volume that nothing
+Pull brings one back as a new local snapshot of kind `pulled` (created now; its
+origin id and creation time kept, as for an import), in steps, each held to
+what the repository claims:
+1. restic's own count of what it would restore must fit the tags' claim and the
+   free space (twice: restored, then copied);
+2. restic restores the snapshot into a temporary snapshot volume that nothing
    else is mounted with (a hostile repository can write nowhere else), under
-   r/ so that it is never taken for a complete format-1 snapshot;
-2. its snapshot.json must be the one the tags describe (id, volume, digest);
-3. the agent copies r/data into the store, linking files unchanged since the
-   store's latest snapshot by content, and the copy's tree digest must be the
-   pushed snapshot's: any difference in content, type, mode, owner, link
-   target, hard-link group, device number or xattr is IntegrityError (exit 6),
-   and nothing is committed.
+   r/ so that it is never taken for a complete format-1 snapshot; a volume
+   that then holds anything beside r/ is refused, and `recover` removes such a
+   volume whatever it holds; the agent's `mend` puts back what restic does
+   not carry, from the pushed manifest;
+3. its snapshot.json must be the one the tags describe (id, volume, digest);
+4. under the store's lock (taken only now), the agent copies r/data into the
+   store, linking files unchanged since the store's latest snapshot by content,
+   and the copy's tree digest must be the pushed snapshot's: any difference in
+   content, type, mode, owner, link target, hard-link group, device number or
+   xattr is IntegrityError (exit 6), and nothing is committed.
 It is journaled as an import is, so `voltool recover` removes what a killed
 pull left.
 """
@@ -46,7 +55,7 @@ import datetime as dt
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from voltool import journal
 from voltool.engine import agent_image, agentrun, keepers, restic
@@ -54,6 +63,7 @@ from voltool.engine.client import Mount
 from voltool.engine.locks import volume_lock
 from voltool.errors import (
     AmbiguousReference,
+    EngineError,
     IntegrityError,
     NoSpace,
     NotFound,
@@ -66,6 +76,7 @@ from voltool.ids import check_volume_name, is_valid_id, new_id, snapshot_volume_
 from voltool.journal import Kind, Step
 from voltool.remotes import Remote, redact, secrets
 from voltool.runtime import Runtime
+from voltool.sh import program
 from voltool.store import catalog, copy, format2
 from voltool.store.catalog import MIN_PREFIX, Snapshot
 from voltool.store.format1 import create_volume
@@ -79,6 +90,7 @@ from voltool.store.layout import (
     SNAPSHOT,
     Meta,
     SnapshotInfo,
+    is_time,
 )
 from voltool.tar import live
 from voltool.tar.validate import PER_ENTRY_COST
@@ -86,6 +98,7 @@ from voltool.words import quoted
 
 KIND = "pulled"
 TAG = "voltool"
+PENDING = "voltool.pending"  # until restic's snapshot is whole (voltool/sh/restic-run.sh)
 HOST = "voltool"  # restic's hostname for every pushed snapshot
 PULLED_DIR = "r"  # where a pull restores, inside its temporary volume
 _PUSHED = (DATA_DIR, MANIFEST, META, SNAPSHOT)
@@ -108,6 +121,7 @@ class RemoteSnapshot:
     engine: str
     name: str | None
     pinned: bool
+    pending: bool = False  # tagged voltool.pending: a push that did not finish; never used
 
     def as_snapshot(self, remote: str) -> Snapshot:
         """As a local snapshot record: what prune plans with and renders."""
@@ -161,12 +175,14 @@ def parse(raw: object) -> RemoteSnapshot | None:
             key, _, value = t.removeprefix("voltool.").partition("=")
             values.setdefault(key, value)
     try:
-        created = dt.datetime.fromisoformat(values["created"])
+        if not is_time(values["created"]):
+            return None
+        created = dt.datetime.fromisoformat(values["created"]).astimezone(dt.UTC)
         snapshot = RemoteSnapshot(
             restic_id=rid,
             id=values["id"],
             source=values["volume"],
-            created=created if created.tzinfo else created.replace(tzinfo=dt.UTC),
+            created=created,
             kind=values["kind"],
             digest=values["digest"],
             bytes=int(values["bytes"]),
@@ -174,8 +190,9 @@ def parse(raw: object) -> RemoteSnapshot | None:
             engine=values.get("engine", ""),
             name=values.get("name"),
             pinned="voltool.pinned" in tag_list,
+            pending=PENDING in tag_list,
         )
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):
         return None
     if (
         not is_valid_id(snapshot.id)
@@ -206,17 +223,32 @@ class _Session:
         repo = restic.Repository(remote, secrets(remote))
         return cls(rt, remote, repo, image, op or new_id())
 
-    def run(self, args: list[str], what: str, mounts: list[Mount] | None = None) -> bytes:
-        result = restic.run(self.rt, self.image, self.repo, self.op, args, mounts=mounts)
+    def run(
+        self,
+        args: list[str],
+        what: str,
+        mounts: list[Mount] | None = None,
+        read_only: bool = False,
+    ) -> bytes:
+        result = restic.run(
+            self.rt, self.image, self.repo, self.op, args, mounts=mounts, read_only=read_only
+        )
         return restic.checked(result, self.repo, what).stdout
 
     def listing(self, volume: str | None = None) -> list[RemoteSnapshot]:
+        """Every voltool snapshot of the repository (`volume`'s), oldest first, pending
+        ones included (callers leave them out: `complete`)."""
         args = ["snapshots", "--json", "--tag", TAG]
         if volume is not None:
             args += ["--tag", f"voltool.volume={volume}"]
-        raw = restic.json_value(self.run(args, f"listing remote {self.remote.name}"), "listing")
+        out = self.run(args, f"listing remote {self.remote.name}", read_only=True)
+        raw = restic.json_value(out, "listing")
         found = [s for s in (parse(r) for r in (raw if isinstance(raw, list) else [])) if s]
         return sorted(found, key=lambda s: (s.created, s.id))
+
+
+def complete(listing: list[RemoteSnapshot]) -> list[RemoteSnapshot]:
+    return [s for s in listing if not s.pending]
 
 
 def init(rt: Runtime, remote: Remote) -> None:
@@ -231,10 +263,10 @@ def init(rt: Runtime, remote: Remote) -> None:
 
 
 def snapshots(rt: Runtime, remote: Remote, volume: str | None = None) -> list[RemoteSnapshot]:
-    """The voltool snapshots in `remote`'s repository, oldest first."""
+    """The voltool snapshots in `remote`'s repository, oldest first (whole ones only)."""
     if volume is not None:
         check_volume_name(volume)
-    return _Session.open(rt, remote).listing(volume)
+    return complete(_Session.open(rt, remote).listing(volume))
 
 
 @dataclass(frozen=True)
@@ -269,6 +301,9 @@ def pushable(rt: Runtime, refs: Iterable[str], every: bool) -> list[Snapshot]:
         if by_volume:
             chosen.update((s.id, s) for s in by_volume)
             continue
+        if not re.fullmatch(r"[0-9a-f]+", ref.removeprefix("voltool-snap-").lower()):
+            check_volume_name(ref)
+            raise NotFound(f"volume {quoted(ref)} has no snapshot to push")
         s = catalog.resolve_all(rt, [ref])[0]
         chosen[s.id] = s
     found = sorted(chosen.values(), key=lambda s: (s.created, s.id))
@@ -284,77 +319,95 @@ def pushable(rt: Runtime, refs: Iterable[str], every: bool) -> list[Snapshot]:
     return [s for s in found if s.state == "complete" and s.in_store]
 
 
-def push(
-    rt: Runtime, remote: Remote, chosen: list[Snapshot], wait: float | None = 30
-) -> PushResult:
-    """Push each of `chosen` (oldest first) that the repository does not hold yet. One that
-    fails does not stop the rest; a remote that cannot be opened stops them all."""
+def push(rt: Runtime, remote: Remote, chosen: list[Snapshot]) -> PushResult:
+    """Push each of `chosen` (oldest first) that the repository does not hold yet, then
+    read the repository back: each pushed one must be listed whole, with its tree digest.
+    One that fails does not stop the rest; a remote that cannot be opened stops them all.
+
+    No lock is held while restic reads: stored files are never rewritten, and a snapshot
+    deleted under restic fails its push (restic cannot read it whole, and its snapshot
+    stays pending: never listed, removed by `prune --remote`)."""
     session = _Session.open(rt, remote)
-    there = {s.id: s for s in session.listing()}
     engine_id = rt.engine.identity()
-    newest: dict[str, RemoteSnapshot] = {}
-    for s in there.values():
-        newest[s.source] = s  # the listing is oldest first
+    listing = session.listing()
+    there = {s.id: s for s in complete(listing)}
     done: list[Pushed] = []
     failed: list[str] = []
     for snap in chosen:
-        if snap.id in there:
-            done.append(Pushed(snap, there[snap.id].restic_id[:8], True))
+        assert snap.info is not None
+        found = there.get(snap.id)
+        if found is not None:
+            if found.digest != snap.info.tree_digest:
+                failed.append(
+                    f"{snap.id}: remote {quoted(remote.name)} holds it with another tree digest"
+                )
+            else:
+                done.append(Pushed(snap, found.restic_id[:8], True))
             continue
-        parent = newest.get(snap.source)
+        parent = _parent(there.values(), snap.source, engine_id)
         try:
-            pushed = _push_one(session, snap, engine_id, parent, wait)
+            pushed = _push_one(session, snap, engine_id, parent)
         except RemoteError:
             raise  # the repository itself: the next one would fail the same way
         except VoltoolError as e:
             failed.append(f"{snap.id}: {e}")
             continue
         done.append(pushed)
-        assert snap.info is not None
-        newest[snap.source] = RemoteSnapshot(
-            pushed.restic_id, snap.id, snap.source, snap.created, snap.kind,
-            snap.info.tree_digest, snap.info.bytes, snap.info.entries, engine_id, snap.name,
-            snap.pinned,
-        )  # fmt: skip
+    if any(not p.skipped for p in done):
+        after = {s.id: s for s in complete(session.listing())}
+        checked = []
+        for p in done:
+            got = after.get(p.snapshot.id)
+            assert p.snapshot.info is not None
+            if p.skipped:
+                checked.append(p)
+            elif got is None or got.digest != p.snapshot.info.tree_digest:
+                failed.append(f"{p.snapshot.id}: not listed whole on the remote after its push")
+            else:
+                checked.append(replace(p, restic_id=got.restic_id[:8]))
+        done = checked
     return PushResult(tuple(done), tuple(failed))
 
 
-def _push_one(
-    s: _Session, snap: Snapshot, engine_id: str, parent: RemoteSnapshot | None, wait: float | None
-) -> Pushed:
+def _parent(there: Iterable[RemoteSnapshot], source: str, engine_id: str) -> RemoteSnapshot | None:
+    """restic's parent for a push of `source`: the newest whole snapshot of it this engine
+    pushed (another machine's tree of the same name is no guide to what changed)."""
+    mine = [s for s in there if s.source == source and s.engine == engine_id]
+    return max(mine, key=lambda s: (s.created, s.id)) if mine else None
+
+
+def _push_one(s: _Session, snap: Snapshot, engine_id: str, parent: RemoteSnapshot | None) -> Pushed:
     rt = s.rt
-    with volume_lock(rt, snap.volume, s.op, "push", wait):
-        catalog.require(rt, snap)  # still there, still complete, under the lock
-        info, meta = snap.info, snap.meta or Meta()
-        assert info is not None
-        args = ["backup", "--json", "--quiet", "--host", HOST, "--ignore-ctime"]
-        args += ["--time", snap.created.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")]
-        for t in tags(info, meta, engine_id):
-            args += ["--tag", t]
-        if parent is not None:
-            args += ["--parent", parent.restic_id]
-        args += ["--", *_PUSHED]
-        mounts = [Mount(snap.volume, format2.MOUNT, read_only=True)]
-        cwd = f"{format2.MOUNT}/{format2.snapshot_dir(snap.id)}"
-        rt.reporter.status(f"pushing {snap.id} of {snap.source} to {s.remote.name}")
-        journal.hold_for_tests("push-started")
-        began = time.monotonic()
-        try:
-            result = restic.run(rt, s.image, s.repo, s.op, args, mounts=mounts, cwd=cwd)
-        finally:
-            rt.reporter.status(None)
+    info, meta = snap.info, snap.meta or Meta()
+    assert info is not None
+    args = ["--json", "--quiet", "--host", HOST, "--ignore-ctime"]
+    args += ["--time", snap.created.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")]
+    for t in tags(info, meta, engine_id):
+        args += ["--tag", t]
+    if parent is not None:
+        args += ["--parent", parent.restic_id]
+    args += ["--", *_PUSHED]
+    mounts = [Mount(snap.volume, format2.MOUNT, read_only=True)]
+    cwd = f"{format2.MOUNT}/{format2.snapshot_dir(snap.id)}"
+    rt.reporter.status(f"pushing {snap.id} of {snap.source} to {s.remote.name}")
+    journal.hold_for_tests("push-started")
+    began = time.monotonic()
+    try:
+        result = restic.run(rt, s.image, s.repo, s.op, args, mounts=mounts, cwd=cwd, push=True)
+    finally:
+        rt.reporter.status(None)
     summary = next(
         (ln for ln in restic.json_lines(result.stdout) if ln.get("message_type") == "summary"),
         None,
     )
     rid = str(summary.get("snapshot_id", "")) if summary else ""
-    if result.exit_code == 3 and rid:
-        # Some files could not be read: restic wrote a snapshot without them. It must not
-        # stay, or it would be taken for the whole snapshot.
-        with contextlib.suppress(VoltoolError):
-            s.run(["forget", rid], "removing an incomplete push")
-        raise IntegrityError(f"pushing {snap.id}: {restic.said(result, s.repo)}")
-    restic.checked(result, s.repo, f"pushing {snap.id}")
+    if result.exit_code != 0:
+        if rid:  # a snapshot restic could not finish, still pending: not to be kept
+            with contextlib.suppress(VoltoolError):
+                s.run(["forget", rid], "removing an unfinished push")
+        if result.exit_code == 3:
+            raise IntegrityError(f"pushing {snap.id}: {restic.said(result, s.repo)}")
+        raise restic.failure(result, s.repo, f"pushing {snap.id}")
     if summary is None or not rid:
         raise RemoteError(f"pushing {snap.id}: restic said nothing of a snapshot")
     return Pushed(
@@ -393,11 +446,12 @@ def pull(
     rt: Runtime, remote: Remote, ref: str, volume: str | None = None, wait: float | None = 30
 ) -> Snapshot:
     """Bring snapshot `ref` of `remote` back as a new local snapshot of kind `pulled`, in the
-    store of `volume` (default: the volume it was taken of); see the module for the checks."""
+    store of `volume` (default: the volume it was taken of); see the module for the checks.
+    The store's lock is taken only once restic is done: snapshots go on meanwhile."""
     if volume is not None:
         check_volume_name(volume)
     session = _Session.open(rt, remote)
-    wanted = find(session.listing(), ref, remote.name)
+    wanted = find(complete(session.listing()), ref, remote.name)
     source = volume or wanted.source
     check_volume_name(source)
     target = format2.store_name(source)
@@ -405,20 +459,26 @@ def pull(
 
     op, sid = session.op, new_id()
     temp = snapshot_volume_name(sid)
-    locked = sorted({temp, target})
     with contextlib.ExitStack() as locks:
-        for v in locked:
-            locks.enter_context(volume_lock(rt, v, op, KIND, wait))
+        locks.enter_context(volume_lock(rt, temp, op, KIND, wait))
         rt.journal.append(
-            op, Step.BEGIN, kind=Kind.IMPORT, volumes=locked, snapshots={source: sid}, store=target
+            op,
+            Step.BEGIN,
+            kind=Kind.IMPORT,
+            volumes=sorted({temp, target}),
+            snapshots={source: sid},
+            store=target,
         )
+        in_store = False
         try:
-            format2.ensure_store(rt, source, op)
             create_volume(rt, op, sid, source, KIND)
-            _check_room(rt, temp, target, wanted)
+            _check_room(rt, temp, wanted, _restore_size(session, wanted))
             rt.journal.append(op, Step.STREAM, snapshot=sid, volume=source)
             info, meta = _restore(session, wanted, temp)
             journal.hold_for_tests("pull-restored")
+            locks.enter_context(volume_lock(rt, target, op, KIND, wait))
+            in_store = True
+            format2.ensure_store(rt, source, op)
             copied = copy.copy(
                 rt,
                 session.image,
@@ -430,7 +490,6 @@ def pull(
                 info.quiesce,
                 Meta(None, meta.note, False),
                 f"/src/{PULLED_DIR}/{DATA_DIR}",
-                created=dt.datetime.fromisoformat(info.created),
                 origin=(info.id, info.created),
                 by_content=True,
                 commit=False,
@@ -447,7 +506,8 @@ def pull(
             done = copy.commit_copy(rt, op, copied.snapshot)
         except BaseException as e:
             gone = catalog.abandon(rt, op, {sid: None})
-            gone = catalog.abandon(rt, op, {sid: target}) and gone
+            if in_store:  # under the store's lock only
+                gone = catalog.abandon(rt, op, {sid: target}) and gone
             if gone:
                 with contextlib.suppress(VoltoolError):
                     rt.journal.append(op, Step.FAILED, error=str(e) or type(e).__name__)
@@ -457,17 +517,38 @@ def pull(
     return done
 
 
-def _check_room(rt: Runtime, temp: str, target: str, wanted: RemoteSnapshot) -> None:
-    """NoSpace if the pull cannot fit: restored once, copied once (until the first goes)."""
-    staged, kept = live.spaces(rt, temp, target)
-    need = wanted.bytes + wanted.entries * PER_ENTRY_COST
-    copies = 2 if staged.shares_filesystem_with(kept) else 1
-    for space, n in ((staged, copies), (kept, 1)):
-        if space.available is not None and n * need + _SLACK > space.available:
-            raise NoSpace(
-                f"not enough space to pull {wanted.id}: {space.available // 2**20} MiB free, "
-                f"{(n * need + _SLACK) // 2**20} MiB needed"
-            )
+def _restore_size(s: _Session, wanted: RemoteSnapshot) -> int:
+    """What restic would restore of `wanted`, by its own count (`stats --mode restore-size`),
+    whatever the tags claim: the room a pull needs (restic restores sparse files whole).
+    IntegrityError if it would make more entries than the snapshot has (an inode bomb)."""
+    out = s.run(
+        ["stats", "--json", "--mode", "restore-size", wanted.restic_id],
+        f"measuring {wanted.id} on remote {s.remote.name}",
+        read_only=True,
+    )
+    stats = restic.json_value(out, "stats")
+    size = stats.get("total_size") if isinstance(stats, dict) else None
+    count = stats.get("total_file_count") if isinstance(stats, dict) else None
+    if not isinstance(size, int) or not isinstance(count, int):
+        raise RemoteError(f"measuring {wanted.id}: restic's stats do not read")
+    if count > wanted.entries + len(_PUSHED) + 1:
+        raise IntegrityError(
+            f"snapshot {wanted.id} on remote {quoted(s.remote.name)} would restore {count} "
+            f"entries, more than the {wanted.entries} it claims: not pulled"
+        )
+    return size
+
+
+def _check_room(rt: Runtime, temp: str, wanted: RemoteSnapshot, size: int) -> None:
+    """NoSpace unless the temporary volume's filesystem has room for the snapshot twice
+    (restored, then copied into the store, which is on the same filesystem as a rule)."""
+    (space,) = live.spaces(rt, temp)
+    need = 2 * (size + wanted.entries * PER_ENTRY_COST) + _SLACK
+    if space.available is not None and need > space.available:
+        raise NoSpace(
+            f"not enough space to pull {wanted.id}: {space.available // 2**20} MiB free, "
+            f"{need // 2**20} MiB needed"
+        )
 
 
 def _restore(s: _Session, wanted: RemoteSnapshot, temp: str) -> tuple[SnapshotInfo, Meta]:
@@ -478,16 +559,21 @@ def _restore(s: _Session, wanted: RemoteSnapshot, temp: str) -> tuple[SnapshotIn
     args = ["restore", wanted.restic_id, "--target", target]
     rt.reporter.status(f"pulling {wanted.id} of {wanted.source} from {s.remote.name}")
     try:
-        s.run(args, f"pulling {wanted.id}", mounts=[Mount(temp, "/pull")])
-        # What restic does not restore (sockets, holes), put back from the manifest.
+        s.run(args, f"pulling {wanted.id}", mounts=[Mount(temp, "/pull")], read_only=True)
+        # What restic does not restore (sockets, holes, far times), put back from the
+        # manifest, once the volume is found to hold nothing but what restic was asked for.
         mended = agentrun.run(
             rt,
             s.image,
             s.op,
             [Mount(temp, "/pull")],
-            ["-", "mend", f"{target}/{DATA_DIR}", f"{target}/{MANIFEST}"],
+            [PULLED_DIR, f"{target}/{DATA_DIR}", f"{target}/{MANIFEST}"],
+            script=program("pull-mend"),
         )
-        agentrun.checked(mended, f"pulling {wanted.id}")
+        try:
+            agentrun.checked(mended, f"pulling {wanted.id}")
+        except EngineError as e:  # what the repository gave cannot be mended: not pulled
+            raise IntegrityError(str(e)) from None
     finally:
         rt.reporter.status(None)
     files = {}
@@ -508,20 +594,61 @@ def _restore(s: _Session, wanted: RemoteSnapshot, temp: str) -> tuple[SnapshotIn
 
 
 @dataclass(frozen=True)
+class PruneView:
+    """What `prune --remote` plans with: this engine's whole snapshots on the remote, as local
+    records (with the pin and name they have here, where they are here too), and what
+    pushes cut short left (pending for over an hour, whoever pushed them)."""
+
+    snapshots: list[Snapshot]
+    by_id: dict[str, list[RemoteSnapshot]]  # voltool id -> its restic snapshots
+    leftovers: list[RemoteSnapshot]
+
+
+LEFTOVER_AFTER = dt.timedelta(hours=1)
+
+
+def prune_view(rt: Runtime, remote: Remote, now: dt.datetime) -> PruneView:
+    engine_id = rt.engine.identity()
+    listing = _Session.open(rt, remote).listing()
+    here = {s.id: s for s in catalog.list_snapshots(rt) if s.state == "complete"}
+    by_id: dict[str, list[RemoteSnapshot]] = {}
+    records: dict[str, Snapshot] = {}
+    for r in complete(listing):
+        if r.engine != engine_id:
+            continue  # another machine's: its own prune decides
+        by_id.setdefault(r.id, []).append(r)
+        record = r.as_snapshot(remote.name)
+        local = here.get(r.id)
+        if local is not None:  # pinned or named here since it was pushed: that counts
+            record = replace(record, meta=Meta(local.name, None, local.pinned or r.pinned))
+        records.setdefault(r.id, record)
+    leftovers = [r for r in listing if r.pending and now - r.created > LEFTOVER_AFTER]
+    return PruneView(list(records.values()), by_id, leftovers)
+
+
+@dataclass(frozen=True)
 class Forgotten:
-    removed: tuple[RemoteSnapshot, ...]
-    pruned: bool
+    removed: tuple[str, ...]  # voltool ids
+    leftovers: int  # pending restic snapshots removed
 
 
-def forget(rt: Runtime, remote: Remote, doomed: list[RemoteSnapshot]) -> Forgotten:
-    """Remove `doomed` from the repository (restic forget), then the data only they used
-    (restic prune)."""
-    if not doomed:
-        return Forgotten((), False)
+def forget(rt: Runtime, remote: Remote, view: PruneView, doomed: list[str]) -> Forgotten:
+    """Remove the voltool snapshots `doomed` (every restic snapshot of each) and the view's
+    leftovers from the repository (restic forget), then the data only they used (restic
+    prune)."""
+    restic_ids = [r.restic_id for sid in doomed for r in view.by_id.get(sid, [])]
+    restic_ids += [r.restic_id for r in view.leftovers]
+    if not restic_ids:
+        return Forgotten((), 0)
     s = _Session.open(rt, remote)
-    s.run(["forget", *[d.restic_id for d in doomed]], f"forgetting on remote {remote.name}")
+    s.run(["forget", *restic_ids], f"forgetting on remote {remote.name}")
     s.run(["prune"], f"pruning remote {remote.name}")
-    return Forgotten(tuple(doomed), True)
+    return Forgotten(tuple(doomed), len(view.leftovers))
+
+
+def unlock(rt: Runtime, remote: Remote) -> None:
+    """Remove every lock of the repository (restic unlock --remove-all)."""
+    _Session.open(rt, remote).run(["unlock", "--remove-all"], f"unlocking remote {remote.name}")
 
 
 @dataclass(frozen=True)

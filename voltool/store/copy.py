@@ -51,8 +51,8 @@ def latest(
     rt: Runtime, store_volume: str, source: str, by_content: bool = False
 ) -> Snapshot | None:
     """The newest complete snapshot in the store, to link unchanged files from. Linking by
-    identity (not `by_content`), an import is passed over: its inodes and ctimes are a
-    temporary volume's, which the source's never match, so linking from it would make
+    identity (not `by_content`), an import or a pull is passed over: its inodes and ctimes
+    are a temporary volume's, which the source's never match, so linking from it would make
     the next snapshot of the volume a full copy."""
     complete = [
         s
@@ -62,7 +62,7 @@ def latest(
         and s.state == "complete"
         and s.info is not None
         and s.info.started_ns is not None
-        and (by_content or s.kind != "import")
+        and (by_content or s.kind not in ("import", "pulled"))
     ]
     return complete[-1] if complete else None
 

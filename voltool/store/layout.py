@@ -119,7 +119,7 @@ class SnapshotInfo:
             info.kind not in KINDS
             or not isinstance(info.source, str)
             or len(info.source) > 255
-            or not _is_time(info.created)
+            or not is_time(info.created)
         ):
             raise IntegrityError(f"{SNAPSHOT}: kind, source or created is malformed")
         if not isinstance(info.voltool, str) or len(info.voltool) > 64:
@@ -130,7 +130,7 @@ class SnapshotInfo:
             isinstance(info.origin_id, str) and is_valid_id(info.origin_id)
         ):
             raise IntegrityError(f"{SNAPSHOT}: invalid origin id {quoted(info.origin_id)}")
-        if info.origin_created is not None and not _is_time(info.origin_created):
+        if info.origin_created is not None and not is_time(info.origin_created):
             raise IntegrityError(f"{SNAPSHOT}: origin_created is malformed")
         if info.started_ns is not None and (
             not isinstance(info.started_ns, int) or isinstance(info.started_ns, bool)
@@ -142,7 +142,7 @@ class SnapshotInfo:
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})", re.ASCII)
 
 
-def _is_time(value: object) -> bool:
+def is_time(value: object) -> bool:
     """A time as voltool writes it: ISO 8601, to the second, with an offset."""
     if not isinstance(value, str) or not _TIME.fullmatch(value):
         return False
