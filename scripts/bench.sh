@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/engine.sh
+bash scripts/packages.sh restic  # carried by the agent image; the baseline runs it directly
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

@@ -18,20 +18,9 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # restic (which the agent image carries, for copies off the machine) and rclone (whose
-# `serve restic` is the tests' REST repository server): Debian's, installed if they can be;
+# `serve restic` is the tests' REST repository server): Debian's, installed if missing;
 # in CI a missing one fails the run (tests/integration/test_remote.py).
-missing=""
-for tool in restic rclone; do
-  command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
-done
-if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "test.sh: installing$missing" >&2
-  # shellcheck disable=SC2086 # one word a package
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null 2>&1; } ||
-    echo "test.sh: cannot install$missing: the tests of remotes will say so" >&2
-fi
+bash scripts/packages.sh restic rclone
 
 # The helper images, built offline where no registry answers: busybox from the host's static
 # busybox; the agent's from the host's own Python (this venv's), its libraries, busybox and,
@@ -42,13 +31,7 @@ fi
 
 # Shell programs (these scripts, and those helpers run: voltool/sh): Debian's shellcheck,
 # installed if it can be; in CI a missing shellcheck fails the run.
-if ! command -v shellcheck >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "test.sh: installing shellcheck" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 ||
-    { apt-get update -qq >/dev/null 2>&1 &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1; } ||
-    echo "test.sh: cannot install shellcheck: shell scripts are not checked" >&2
-fi
+bash scripts/packages.sh shellcheck
 if command -v shellcheck >/dev/null 2>&1; then
   shellcheck scripts/*.sh voltool/sh/*.sh
 elif [ "${CI:-}" = true ]; then
