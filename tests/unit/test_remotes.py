@@ -290,3 +290,15 @@ def test_a_creation_time_that_cannot_be_shown_is_left_out() -> None:
         for t in TAGS
     ]
     assert ops.parse({"id": "f" * 64, "tags": bad}) is None
+
+
+def test_doctor_fails_the_config_check_for_a_malformed_remote(cfg: Path) -> None:
+    from voltool.cli import doctor
+    from voltool.config import load_checked
+
+    cfg.write_text('[remotes.a]\nrepo = "relative/path"\npassword_file = "/pw"\n')
+    (check,) = doctor._config_checks(*load_checked())
+    assert check.status == "fail" and "repo must be" in check.detail
+    cfg.write_text('[remotes.a]\nrepo = "/srv/r"\npassword_file = "/pw"\n')
+    (check,) = doctor._config_checks(*load_checked())
+    assert check.status == "ok"

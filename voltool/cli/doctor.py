@@ -11,8 +11,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from voltool import remotes
 from voltool.config import Config, load_checked
 from voltool.engine import agent_image, helper_image
+from voltool.engine import labels as L
 from voltool.engine.client import Engine
 from voltool.engine.endpoint import resolve
 from voltool.engine.quiesce import Mode
@@ -57,6 +59,7 @@ def run_checks(overrides: dict[str, Any] | None = None) -> list[Check]:
         image, check = _image_check(engine, config)
         checks.append(check)
         checks.append(_agent_check(engine, config))
+        checks += _remote_checks(engine, config)
         checks.append(_state_check())
         journal = open_journal(engine, image, Reporter())
         checks += _leftover_checks(Runtime(engine, config, journal, Reporter(), image))
@@ -73,6 +76,7 @@ def _config_checks(config: Config, problems: list[str]) -> list[Check]:
     if not problems:
         try:
             prune.policies(config, None, None)
+            remotes.from_config(config)
         except VoltoolError as e:
             problems = [str(e)]
     if problems:
@@ -141,6 +145,35 @@ def _agent_check(engine: Engine, config: Config) -> Check:
         found.how,
         "voltool helper --build" if found.offline else "install busybox-static",
     )
+
+
+def _remote_checks(engine: Engine, config: Config) -> list[Check]:
+    """With remotes configured: that the agent image carries restic (nothing is read from
+    a remote, nor any secret: that is what `verify --remote` is for)."""
+    try:
+        found = remotes.from_config(config)
+    except VoltoolError:
+        return []  # said by the config check
+    if not found:
+        return []
+    names = ", ".join(sorted(found))
+    try:
+        image = agent_image.status(engine, config.busybox).image
+        version = engine.image(image).labels.get(L.IMAGE_RESTIC) if image else None
+    except EngineUnreachable:
+        raise
+    except VoltoolError:
+        version = None
+    if version:
+        return [Check("remotes", "ok", f"{names}; the agent image carries restic {version}")]
+    return [
+        Check(
+            "remotes",
+            "warn",
+            f"{names}; but the agent image carries no restic",
+            "apt-get install restic, then voltool helper --build",
+        )
+    ]
 
 
 def _state_check() -> Check:
