@@ -78,14 +78,14 @@ class Remote:
     @property
     def shown(self) -> str:
         """The repository as it may be shown: a password in its URL is left out."""
-        password = url_password(self.repo)
-        if not password:
+        if not url_password(self.repo):
             return self.repo
         head, _, rest = self.repo.partition("://")
         authority, slash, path = rest.partition("/")
         userinfo, _, host = authority.rpartition("@")
-        user = userinfo.partition(":")[0]
-        return f"{head}://{user}:***@{host}{slash}{path}"
+        user, colon, _ = userinfo.partition(":")
+        shown_user = f"{user}:***" if colon else "***"
+        return f"{head}://{shown_user}@{host}{slash}{path}"
 
     def check(self) -> None:
         """Raise UsageError if the table cannot name a repository and its password."""
@@ -105,6 +105,14 @@ class Remote:
                 f"{where}: {self.repo.partition(':')[0]}: repositories need a program or a "
                 "credentials file the agent image does not carry: serve the repository "
                 "with `rclone serve restic` or restic's rest-server, and use rest:"
+            )
+        elif "://" in self.repo and (
+            "@" in self.repo.partition("://")[2].partition("/")[2]
+            or any(c in self.repo for c in "?#")
+        ):
+            raise UsageError(
+                f"{where}: an @, ? or # in the repository URL's path: percent-encode it "
+                "(%40, %3F, %23), so that no part of a password can be taken for the path"
             )
         elif self.repo.partition(":")[0] not in _BACKENDS or "\n" in self.repo:
             raise UsageError(
@@ -126,14 +134,19 @@ class Remote:
 
 
 def url_password(repo: str) -> str:
-    """The password in a repository URL's user information (rest:https://user:PASS@host/),
-    or "". The user information ends at the authority's last "@", as Go's URL parser has it."""
+    """The secret in a repository URL's user information: the password
+    (rest:https://user:PASS@host/), or a user given alone (rest:https://TOKEN@host/), or
+    "". The user information ends at the authority's last "@", as Go's URL parser has it
+    (`Remote.check` refuses an "@", "?" or "#" elsewhere in the URL)."""
     _, sep, rest = repo.partition("://")
     if not sep:
         return ""
     authority = rest.partition("/")[0]
     userinfo, at, _ = authority.rpartition("@")
-    return userinfo.partition(":")[2] if at else ""
+    if not at:
+        return ""
+    user, colon, password = userinfo.partition(":")
+    return password if colon else user
 
 
 def from_config(config: Config) -> dict[str, Remote]:

@@ -391,3 +391,23 @@ def test_prune_on_a_remote_keeps_what_the_policy_and_pins_say(
     left = records(remotes.ok("remote", "snapshots", "local", "--json").out)
     assert sorted(s["id"] for s in left) == sorted([made[0]["id"], made[2]["id"]])
     assert _local_ids(remotes, vol) == {m["id"] for m in made}  # local ones untouched
+
+
+@pytest.mark.parametrize("point", ["push-started", "push-read"])
+def test_a_snapshot_deleted_under_its_push_is_never_taken_for_a_copy(
+    volume: Callable[..., str], remotes: Remotes, point: str
+) -> None:
+    vol = volume("echo x > /v/f && mkdir /v/d && echo y > /v/d/g")
+    made = snapshot_record(vol, env=F2)
+    remotes.add_local()
+    remotes.ok("remote", "init", "local")
+    hold = remotes.home / "hold"
+    held = {**remotes.env, **hold_env(point, hold)}
+    pushing = start_voltool("push", made["id"], "--remote", "local", env=held)
+    wait_for(hold.exists, 120, f"the push to reach {point}")
+    remotes.ok("delete", made["id"], "--yes")  # before restic read it, or after
+    hold.unlink()
+    _, err = pushing.communicate(timeout=120)
+    assert pushing.returncode == 6, err
+    assert "deleted" in err, err
+    assert records(remotes.ok("remote", "snapshots", "local", "--json").out) == []

@@ -148,7 +148,11 @@ def test_every_secret_is_redacted_and_the_repo_shown_without_its_password(
     at_sign = Remote("b", "rest:https://me:p@ss@host/r", password_file=str(pw))
     assert at_sign.shown == "rest:https://me:***@host/r"  # the last @ ends it, as in Go
     assert remotes.url_password(at_sign.repo) == "p@ss"
-    assert remotes.url_password("rest:https://host/a@b") == ""  # an @ in the path
+    token = Remote("c", "rest:https://T0KEN@host/r", password_file=str(pw))
+    assert token.shown == "rest:https://***@host/r" and remotes.url_password(token.repo) == "T0KEN"
+    for unclear in ("rest:https://u:pa/ss@host/", "rest:https://u:p?w@host/", "rest:https://h/a#b"):
+        with pytest.raises(UsageError, match="percent-encode"):
+            Remote("d", unclear, password_file=str(pw)).check()
     s = remotes.secrets(remote)
     text = "Fatal: hunter22 and in-url-secret at rest:https://me:in-url-secret@host"
     assert "hunter22" not in remotes.redact(text, s)
@@ -302,3 +306,18 @@ def test_doctor_fails_the_config_check_for_a_malformed_remote(cfg: Path) -> None
     cfg.write_text('[remotes.a]\nrepo = "/srv/r"\npassword_file = "/pw"\n')
     (check,) = doctor._config_checks(*load_checked())
     assert check.status == "ok"
+
+
+def test_a_push_cut_short_is_a_leftover_only_when_this_engine_began_it_over_an_hour_ago() -> None:
+    def pending(pushed: str, engine: str = "E") -> ops.RemoteSnapshot:
+        tags = [*ops.tags(info(), Meta(), engine), ops.PENDING, f"voltool.pushed={pushed}"]
+        got = ops.parse({"id": "a" * 64, "tags": tags})
+        assert got is not None and got.pending
+        return got
+
+    now = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+    old, recent = pending("2026-12-01T10:00:00+00:00"), pending("2026-12-01T11:30:00+00:00")
+    others = pending("2026-12-01T09:00:00+00:00", engine="F")
+    whole = ops.parse({"id": "b" * 64, "tags": ops.tags(info(), Meta(), "E")})
+    assert whole is not None
+    assert ops.leftovers([old, recent, others, whole], "E", now) == [old]

@@ -272,6 +272,10 @@ def prune_remote(
         )
     only_cli = dataclasses.replace(ps, for_all=None, per_volume={}, pre_restore=ps.cli)
     view = ops.prune_view(rt, remote, now)
+    if volumes:
+        view = dataclasses.replace(
+            view, leftovers=[r for r in view.leftovers if r.source in volumes]
+        )
     items = prune.plan_of(view.snapshots, only_cli, volumes, now, tz)
     doomed = [i for i in items if i.remove]
     if as_json and dry_run:
@@ -289,7 +293,10 @@ def prune_remote(
         if as_json:
             render.print_json(render.prune_records(items, removed=[]))
         return
-    _confirm(f"Remove {len(doomed)} snapshot(s) from remote {name}?", yes, "refusing to prune")
+    what = f"{len(doomed)} snapshot(s)" if doomed else ""
+    if view.leftovers:
+        what += f"{' and ' if doomed else ''}{len(view.leftovers)} unfinished push(es)"
+    _confirm(f"Remove {what} from remote {name}?", yes, "refusing to prune")
     done = ops.forget(rt, remote, view, [i.snapshot.id for i in doomed])
     if as_json:
         render.print_json(render.prune_records(items, removed=list(done.removed)))

@@ -84,20 +84,21 @@ def run(
     *,
     mounts: list[Mount] | None = None,
     cwd: str = "/",
-    push: bool = False,
+    mode: str = "run",
     read_only: bool = False,
 ) -> RunResult:
     """Run `restic ARGS` in a helper of `image` (in `cwd`, with `mounts` and the
-    repository's); returns what it did, whatever its exit status. `push`: ARGS are
-    `backup`'s, and the snapshot is tagged voltool.pending until it is whole
-    (restic-run.sh). `read_only`: the command only reads the repository (run with
-    --no-lock; a repository in a directory is mounted read-only)."""
+    repository's); returns what it did, whatever its exit status. `mode` "push": ARGS
+    are `backup`'s, and the snapshot is tagged voltool.pending; "finish": ARGS are the
+    restic ids whose pending tag goes, and the listing follows (restic-run.sh).
+    `read_only`: the command only reads the repository (run with --no-lock; a
+    repository in a directory is mounted read-only)."""
     return rt.engine.run(
         image,
         [*(mounts or []), *repo.mounts(read_only)],
         rt.helper_labels(op),
         program("restic-run"),
-        [cwd, "push" if push else "run", *(["--no-lock"] if read_only else []), *args],
+        [cwd, mode, *(["--no-lock"] if read_only else []), *args],
         network=repo.remote.helper_network,
         files=repo.files(),
         keep_no_logs=True,

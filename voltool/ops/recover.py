@@ -723,7 +723,8 @@ def _plan_import(rt: Runtime, op: Operation, claimed: set[str]) -> Plan:
     # its target): it goes all the same.
     known = {s.id: s for s in catalog.find(rt) if not s.in_store and s.volume in op.volumes}
     for s in catalog.with_metadata(rt, [known[i] for i in _snapshot_ids(op) if i in known]):
-        if s.committed:
+        labels = rt.engine.volume(s.volume).labels
+        if s.committed and labels.get(L.OP) == op.id and s.kind in ("import", "pulled"):
             what = f"remove the temporary volume {quoted(s.volume)} of import {op.id}"
             plan = Plan([*plan.actions, Action(what, partial(catalog.remove, rt, s, new_id()))])
     try:

@@ -63,6 +63,7 @@ from voltool.engine.client import Mount
 from voltool.engine.locks import volume_lock
 from voltool.errors import (
     AmbiguousReference,
+    Busy,
     EngineError,
     IntegrityError,
     NoSpace,
@@ -103,6 +104,7 @@ HOST = "voltool"  # restic's hostname for every pushed snapshot
 PULLED_DIR = "r"  # where a pull restores, inside its temporary volume
 _PUSHED = (DATA_DIR, MANIFEST, META, SNAPSHOT)
 _SLACK = 16 * 1024 * 1024  # room kept free beyond what a pull writes
+_GONE = 66  # restic-run.sh: the snapshot's directory is not there
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -122,6 +124,7 @@ class RemoteSnapshot:
     name: str | None
     pinned: bool
     pending: bool = False  # tagged voltool.pending: a push that did not finish; never used
+    pushed: dt.datetime | None = None  # when its push began (voltool.pushed)
 
     def as_snapshot(self, remote: str) -> Snapshot:
         """As a local snapshot record: what prune plans with and renders."""
@@ -191,6 +194,11 @@ def parse(raw: object) -> RemoteSnapshot | None:
             name=values.get("name"),
             pinned="voltool.pinned" in tag_list,
             pending=PENDING in tag_list,
+            pushed=(
+                dt.datetime.fromisoformat(values["pushed"]).astimezone(dt.UTC)
+                if is_time(values.get("pushed"))
+                else None
+            ),
         )
     except (KeyError, ValueError, OverflowError):
         return None
@@ -238,9 +246,9 @@ class _Session:
     def listing(self, volume: str | None = None) -> list[RemoteSnapshot]:
         """Every voltool snapshot of the repository (`volume`'s), oldest first, pending
         ones included (callers leave them out: `complete`)."""
-        args = ["snapshots", "--json", "--tag", TAG]
-        if volume is not None:
-            args += ["--tag", f"voltool.volume={volume}"]
+        # One --tag with a comma: snapshots with both tags (two --tag options would be either).
+        wanted = TAG if volume is None else f"{TAG},voltool.volume={volume}"
+        args = ["snapshots", "--json", "--tag", wanted]
         out = self.run(args, f"listing remote {self.remote.name}", read_only=True)
         raw = restic.json_value(out, "listing")
         found = [s for s in (parse(r) for r in (raw if isinstance(raw, list) else [])) if s]
@@ -319,18 +327,21 @@ def pushable(rt: Runtime, refs: Iterable[str], every: bool) -> list[Snapshot]:
     return [s for s in found if s.state == "complete" and s.in_store]
 
 
-def push(rt: Runtime, remote: Remote, chosen: list[Snapshot]) -> PushResult:
-    """Push each of `chosen` (oldest first) that the repository does not hold yet, then
-    read the repository back: each pushed one must be listed whole, with its tree digest.
-    One that fails does not stop the rest; a remote that cannot be opened stops them all.
+def push(
+    rt: Runtime, remote: Remote, chosen: list[Snapshot], wait: float | None = 30
+) -> PushResult:
+    """Push each of `chosen` (oldest first) that the repository does not hold yet. One that
+    fails does not stop the rest; a remote that cannot be opened stops them all.
 
-    No lock is held while restic reads: stored files are never rewritten, and a snapshot
-    deleted under restic fails its push (restic cannot read it whole, and its snapshot
-    stays pending: never listed, removed by `prune --remote`)."""
+    Each backup is tagged voltool.pending. The store's lock is held only to look before
+    and after it (a delete renames a snapshot away under that lock first): one found
+    there, complete and unchanged after its backup was read whole by restic, and only
+    those are confirmed (their pending tag removed, in one helper at the end, which also
+    lists the repository again: each must be listed whole, with its tree digest)."""
     session = _Session.open(rt, remote)
     engine_id = rt.engine.identity()
-    listing = session.listing()
-    there = {s.id: s for s in complete(listing)}
+    there = {s.id: s for s in complete(session.listing())}
+    read: list[Pushed] = []
     done: list[Pushed] = []
     failed: list[str] = []
     for snap in chosen:
@@ -346,26 +357,21 @@ def push(rt: Runtime, remote: Remote, chosen: list[Snapshot]) -> PushResult:
             continue
         parent = _parent(there.values(), snap.source, engine_id)
         try:
-            pushed = _push_one(session, snap, engine_id, parent)
+            read.append(_push_one(session, snap, engine_id, parent, wait))
         except RemoteError:
             raise  # the repository itself: the next one would fail the same way
         except VoltoolError as e:
             failed.append(f"{snap.id}: {e}")
-            continue
-        done.append(pushed)
-    if any(not p.skipped for p in done):
-        after = {s.id: s for s in complete(session.listing())}
-        checked = []
-        for p in done:
+    if read:
+        after = _finish(session, read)
+        for p in read:
             got = after.get(p.snapshot.id)
             assert p.snapshot.info is not None
-            if p.skipped:
-                checked.append(p)
-            elif got is None or got.digest != p.snapshot.info.tree_digest:
+            if got is None or got.digest != p.snapshot.info.tree_digest:
                 failed.append(f"{p.snapshot.id}: not listed whole on the remote after its push")
             else:
-                checked.append(replace(p, restic_id=got.restic_id[:8]))
-        done = checked
+                done.append(replace(p, restic_id=got.restic_id[:8]))
+    done.sort(key=lambda p: (p.snapshot.created, p.snapshot.id))
     return PushResult(tuple(done), tuple(failed))
 
 
@@ -376,13 +382,42 @@ def _parent(there: Iterable[RemoteSnapshot], source: str, engine_id: str) -> Rem
     return max(mine, key=lambda s: (s.created, s.id)) if mine else None
 
 
-def _push_one(s: _Session, snap: Snapshot, engine_id: str, parent: RemoteSnapshot | None) -> Pushed:
+def _present(s: _Session, snap: Snapshot, wait: float | None) -> bool:
+    """Whether `snap` is in its store, complete and as it was listed, under the store's lock
+    (a snapshot is only deleted under it, renamed away first)."""
+    rt = s.rt
+    with volume_lock(rt, snap.volume, s.op, "push", wait):
+        try:
+            catalog.require(rt, snap)
+        except NotFound:
+            return False
+        (again,) = catalog.with_metadata(rt, [snap])
+    return (
+        again.state == "complete"
+        and again.info is not None
+        and snap.info is not None
+        and again.info.tree_digest == snap.info.tree_digest
+    )
+
+
+def _push_one(
+    s: _Session,
+    snap: Snapshot,
+    engine_id: str,
+    parent: RemoteSnapshot | None,
+    wait: float | None,
+) -> Pushed:
+    """restic's backup of `snap`, still pending; IntegrityError (and the backup forgotten)
+    if restic could not read it whole or it was deleted meanwhile."""
     rt = s.rt
     info, meta = snap.info, snap.meta or Meta()
     assert info is not None
+    if not _present(s, snap, wait):
+        raise NotFound(f"snapshot {snap.id} was deleted")
     args = ["--json", "--quiet", "--host", HOST, "--ignore-ctime"]
     args += ["--time", snap.created.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")]
-    for t in tags(info, meta, engine_id):
+    pushed_at = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    for t in [*tags(info, meta, engine_id), f"voltool.pushed={pushed_at}"]:
         args += ["--tag", t]
     if parent is not None:
         args += ["--parent", parent.restic_id]
@@ -393,23 +428,32 @@ def _push_one(s: _Session, snap: Snapshot, engine_id: str, parent: RemoteSnapsho
     journal.hold_for_tests("push-started")
     began = time.monotonic()
     try:
-        result = restic.run(rt, s.image, s.repo, s.op, args, mounts=mounts, cwd=cwd, push=True)
+        result = restic.run(rt, s.image, s.repo, s.op, args, mounts=mounts, cwd=cwd, mode="push")
     finally:
         rt.reporter.status(None)
+    journal.hold_for_tests("push-read")
     summary = next(
         (ln for ln in restic.json_lines(result.stdout) if ln.get("message_type") == "summary"),
         None,
     )
     rid = str(summary.get("snapshot_id", "")) if summary else ""
-    if result.exit_code != 0:
-        if rid:  # a snapshot restic could not finish, still pending: not to be kept
+    problem: VoltoolError | None = None
+    if result.exit_code == _GONE:
+        problem = NotFound(f"snapshot {snap.id} was deleted before restic read it")
+    elif result.exit_code == 3:
+        problem = IntegrityError(f"pushing {snap.id}: {restic.said(result, s.repo)}")
+    elif result.exit_code != 0:
+        problem = restic.failure(result, s.repo, f"pushing {snap.id}")
+    elif summary is None or not rid:
+        problem = RemoteError(f"pushing {snap.id}: restic said nothing of a snapshot")
+    elif not _present(s, snap, wait):
+        problem = IntegrityError(f"pushing {snap.id}: it was deleted while restic read it")
+    if problem is not None:
+        if rid:  # pending, and to stay so: not worth keeping
             with contextlib.suppress(VoltoolError):
                 s.run(["forget", rid], "removing an unfinished push")
-        if result.exit_code == 3:
-            raise IntegrityError(f"pushing {snap.id}: {restic.said(result, s.repo)}")
-        raise restic.failure(result, s.repo, f"pushing {snap.id}")
-    if summary is None or not rid:
-        raise RemoteError(f"pushing {snap.id}: restic said nothing of a snapshot")
+        raise problem
+    assert summary is not None
     return Pushed(
         snap,
         rid,
@@ -419,6 +463,21 @@ def _push_one(s: _Session, snap: Snapshot, engine_id: str, parent: RemoteSnapsho
         int(summary.get("data_added", 0)),
         time.monotonic() - began,
     )
+
+
+def _finish(s: _Session, read: list[Pushed]) -> dict[str, RemoteSnapshot]:
+    """Confirm the backups `read` (their pending tag removed), and the repository's whole
+    snapshots afterwards, by voltool id."""
+    result = restic.run(s.rt, s.image, s.repo, s.op, [p.restic_id for p in read], mode="finish")
+    if result.exit_code == 4:
+        raise Busy(
+            f"the repository of remote {quoted(s.remote.name)} stayed locked: the pushes are "
+            "in it, not confirmed; push again"
+        )
+    out = restic.checked(result, s.repo, f"confirming the pushes to {s.remote.name}").stdout
+    raw = restic.json_value(out, "listing")
+    listing = [x for x in (parse(r) for r in (raw if isinstance(raw, list) else [])) if x]
+    return {x.id: x for x in complete(listing)}
 
 
 def find(listing: list[RemoteSnapshot], ref: str, remote: str) -> RemoteSnapshot:
@@ -517,9 +576,10 @@ def pull(
     return done
 
 
-def _restore_size(s: _Session, wanted: RemoteSnapshot) -> int:
-    """What restic would restore of `wanted`, by its own count (`stats --mode restore-size`),
-    whatever the tags claim: the room a pull needs (restic restores sparse files whole).
+def _restore_size(s: _Session, wanted: RemoteSnapshot) -> tuple[int, int]:
+    """What restic would restore of `wanted`, by its own count (`stats --mode restore-size`):
+    bytes and files, whatever the tags claim; the room a pull needs (restic restores sparse
+    files whole).
     IntegrityError if it would make more entries than the snapshot has (an inode bomb)."""
     out = s.run(
         ["stats", "--json", "--mode", "restore-size", wanted.restic_id],
@@ -536,18 +596,24 @@ def _restore_size(s: _Session, wanted: RemoteSnapshot) -> int:
             f"snapshot {wanted.id} on remote {quoted(s.remote.name)} would restore {count} "
             f"entries, more than the {wanted.entries} it claims: not pulled"
         )
-    return size
+    return size, count
 
 
-def _check_room(rt: Runtime, temp: str, wanted: RemoteSnapshot, size: int) -> None:
-    """NoSpace unless the temporary volume's filesystem has room for the snapshot twice
-    (restored, then copied into the store, which is on the same filesystem as a rule)."""
+def _check_room(rt: Runtime, temp: str, wanted: RemoteSnapshot, size: tuple[int, int]) -> None:
+    """NoSpace unless the temporary volume's filesystem has room, bytes and inodes, for the
+    snapshot twice (restored, then copied into the store, on the same filesystem as a
+    rule). `size`: restic's count of the bytes and files it would restore."""
     (space,) = live.spaces(rt, temp)
-    need = 2 * (size + wanted.entries * PER_ENTRY_COST) + _SLACK
+    entries = max(wanted.entries, size[1])
+    need = 2 * (size[0] + entries * PER_ENTRY_COST) + _SLACK
     if space.available is not None and need > space.available:
         raise NoSpace(
             f"not enough space to pull {wanted.id}: {space.available // 2**20} MiB free, "
             f"{need // 2**20} MiB needed"
+        )
+    if space.inodes is not None and 2 * entries > space.inodes:
+        raise NoSpace(
+            f"not enough inodes to pull {wanted.id}: {space.inodes} free, {2 * entries} needed"
         )
 
 
@@ -596,8 +662,8 @@ def _restore(s: _Session, wanted: RemoteSnapshot, temp: str) -> tuple[SnapshotIn
 @dataclass(frozen=True)
 class PruneView:
     """What `prune --remote` plans with: this engine's whole snapshots on the remote, as local
-    records (with the pin and name they have here, where they are here too), and what
-    pushes cut short left (pending for over an hour, whoever pushed them)."""
+    records (with the pin and name they have here, where they are here too), and what this
+    engine's pushes cut short left (pending, their push begun over an hour ago)."""
 
     snapshots: list[Snapshot]
     by_id: dict[str, list[RemoteSnapshot]]  # voltool id -> its restic snapshots
@@ -622,8 +688,22 @@ def prune_view(rt: Runtime, remote: Remote, now: dt.datetime) -> PruneView:
         if local is not None:  # pinned or named here since it was pushed: that counts
             record = replace(record, meta=Meta(local.name, None, local.pinned or r.pinned))
         records.setdefault(r.id, record)
-    leftovers = [r for r in listing if r.pending and now - r.created > LEFTOVER_AFTER]
-    return PruneView(list(records.values()), by_id, leftovers)
+    return PruneView(list(records.values()), by_id, leftovers(listing, engine_id, now))
+
+
+def leftovers(
+    listing: list[RemoteSnapshot], engine_id: str, now: dt.datetime
+) -> list[RemoteSnapshot]:
+    """What this engine's pushes cut short left: pending, their push begun over an hour ago
+    (a push in progress is pending until its end; another engine's is its own business)."""
+    return [
+        r
+        for r in listing
+        if r.pending
+        and r.engine == engine_id
+        and r.pushed is not None
+        and now - r.pushed > LEFTOVER_AFTER
+    ]
 
 
 @dataclass(frozen=True)

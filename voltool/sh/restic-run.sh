@@ -6,15 +6,19 @@
 # read (from a descriptor: it is gone by then) into the environment; restic
 # reads the two files through the descriptors kept open for it. Nothing of
 # them is left on the helper's filesystem while restic runs.
-# $1: the directory restic runs in; $2: "run" (restic $3...) or "push" (restic
-# backup $3..., with the tag voltool.pending, which is removed once the backup
-# succeeded, so that a snapshot restic could not finish is never taken for one).
+# $1: the directory restic runs in; $2: the mode:
+#   run     restic $3...
+#   push    restic backup $3..., tagged voltool.pending (a snapshot restic could not
+#           finish, or one not yet confirmed, is never taken for a copy);
+#   finish  restic tag --remove voltool.pending $3... (the confirmed pushes), tried
+#           again while another restic holds the repository's lock, then the listing
+#           of voltool's snapshots (restic snapshots --json --tag voltool).
 set -eu
 readonly secrets=/.voltool-secrets
 exec 3<"$secrets/password" 4<"$secrets/repository"
 if [ -f "$secrets/env" ]; then exec 5<"$secrets/env"; else exec 5</dev/null; fi
 rm -rf "$secrets"
-cd "$1"
+cd "$1" 2>/dev/null || exit 66  # a snapshot deleted before restic began (push)
 mode="$2"
 shift 2
 set -a
@@ -25,18 +29,23 @@ exec 5<&-
 restic() {
   command restic --no-cache --password-file /proc/self/fd/3 --repository-file /proc/self/fd/4 "$@"
 }
-if [ "$mode" = run ]; then
-  restic "$@"
-  exit $?
-fi
-[ "$mode" = push ] || exit 2
-code=0
-out=$(restic backup --tag voltool.pending "$@") || code=$?
-printf '%s\n' "$out"
-if [ "$code" -ne 0 ]; then exit "$code"; fi
-id=$(printf '%s\n' "$out" | sed -n 's/.*"snapshot_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
-if [ -z "$id" ]; then
-  echo "restic's backup named no snapshot" >&2
-  exit 1
-fi
-restic tag --remove voltool.pending "$id" >&2
+case "$mode" in
+  run)
+    restic "$@"
+    ;;
+  push)
+    restic backup --tag voltool.pending "$@"
+    ;;
+  finish)
+    tries=0
+    until restic tag --remove voltool.pending "$@" >&2; do
+      tries=$((tries + 1))
+      if [ "$tries" -ge 10 ]; then exit 4; fi
+      sleep 3
+    done
+    restic snapshots --json --tag voltool
+    ;;
+  *)
+    exit 2
+    ;;
+esac

@@ -279,6 +279,10 @@ def _parse_framed(out: bytes, ids: set[str]) -> dict[str, dict[str, bytes | None
 
 
 def _attach(s: Snapshot, found: dict[str, bytes | None]) -> Snapshot:
+    if not s.in_store and s.kind == "pulled":
+        # A pull's temporary volume (voltool.ops.remote) is never a snapshot: restic writes
+        # into it, so a snapshot.json there is not voltool's commit marker.
+        found = {k: v for k, v in found.items() if k != SNAPSHOT}
     info = meta = None
     problems = []
     raw = found.get(SNAPSHOT)
