@@ -19,6 +19,8 @@ from voltool.cli.app import _command, _confirm, _globals, app
 from voltool.cli.render import err, out
 from voltool.errors import IntegrityError, UsageError
 from voltool.ops import prune
+from voltool.ops import pull as pull_ops
+from voltool.ops import push as push_ops
 from voltool.ops import remote as ops
 from voltool.runtime import Runtime
 from voltool.words import quoted
@@ -189,8 +191,8 @@ def push_cmd(
     """Copy snapshots to a remote (restic, next to the data); ones already there are skipped."""
     rt = _globals(ctx).runtime(quiet=as_json)
     target = remotes.get(rt.config, remote)
-    chosen = ops.pushable(rt, refs or [], all_)
-    result = ops.push(rt, target, chosen)
+    chosen = push_ops.pushable(rt, refs or [], all_)
+    result = push_ops.push(rt, target, chosen)
     if as_json:
         render.print_json([_pushed_record(p) for p in result.pushed])
     else:
@@ -212,7 +214,7 @@ def push_cmd(
         raise IntegrityError(f"{len(result.failed)} snapshot(s) could not be pushed")
 
 
-def _pushed_record(p: ops.Pushed) -> dict[str, Any]:
+def _pushed_record(p: push_ops.Pushed) -> dict[str, Any]:
     return {
         "id": p.snapshot.id,
         "volume": p.snapshot.source,
@@ -238,7 +240,7 @@ def pull_cmd(
 ) -> None:
     """Bring a snapshot back from a remote as a local snapshot, checked against its manifest."""
     rt = _globals(ctx).runtime(quiet=as_json)
-    snap = ops.pull(rt, remotes.get(rt.config, remote), ref, volume)
+    snap = pull_ops.pull(rt, remotes.get(rt.config, remote), ref, volume)
     if as_json:
         render.print_json(render.snapshot_record(snap))
     else:
