@@ -1182,29 +1182,57 @@ def prune_cmd(
         remote_cli.prune_remote(rt, remote, ps, list(volumes or []), now, tz, dry_run, yes, as_json)
         return
     items = prune.plan(rt, ps, list(volumes or []), now, tz)
+
+    def remove(doomed: list[prune.PruneItem]) -> tuple[list[str], list[str]]:
+        result = prune.execute(rt, items)
+        return list(result.removed), list(result.failed)
+
+    carry_out_prune(items, remove, dry_run, yes, as_json)
+
+
+def carry_out_prune(
+    items: list[Any],
+    remove: Callable[[list[Any]], tuple[list[str], list[str]]],
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+    where: str = "",
+    leftovers: int = 0,
+) -> None:
+    """Show a prune plan (`items`: voltool.ops.prune's PruneItems), ask, and carry it out
+    with `remove` (the items to remove -> ids removed, failures); `where`: " from remote
+    NAME"; `leftovers`: what else `remove` takes away (a remote's unfinished pushes)."""
     doomed = [i for i in items if i.remove]
     if as_json and dry_run:
         render.print_json(render.prune_records(items, removed=None))
         return
     if not as_json and items:
         render.print_prune_plan(items, stream=out if dry_run else err)
-    if dry_run or not doomed:
+    if leftovers and not as_json:
+        (out if dry_run else err).print(f"{leftovers} unfinished push(es) to remove", markup=False)
+    if dry_run or not (doomed or leftovers):
         if not as_json and not doomed:
             out.print("nothing to remove", markup=False)
         if as_json:
             render.print_json(render.prune_records(items, removed=[]))
         return
-    _confirm(f"Remove {len(doomed)} snapshot(s)?", yes, "refusing to prune")
-    result = prune.execute(rt, items)
-    if as_json:
-        render.print_json(render.prune_records(items, removed=list(result.removed)))
-    else:
-        for sid in result.removed:
-            out.print(f"removed {sid}", markup=False)
-    if result.failed:
-        raise Busy(
-            f"{len(result.failed)} snapshot(s) could not be removed; first: {result.failed[0]}"
+    what = " and ".join(
+        w
+        for w in (
+            f"{len(doomed)} snapshot(s)" if doomed else "",
+            f"{leftovers} unfinished push(es)" if leftovers else "",
         )
+        if w
+    )
+    _confirm(f"Remove {what}{where}?", yes, "refusing to prune")
+    removed, failed = remove(doomed)
+    if as_json:
+        render.print_json(render.prune_records(items, removed=removed))
+    else:
+        for sid in removed:
+            out.print(f"removed {sid}{where}", markup=False)
+    if failed:
+        raise Busy(f"{len(failed)} snapshot(s) could not be removed; first: {failed[0]}")
 
 
 @app.command("migrate")

@@ -15,7 +15,7 @@ import typer
 
 from voltool import config, remotes
 from voltool.cli import render
-from voltool.cli.app import _command, _confirm, _globals, app
+from voltool.cli.app import _command, _confirm, _globals, app, carry_out_prune
 from voltool.cli.render import err, out
 from voltool.errors import IntegrityError, UsageError
 from voltool.ops import prune
@@ -279,32 +279,14 @@ def prune_remote(
             view, leftovers=[r for r in view.leftovers if r.source in volumes]
         )
     items = prune.plan_of(view.snapshots, only_cli, volumes, now, tz)
-    doomed = [i for i in items if i.remove]
-    if as_json and dry_run:
-        render.print_json(render.prune_records(items, removed=None))
-        return
-    if not as_json and items:
-        render.print_prune_plan(items, stream=out if dry_run else err)
-    if view.leftovers and not as_json:
-        (out if dry_run else err).print(
-            f"{len(view.leftovers)} unfinished push(es) to remove", markup=False
-        )
-    if dry_run or not (doomed or view.leftovers):
-        if not as_json and not doomed:
-            out.print("nothing to remove", markup=False)
-        if as_json:
-            render.print_json(render.prune_records(items, removed=[]))
-        return
-    what = f"{len(doomed)} snapshot(s)" if doomed else ""
-    if view.leftovers:
-        what += f"{' and ' if doomed else ''}{len(view.leftovers)} unfinished push(es)"
-    _confirm(f"Remove {what} from remote {name}?", yes, "refusing to prune")
-    done = ops.forget(rt, remote, view, [i.snapshot.id for i in doomed])
-    if as_json:
-        render.print_json(render.prune_records(items, removed=list(done.removed)))
-    else:
-        for sid in done.removed:
-            out.print(f"removed {sid} from {name}", markup=False)
+
+    def remove(doomed: list[prune.PruneItem]) -> tuple[list[str], list[str]]:
+        done = ops.forget(rt, remote, view, [i.snapshot.id for i in doomed])
+        return list(done.removed), []
+
+    carry_out_prune(
+        items, remove, dry_run, yes, as_json, f" from remote {name}", len(view.leftovers)
+    )
 
 
 def verify_remote(rt: Runtime, name: str, subset: str | None, as_json: bool) -> None:
