@@ -411,3 +411,32 @@ def test_a_snapshot_deleted_under_its_push_is_never_taken_for_a_copy(
     assert pushing.returncode == 6, err
     assert "deleted" in err, err
     assert records(remotes.ok("remote", "snapshots", "local", "--json").out) == []
+
+
+def test_a_helper_cut_short_by_ctrl_c_gets_sigint_and_time_to_end_before_it_goes(
+    dk: Docker, volume: Callable[..., str]
+) -> None:
+    """What lets restic remove its repository lock when a push is interrupted: the helper
+    is sent SIGINT and waited for (restic runs as its first process), then removed."""
+    import threading
+
+    from voltool.engine.client import Engine, Mount
+    from voltool.engine.endpoint import resolve
+
+    vol = volume()
+    engine = Engine.connect(resolve(None, None), 600)
+    script = (
+        "trap 'echo interrupted > /v/said; exit 0' INT; touch /v/ready; while :; do sleep 0.1; done"
+    )
+
+    def interrupt_when_ready() -> None:
+        wait_for(lambda: "ready" in dk.run({vol: "/v"}, "ls /v"), 60, "the helper to start")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_ready, daemon=True).start()
+    labels = {"io.voltool.managed": "true", "io.voltool.role": "helper", "io.voltool.op": "t"}
+    with pytest.raises(KeyboardInterrupt):
+        engine.run(dk.image, [Mount(vol, "/v")], labels, script, interrupt_grace=10)
+    engine.close()
+    assert dk.run({vol: "/v"}, "cat /v/said").strip() == "interrupted"
+    assert not dk.client.api.containers(all=True, filters={"label": "io.voltool.op=t"})

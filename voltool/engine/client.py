@@ -392,6 +392,7 @@ class Engine:
         network: str = "none",
         files: dict[str, bytes] | None = None,
         keep_no_logs: bool = False,
+        interrupt_grace: float = 0.0,
     ) -> RunResult:
         """Run `sh -c script args...` in a started helper, wait for it, and remove it.
 
@@ -402,6 +403,8 @@ class Engine:
         root's alone (0600, in 0700 directories): how secrets reach it, where no
         `docker inspect` shows them; they go with the helper. `keep_no_logs`: the engine
         keeps none of its output (log driver `none`); voltool reads it all the same.
+        `interrupt_grace`: cut short (Ctrl-C), the helper is sent SIGINT and given that
+        many seconds to end on its own (restic then removes its lock) before it goes.
         """
         import docker.utils.socket
 
@@ -425,6 +428,10 @@ class Engine:
                 try:
                     self._api.start(cid)
                     out, err, overflow = _collect(docker.utils.socket.frames_iter(sock, False))
+                except BaseException:
+                    if interrupt_grace:
+                        _cleanup(lambda: self._interrupt(cid, interrupt_grace))
+                    raise
                 finally:
                     with contextlib.suppress(OSError):
                         sock.close()
@@ -436,6 +443,13 @@ class Engine:
             return RunResult(int(status.get("StatusCode", 1)), out, err)
         finally:
             _cleanup(lambda: self.remove_container(cid))
+
+    def _interrupt(self, cid: str, grace: float) -> None:
+        """SIGINT to a running helper, then wait up to `grace` seconds for it to end."""
+        with translated(f"interrupt helper {cid[:12]}"):
+            self._api.kill(cid, signal="SIGINT")
+        with contextlib.suppress(VoltoolError), self._timeout(grace), translated("wait"):
+            self._api.wait(cid)
 
     # -- archives ------------------------------------------------------------
 

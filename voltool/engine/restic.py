@@ -40,6 +40,7 @@ from voltool.words import quoted
 
 SECRETS_DIR = "/.voltool-secrets"  # restic-run.sh's
 REPOSITORY_MOUNT = "/repository"  # where a local repository is mounted
+INTERRUPT_GRACE = 10.0  # seconds restic gets to remove its lock when cut short by Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def run(
         network=repo.remote.helper_network,
         files=repo.files(),
         keep_no_logs=True,
+        interrupt_grace=INTERRUPT_GRACE,
     )
 
 

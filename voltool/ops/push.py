@@ -254,7 +254,8 @@ def _finish(s: Session, read: list[Pushed]) -> dict[str, RemoteSnapshot]:
     if result.exit_code == 4:
         raise Busy(
             f"the repository of remote {quoted(s.remote.name)} stayed locked: the pushes are "
-            "in it, not confirmed; push again"
+            "in it, not confirmed; push again (`voltool remote unlock` if no other restic "
+            "uses it: a killed one leaves its lock)"
         )
     out = restic.checked(result, s.repo, f"confirming the pushes to {s.remote.name}").stdout
     raw = restic.json_value(out, "listing")

@@ -26,24 +26,25 @@ set -a
 . /proc/self/fd/5
 set +a
 exec 5<&-
-restic() {
-  command restic --no-cache --password-file /proc/self/fd/3 --repository-file /proc/self/fd/4 "$@"
-}
+# restic itself runs as the helper's first process where it can (exec): then the
+# SIGINT voltool sends on Ctrl-C reaches it, and it removes its lock before it exits.
+common="--no-cache --password-file /proc/self/fd/3 --repository-file /proc/self/fd/4"
+# shellcheck disable=SC2086 # $common: options, split on purpose
 case "$mode" in
   run)
-    restic "$@"
+    exec restic $common "$@"
     ;;
   push)
-    restic backup --tag voltool.pending "$@"
+    exec restic $common backup --tag voltool.pending "$@"
     ;;
   finish)
     tries=0
-    until restic tag --remove voltool.pending "$@" >&2; do
+    until restic $common tag --remove voltool.pending "$@" >&2; do
       tries=$((tries + 1))
       if [ "$tries" -ge 10 ]; then exit 4; fi
       sleep 3
     done
-    restic snapshots --json --tag voltool
+    exec restic $common snapshots --json --tag voltool
     ;;
   *)
     exit 2
