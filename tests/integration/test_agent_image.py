@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import docker
 import pytest
@@ -161,8 +161,10 @@ def test_an_image_that_fails_its_check_is_removed(
     monkeypatch.setattr(agent_image, "RECIPE", f"test-{uuid.uuid4().hex}")
     real_plan = hostpython.plan
 
-    def without_libcrypto(py: hostpython.HostPython) -> hostpython.Plan:
-        plan = real_plan(py)
+    def without_libcrypto(
+        py: hostpython.HostPython, binaries: Iterable[str] = ()
+    ) -> hostpython.Plan:
+        plan = real_plan(py, binaries=binaries)
         kept = [e for e in plan.entries if "libcrypto" not in e.path]
         return hostpython.Plan(kept, plan.library_path)
 
