@@ -103,12 +103,13 @@ def host_restic() -> HostRestic | None:
         said = subprocess.run(
             [path, "version"], capture_output=True, text=True, timeout=30, check=False
         ).stdout.split()
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:  # streamed: the binary is some 20 MB
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
     except (OSError, subprocess.SubprocessError):
         return None
     if len(said) < 2 or said[0] != "restic":
         return None
-    return HostRestic(path, said[1][:32], hashlib.sha256(data).hexdigest())
+    return HostRestic(path, said[1][:32], digest)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def busybox_digest(busybox: str) -> str:
     """The SHA-256 of the static busybox binary; raises NotFound if it cannot be read."""
     try:
         with open(busybox, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+            return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as e:
         raise NotFound(
             f"cannot read the static busybox {quoted(busybox)} ({e.strerror}); install Debian's "
